@@ -1,0 +1,21 @@
+"""Sound bound propagation: interchangeable domains behind one interface (see ARCHITECTURE.md)."""
+from veritrain.bounds.base import (
+    DOMAINS,
+    Ball,
+    Domain,
+    compute_bounds,
+    interval_gradient,
+    margin_lower,
+    margin_spec,
+    verified_loss,
+    verify,
+)
+from veritrain.bounds.ops import UnsupportedLayerError, to_ops
+
+# domain modules register themselves in DOMAINS on import
+from veritrain.bounds import interval  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "DOMAINS", "Ball", "Domain", "UnsupportedLayerError", "compute_bounds", "interval_gradient",
+    "margin_lower", "margin_spec", "to_ops", "verified_loss", "verify",
+]

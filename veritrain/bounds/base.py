@@ -1,0 +1,143 @@
+"""The bound-domain interface, the input set and the products built on bounds (Eqns. 5-7)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from veritrain.bounds.ops import AffineOp, LinearOp, Op, SpecOp, to_ops
+from veritrain.registry import Registry
+
+
+@dataclass
+class Ball:
+    """B_eps(x) ∩ [lo, hi]^d: the L-inf or L2 ball around pixels x, intersected with the valid domain.
+
+    `eps` is a float or a per-sample tensor (B,). Pixels are in [lo, hi] before the model's normalisation.
+    """
+
+    x: Tensor
+    eps: float | Tensor
+    norm: str = "linf"
+    lo: float = 0.0
+    hi: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"unknown norm {self.norm!r}; choose linf or l2")
+
+    def eps_view(self) -> Tensor:
+        """eps as a tensor broadcastable to x: (B, 1, ..., 1)."""
+        e = torch.as_tensor(self.eps, dtype=self.x.dtype, device=self.x.device)
+        if e.dim() == 0:
+            e = e.expand(self.x.shape[0])
+        return e.reshape(-1, *([1] * (self.x.dim() - 1)))
+
+    def box(self) -> tuple[Tensor, Tensor]:
+        """Element-wise bounds [max(x - eps, lo), min(x + eps, hi)] (the L2 ball lies inside it too)."""
+        e = self.eps_view()
+        return (self.x - e).clamp(self.lo, self.hi), (self.x + e).clamp(self.lo, self.hi)
+
+    def concretize(self, a: Tensor, lower: bool = True) -> Tensor:
+        """min (or max) over the set of <a_m, x'> for coefficient rows a of shape (B, M, *x.shape[1:]).
+
+        Sound for both norms: the box bound, and for L2 also <a, x> -+ eps·||a||_2, whichever is tighter.
+        """
+        lo_box, hi_box = self.box()
+        lo_box, hi_box = lo_box.unsqueeze(1), hi_box.unsqueeze(1)
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        dims = tuple(range(2, a.dim()))
+        if lower:
+            val = (pos * lo_box + neg * hi_box).sum(dims)
+        else:
+            val = (pos * hi_box + neg * lo_box).sum(dims)
+        if self.norm == "l2":
+            centre = (a * self.x.unsqueeze(1)).sum(dims)
+            radius = self.eps_view().reshape(-1, 1) * a.flatten(2).norm(dim=2)
+            val = torch.maximum(val, centre - radius) if lower else torch.minimum(val, centre + radius)
+        return val
+
+
+class Domain:
+    """A sound abstract domain: bounds on `spec @ f(x')` for every x' in the ball (Eqn. 5).
+
+    Subclasses implement `bounds(ops, ball)`, where the ops already end with the specification.
+    Results must be differentiable with respect to the weights (training needs the gradient).
+    """
+
+    name = "domain"
+
+    def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+DOMAINS: Registry[type[Domain]] = Registry("bound domain")
+
+
+def with_spec(ops: list[Op], spec: Tensor | None) -> list[Op]:
+    """Append the specification matrix C (B, S, K) to the ops (folded by domains that fuse affine ops)."""
+    if spec is None:
+        return ops
+    return [*ops, SpecOp(spec, ops[-1].out_shape)]
+
+
+def compute_bounds(
+    model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear"
+) -> tuple[Tensor, Tensor]:
+    """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec)."""
+    dom = DOMAINS.get(domain)() if isinstance(domain, str) else domain
+    ops = with_spec(to_ops(model, tuple(ball.x.shape[1:])), spec)
+    return dom.bounds(ops, ball)
+
+
+def margin_spec(y: Tensor, num_classes: int) -> Tensor:
+    """C with rows e_y - e_j (B, K, K); row y is zero, so its bound is exactly 0."""
+    eye = torch.eye(num_classes, device=y.device)
+    return eye[y].unsqueeze(1) - eye.unsqueeze(0)
+
+
+def _num_classes(model: nn.Module, ball: Ball) -> int:
+    ops = to_ops(model, tuple(ball.x.shape[1:]))
+    return int(torch.tensor(ops[-1].out_shape).prod())
+
+
+def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
+    """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0."""
+    spec = margin_spec(y, _num_classes(model, ball)).to(ball.x.dtype)
+    lower, _ = compute_bounds(model, ball, spec, domain)
+    return lower
+
+
+def verified_loss(
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", reduction: str = "mean"
+) -> Tensor:
+    """The verified robust loss L(d(x), y) (Eqns. 6-7): CE on the worst-case logits -lower(z_y - z_j)."""
+    return F.cross_entropy(-margin_lower(model, ball, y, domain), y, reduction=reduction)
+
+
+@torch.no_grad()
+def verify(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
+    """Per-sample proof of robustness: every margin z_y - z_j (j != y) has a positive lower bound."""
+    lower = margin_lower(model, ball, y, domain)
+    lower = lower.scatter(1, y.view(-1, 1), float("inf"))
+    return (lower > 0).all(dim=1)
+
+
+def interval_gradient(
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear"
+) -> Tensor:
+    """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III)."""
+    x = ball.x.detach().requires_grad_(True)
+    moved = Ball(x, ball.eps, ball.norm, ball.lo, ball.hi)
+    with torch.enable_grad():
+        loss = verified_loss(model, moved, y, domain, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+__all__ = [
+    "AffineOp", "Ball", "DOMAINS", "Domain", "LinearOp", "compute_bounds", "interval_gradient",
+    "margin_lower", "margin_spec", "verified_loss", "verify", "with_spec",
+]
