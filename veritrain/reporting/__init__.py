@@ -1,0 +1,17 @@
+"""Run files (JSON, JSON lines, CSV), terminal tables and training-curve plots."""
+from veritrain.reporting.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    read_json,
+    read_jsonl,
+    write_csv,
+    write_json,
+    write_jsonl,
+)
+from veritrain.reporting.plots import plot_metrics
+from veritrain.reporting.tables import format_table
+
+__all__ = [
+    "append_jsonl", "atomic_write_bytes", "read_json", "read_jsonl", "write_csv", "write_json",
+    "write_jsonl", "plot_metrics", "format_table",
+]

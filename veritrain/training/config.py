@@ -34,6 +34,7 @@ class TrainConfig:
     device: str = "cpu"
     out: str = "runs/run"
     resume: bool = False
+    overwrite: bool = False  # start afresh in an existing RUN folder, replacing its files
     progress: bool = True
     # robustness (all robust methods)
     eps: float = 0.1  # final eps, pixel space [0, 1]

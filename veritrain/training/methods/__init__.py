@@ -1,0 +1,5 @@
+"""Training methods: each module registers its `Objective` in METHODS (Section IV, V-A baselines)."""
+from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
+from veritrain.training.methods import regular  # noqa: F401  (registers "regular")
+
+__all__ = ["METHODS", "EpochContext", "Objective", "StepContext"]

@@ -1,0 +1,37 @@
+"""Clean accuracy (ACC, Section II)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        p = next(iter(model.buffers()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels of `x` (on x's device), evaluated in batches on the model's device."""
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(device)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Bool per sample: is it classified correctly?"""
+    return predict(model, x, batch_size) == y.to(x.device)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """ACC in percent."""
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty set is undefined; pass at least one sample")
+    return correct(model, x, y, batch_size).float().mean().item() * 100.0

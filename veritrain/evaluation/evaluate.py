@@ -1,0 +1,157 @@
+"""One evaluation of a model: ACC, ERA (attacks) and VRA (sound bounds), as a JSON-able dict (Section II)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from veritrain.evaluation.accuracy import accuracy
+
+NOT_AVAILABLE = "not available"
+# Sinha et al.'s WRM needs smooth activations (ELU); the sound domains here bound ReLU networks only,
+# so for objectives with `sound = False` VRA is reported as n/a, never as 0.
+NOT_APPLICABLE = "n/a"
+
+
+def _optional(module: str, name: str) -> Callable[..., Any] | str:
+    """The function, or a "not available (...)" string when its module is not installed/importable."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == module or module.startswith(e.name + ".")):
+            return f"{NOT_AVAILABLE} ({module} is missing)"
+        raise
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `fn` with the keyword options it accepts (the optional ones differ between ERA and VRA)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(*args, **kwargs)
+
+
+def _split(names: str | Sequence[str] | None) -> list[str]:
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    return [s.strip() for s in names if s and s.strip()]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def evaluate_tensors(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    attacks: str | Sequence[str] = ("pgd",),
+    domains: str | Sequence[str] = ("symbolic-linear",),
+    *,
+    norm: str = "linf",
+    sound: bool = True,
+    batch_size: int = 500,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """ACC on (x, y), ERA for `attacks` (worst case over them), VRA per bound domain.
+
+    Returns {"acc", "n", "eps", "norm", "era": {...}, "vra": {...}, "curves": {...}, "time_s": {...}}.
+    A part whose module is missing is reported as "not available (...)"; VRA is "n/a" when `sound`
+    is False (models trained with smooth activations, e.g. WRM with ELU).
+    """
+    attacks, domains = _split(attacks), _split(domains)
+    device = _model_device(model)
+    model.eval()
+    x, y = x.to(device), y.to(device)
+    out: dict[str, Any] = {"acc": None, "n": len(x), "eps": float(eps), "norm": norm,
+                           "era": {}, "vra": {}, "curves": {}, "time_s": {}}
+    t0 = time.perf_counter()
+    out["acc"] = accuracy(model, x, y, batch_size=batch_size)
+    out["time_s"]["acc"] = time.perf_counter() - t0
+
+    if attacks and eps > 0:
+        era_fn = _optional("veritrain.evaluation.era", "estimate_robust_accuracy")
+        t0 = time.perf_counter()
+        if isinstance(era_fn, str):
+            out["era"] = era_fn
+        else:
+            res = _call(era_fn, model, x, y, attacks, eps, norm=norm, seed=seed, batch_size=batch_size,
+                        progress=progress)
+            out["era"], curves = _normalise_era(res, attacks)
+            out["curves"].update(curves)
+        out["time_s"]["era"] = time.perf_counter() - t0
+
+    if domains and eps > 0:
+        if not sound:
+            out["vra"] = {d: NOT_APPLICABLE for d in domains}
+        else:
+            vra_fn = _optional("veritrain.evaluation.vra", "verified_robust_accuracy")
+            t0 = time.perf_counter()
+            if isinstance(vra_fn, str):
+                out["vra"] = vra_fn
+            else:
+                kw: dict[str, Any] = {"norm": norm, "progress": progress}
+                if chunk_size is not None:
+                    kw["chunk_size"] = chunk_size
+                out["vra"] = dict(_call(vra_fn, model, x, y, eps, domains, **kw))
+            out["time_s"]["vra"] = time.perf_counter() - t0
+    return out
+
+
+def _normalise_era(res: Any, attacks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ERA results as {name: percent, ...} plus any curves the ERA module returned."""
+    if isinstance(res, (int, float)):
+        return {"era": float(res)}, {}
+    if hasattr(res, "to_dict"):
+        res = res.to_dict()
+    elif hasattr(res, "__dataclass_fields__"):
+        import dataclasses
+
+        res = dataclasses.asdict(res)
+    res = dict(res)
+    curves = res.pop("curves", None) or {}
+    return res, dict(curves)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset_name: str,
+    n: int | None,
+    eps: float,
+    attacks: str | Sequence[str] = ("pgd",),
+    domains: str | Sequence[str] = ("symbolic-linear",),
+    *,
+    data_dir: str | None = None,
+    random_subset: int | None = None,
+    norm: str = "linf",
+    sound: bool = True,
+    batch_size: int = 500,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate on the first `n` test images of `dataset_name` (a seeded random `n` with `random_subset`;
+    all with n=None) and return the dict of `evaluate_tensors` plus "dataset"."""
+    from veritrain.data import load_dataset, take_subset
+
+    ds = load_dataset(dataset_name, "test", root=data_dir)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"--n must be at least 1, got {n}")
+        ds = take_subset(ds, min(n, len(ds)), random_subset)
+    x, y = ds.tensors[0], ds.tensors[1]
+    if not torch.isfinite(x).all():
+        raise ValueError(f"the {dataset_name} test images contain NaN or inf values; the data files are corrupt")
+    res = evaluate_tensors(model, x, y, eps, attacks, domains, norm=norm, sound=sound, batch_size=batch_size,
+                           chunk_size=chunk_size, seed=seed, progress=progress)
+    return {"dataset": dataset_name, **res}

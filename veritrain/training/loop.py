@@ -1,0 +1,510 @@
+"""The one training loop every method shares (Section V-A): a method only supplies its `Objective`.
+
+Run folder layout (`cfg.out`):
+  config.json     the resolved options, written when training starts
+  metrics.jsonl   one JSON line per finished epoch
+  checkpoint.pt   everything needed to continue (model, optimiser, schedule, RNG states, objective),
+                  rewritten atomically at every epoch boundary
+  model.pt        the latest weights as a plain state_dict (`veritrain.models.load_weights`)
+  summary.json    final metrics and the evaluation (ACC, ERA, VRA), written at the end
+
+A run killed at any point and restarted with `resume=True` replays the interrupted epoch from the last
+checkpoint with the same random numbers, so it ends exactly as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from veritrain.reporting.io import append_jsonl, atomic_write_bytes, read_jsonl, write_json, write_jsonl
+from veritrain.training.config import TrainConfig
+from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
+from veritrain.training.schedules import OPTIMIZERS, eps_at_epoch, make_optimizer, make_scheduler
+
+CHECKPOINT_VERSION = 1
+NORMS = ("linf", "l2")
+# options that may change between a checkpoint and its resumption (they do not affect the trajectory)
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
+     "eval_n", "eval_attacks", "eval_domains", "full_eval"}
+)
+
+
+class TrainingError(ValueError):
+    """A training run cannot start or continue; the message says what is wrong and what to do."""
+
+
+class RunFiles:
+    """The paths of one run folder."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.dir = Path(out)
+        self.config = self.dir / "config.json"
+        self.metrics = self.dir / "metrics.jsonl"
+        self.checkpoint = self.dir / "checkpoint.pt"
+        self.model = self.dir / "model.pt"
+        self.summary = self.dir / "summary.json"
+
+    def started(self) -> bool:
+        return self.checkpoint.exists() or self.metrics.exists()
+
+
+# ----------------------------------------------------------------------------- devices and seeds
+
+
+def select_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` or `auto` (cuda when available, else cpu); a clear error when cuda is absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                f"device {name!r} requested but CUDA is not available in this torch build/machine; "
+                "use --device cpu (or auto)"
+            )
+        index = device.index if device.index is not None else 0
+        if index >= torch.cuda.device_count():
+            raise TrainingError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise TrainingError(f"device {name!r} is not available here; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python `random`, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state(shuffle_gen: torch.Generator, method_gen: torch.Generator) -> dict[str, Any]:
+    """Every random state the loop depends on, in types `torch.load(weights_only=True)` accepts."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "shuffle": shuffle_gen.get_state(),
+        "method": method_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], shuffle_gen: torch.Generator, method_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    shuffle_gen.set_state(state["shuffle"])
+    method_gen.set_state(state["method"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """torch.save to memory, then an atomic replace (tmp file in the same folder, fsync, os.replace)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` (weights only); TrainingError if it is unreadable."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainingError(f"no checkpoint at {path}") from None
+    except Exception as e:  # torch raises many types for truncated/garbled files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(
+            f"checkpoint {path} is corrupt or not a veritrain checkpoint ({msg[:200]}); "
+            "restart without --resume into a new --out"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "veritrain-checkpoint" or "model" not in ckpt:
+        raise TrainingError(f"{path} is not a veritrain training checkpoint; restart into a new --out")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Resolve the paper defaults and check the numbers; raises TrainingError (a ValueError)."""
+    cfg = cfg.resolved()
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
+        (cfg.lr is not None and cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.lr_step >= 1, f"--lr-step must be at least 1, got {cfg.lr_step}"),
+        (cfg.lr_gamma > 0, f"--lr-gamma must be positive, got {cfg.lr_gamma}"),
+        (cfg.eps >= 0, f"--eps must be >= 0 (pixel space), got {cfg.eps}"),
+        (cfg.eps_start is None or cfg.eps_start >= 0, f"--eps-start must be >= 0, got {cfg.eps_start}"),
+        (cfg.eps_ramp_epochs >= 0, f"--eps-ramp-epochs must be >= 0, got {cfg.eps_ramp_epochs}"),
+        (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
+        (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
+        (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
+        (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
+        (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise TrainingError(msg)
+    METHODS.get(cfg.method)  # UnknownNameError listing the methods
+    return cfg
+
+
+def _check_data(ds: TensorDataset, what: str) -> None:
+    x, y = ds.tensors[0], ds.tensors[1]
+    if len(x) == 0:
+        raise TrainingError(f"the {what} set is empty; check --dataset/--train-size")
+    if not torch.isfinite(x).all():
+        raise TrainingError(f"the {what} images contain NaN or inf values; the data files are corrupt")
+    if x.min() < 0 or x.max() > 1:
+        raise TrainingError(f"the {what} images are not pixels in [0, 1]; the data loader must scale them")
+
+
+def _check_model_fits(model: nn.Module, ds: TensorDataset, net: str, dataset: str, device: torch.device) -> None:
+    x, y = ds.tensors[0][:2].to(device), ds.tensors[1]
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0][:160]
+        raise TrainingError(
+            f"network {net!r} does not accept {dataset!r} images of shape {tuple(x.shape[1:])} ({msg}); "
+            "pick a network for this data set (veritrain models)"
+        ) from None
+    finally:
+        model.train()
+    if out.dim() != 2 or int(y.max()) >= out.shape[1]:
+        raise TrainingError(
+            f"network {net!r} outputs {tuple(out.shape[1:])} logits but {dataset!r} has labels up to {int(y.max())}"
+        )
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """`resolve_model(cfg.net, activation=cfg.activation)`, then `load_weights` when cfg.weights is set."""
+    from veritrain.models import load_weights, resolve_model
+
+    model = resolve_model(cfg.net, activation=cfg.activation)
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    return model
+
+
+def load_train_data(cfg: TrainConfig) -> TensorDataset:
+    from veritrain.data import load_dataset, take_subset
+
+    ds = load_dataset(cfg.dataset, "train", root=cfg.data_dir)
+    if cfg.train_size is not None:
+        ds = take_subset(ds, cfg.train_size, cfg.train_subset_seed)
+    return ds
+
+
+def load_test_data(cfg: TrainConfig) -> TensorDataset:
+    from veritrain.data import load_dataset
+
+    return load_dataset(cfg.dataset, "test", root=cfg.data_dir)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated (cuda) or the process's peak resident set size (cpu), in MB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Holds the state of one run; `train()` below is the entry point."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, train_data: TensorDataset,
+                 test_data: TensorDataset | None, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.model = model.to(device)
+        self.train_data = train_data
+        self.test_data = test_data
+        self.objective: Objective = METHODS.get(cfg.method)(cfg)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        self.method_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.epoch = 0  # epochs finished
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.files = RunFiles(cfg.out)
+
+    # -- checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "veritrain-checkpoint",
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": get_rng_state(self.shuffle_gen, self.method_gen),
+            "objective": self.objective.state_dict(),
+            "metrics": self.metrics,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load a checkpoint into this trainer; TrainingError when it belongs to another run."""
+        old = ckpt.get("config", {})
+        new = self.cfg.to_dict()
+        changed = [k for k in new if k not in RESUMABLE_CHANGES and k in old and old[k] != new[k]]
+        if changed:
+            what = ", ".join(f"{k}={old[k]!r} (now {new[k]!r})" for k in changed[:4])
+            raise TrainingError(
+                f"{self.files.checkpoint} belongs to a run with other options: {what}; "
+                "resume with the same options or train into a new --out"
+            )
+        if ckpt["epoch"] > self.cfg.epochs:
+            raise TrainingError(
+                f"{self.files.checkpoint} has already trained {ckpt['epoch']} epochs, more than --epochs {self.cfg.epochs}"
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise TrainingError(
+                f"{self.files.checkpoint} holds weights of another architecture than {self.cfg.net!r} "
+                f"({str(e).splitlines()[0][:120]}); resume with the same --net or train into a new --out"
+            ) from None
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.objective.load_state_dict(ckpt["objective"])
+            set_rng_state(ckpt["rng"], self.shuffle_gen, self.method_gen)
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise TrainingError(f"{self.files.checkpoint} is incomplete or inconsistent ({e}); "
+                                "train into a new --out") from None
+        self.epoch = int(ckpt["epoch"])
+        self.step = int(ckpt["step"])
+        self.metrics = list(ckpt["metrics"])
+
+    def save(self) -> None:
+        save_checkpoint(self.files.checkpoint, self.state())
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
+        atomic_write_bytes(self.files.model, buf.getvalue())
+
+    # -- one epoch
+    def run_epoch(self) -> dict[str, Any]:
+        cfg, e = self.cfg, self.epoch
+        eps = eps_at_epoch(e, cfg.eps, cfg.eps_start, cfg.eps_ramp_epochs)
+        lr = self.optimizer.param_groups[0]["lr"]
+        x_all, y_all = self.train_data.tensors[0], self.train_data.tensors[1]
+        n = len(x_all)
+        perm = torch.randperm(n, generator=self.shuffle_gen)
+        num_batches = math.ceil(n / cfg.batch_size)
+        sums: dict[str, float] = defaultdict(float)
+        seen = 0
+        batch_times: list[float] = []
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.model.train()
+        bar = _progress(range(num_batches), cfg.progress, f"epoch {e + 1}/{cfg.epochs}")
+        t_epoch = time.perf_counter()
+        for b in bar:
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x = x_all[idx].to(self.device, non_blocking=True)
+            y = y_all[idx].to(self.device, non_blocking=True)
+            t0 = time.perf_counter()
+            ctx = StepContext(eps=eps, epoch=e, step=self.step, num_batches=num_batches,
+                              generator=self.method_gen, device=self.device)
+            loss, m = self.objective.loss(self.model, x, y, ctx)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at epoch {e + 1}, batch {b + 1}; "
+                    "lower --lr or check the data (the last checkpoint is intact)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            batch_times.append(time.perf_counter() - t0)
+            m = dict(m)
+            acc = m.pop("acc", None)
+            if acc is None:  # the objective did not report clean batch accuracy: measure it
+                with torch.no_grad():
+                    acc = (self.model(x).argmax(1) == y).float().mean().item() * 100.0
+            bs = len(y)
+            seen += bs
+            sums["loss"] += loss.item() * bs
+            sums["train_acc"] += float(acc) * bs
+            for k, v in m.items():
+                sums[k] += float(v) * bs
+            self.step += 1
+            if cfg.progress:
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['train_acc'] / seen:.1f}")
+        self.scheduler.step()
+        end = self.objective.end_epoch(self.model, EpochContext(
+            eps=eps, epoch=e, train_data=self.train_data, generator=self.method_gen, device=self.device))
+        row: dict[str, Any] = {"epoch": e + 1, "eps": eps, "lr": lr}
+        row.update({k: v / seen for k, v in sums.items()})
+        row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in (end or {}).items()})
+        row["batch_time"] = float(np.mean(batch_times))
+        row["epoch_time"] = time.perf_counter() - t_epoch
+        row["peak_mem_mb"] = peak_memory_mb(self.device)
+        self.epoch += 1
+        return row
+
+    def fit(self) -> None:
+        while self.epoch < self.cfg.epochs:
+            row = self.run_epoch()
+            self.metrics.append(row)
+            # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
+            # and resuming rewrites metrics.jsonl from the checkpoint anyway
+            self.save()
+            append_jsonl(self.files.metrics, row)
+            if not self.cfg.progress:
+                continue
+            print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
+                  f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}", file=sys.stderr)
+
+
+def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
+    """ACC on the whole test set; ERA/VRA on the first eval_n test images (all with full_eval)."""
+    from veritrain.evaluation.evaluate import evaluate_tensors
+
+    cfg = trainer.cfg
+    if trainer.test_data is None:
+        return {"test_acc": "not available (no test data given)"}
+    x, y = trainer.test_data.tensors[0], trainer.test_data.tensors[1]
+    from veritrain.evaluation.accuracy import accuracy
+
+    model = trainer.model.eval()
+    out: dict[str, Any] = {"test_acc": accuracy(model, x, y, batch_size=max(cfg.batch_size, 500))}
+    if cfg.eps > 0:
+        n = len(x) if cfg.full_eval else min(cfg.eval_n, len(x))
+        out["eval"] = evaluate_tensors(
+            model, x[:n], y[:n], eps=cfg.eps, norm=cfg.norm,
+            attacks=_split(cfg.eval_attacks), domains=_split(cfg.eval_domains),
+            sound=trainer.objective.sound, progress=cfg.progress, seed=cfg.seed,
+        )
+    return out
+
+
+def _split(names: str | list[str] | None) -> list[str]:
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    return [s.strip() for s in names if s.strip()]
+
+
+def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: TensorDataset | None = None,
+          test_data: TensorDataset | None = None) -> dict[str, Any]:
+    """Train `cfg.net` on `cfg.dataset` with `cfg.method` and return the summary (also RUN/summary.json).
+
+    `model`, `train_data` and `test_data` replace what `cfg` names (Python API for own networks/data;
+    with `train_data` given and no `test_data`, no test evaluation is done). Everything is validated
+    (options, device, network, data, checkpoint) before any file in RUN is created or changed.
+    """
+    t_start = time.perf_counter()
+    cfg = validate_config(cfg)
+    device = select_device(cfg.device)
+    seed_everything(cfg.seed)
+    if model is None:
+        model = build_model(cfg)
+    if train_data is None:
+        train_data = load_train_data(cfg)
+        if test_data is None:
+            test_data = load_test_data(cfg)
+    _check_data(train_data, "training")
+    if test_data is not None:
+        _check_data(test_data, "test")
+    model = model.to(device)
+    _check_model_fits(model, train_data, cfg.net, cfg.dataset, device)
+    trainer = Trainer(cfg, model, train_data, test_data, device)
+    files = trainer.files
+    ckpt = None
+    if cfg.resume and files.checkpoint.exists():
+        ckpt = load_checkpoint(files.checkpoint)
+        trainer.restore(ckpt)
+    elif files.started() and not cfg.overwrite:
+        hint = "pass --resume to continue it" if files.checkpoint.exists() else "its checkpoint is missing"
+        raise TrainingError(f"{files.dir} already holds a training run ({hint}, --overwrite to start afresh, "
+                            "or choose another --out)")
+    # everything is valid: from here on the run folder is written
+    files.dir.mkdir(parents=True, exist_ok=True)
+    if ckpt is not None:
+        write_jsonl(files.metrics, trainer.metrics)  # drop lines of an epoch that did not checkpoint
+    else:
+        for p in (files.metrics, files.checkpoint, files.model, files.summary):
+            if p.exists():
+                p.unlink()
+    write_json(files.config, cfg.to_dict())
+    trainer.fit()
+    train_time = sum(float(r.get("epoch_time", 0.0)) for r in trainer.metrics)  # all epochs, across resumes
+    t_eval = time.perf_counter()
+    evaluation = _evaluate_run(trainer)
+    summary: dict[str, Any] = {
+        "net": cfg.net, "dataset": cfg.dataset, "method": cfg.method, "eps": cfg.eps, "epochs": cfg.epochs,
+        "seed": cfg.seed, "device": str(device), "sound": trainer.objective.sound,
+        "train_size": len(train_data),
+        "final": trainer.metrics[-1] if trainer.metrics else {},
+        **evaluation,
+        "time_s": {"train": train_time, "eval": time.perf_counter() - t_eval,
+                   "total": train_time + time.perf_counter() - t_eval,
+                   "this_process": time.perf_counter() - t_start},
+        "resumed": ckpt is not None,
+    }
+    write_json(files.summary, summary)
+    return summary
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run folder."""
+    return read_jsonl(RunFiles(run_dir).metrics)
+
+
+__all__ = [
+    "RunFiles", "Trainer", "TrainingError", "load_checkpoint", "read_metrics", "save_checkpoint",
+    "seed_everything", "select_device", "train",
+]

@@ -1,0 +1,24 @@
+"""Regular training: cross-entropy on clean inputs (Eqn. 1)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veritrain.training.methods.base import METHODS, Objective, StepContext
+
+
+@METHODS.register("regular")
+class Regular(Objective):
+    """min_theta E[L(f(x), y)] with L the cross-entropy (Eqn. 1); no robustness term."""
+
+    name = "regular"
+    sound = True
+
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.detach().argmax(1) == y).float().mean().item() * 100.0
+        return loss, {"acc": acc}
