@@ -56,8 +56,11 @@ class TrainConfig:
     # WRM (Sinha et al.)
     gamma: float | None = None
     wrm_steps: int = 15
+    wrm_clip: bool = False  # clip WRM's x' to [0, 1] (Sinha et al.'s reference code does not)
     # Wong et al.
     projections: int | None = None  # None: exact bound; 50 in the paper
+    # DiffAI (Mirman et al.)
+    diffai_kappa: float = 1.0  # weight of the box-domain verified loss; 1 - kappa on clean CE
     # final evaluation written to summary.json
     eval_n: int = 1000
     eval_attacks: str = "pgd"
