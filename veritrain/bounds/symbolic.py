@@ -1,0 +1,152 @@
+"""Symbolic interval analysis (ReluVal, Wang et al. USENIX Security 2018; paper Section III).
+
+Every neuron keeps two linear equations of the input, Eq_low(x) <= z(x) <= Eq_up(x). Affine ops mix
+them by weight signs (W+ Eq_low + W- Eq_up for the lower equation); a ReLU whose concrete bounds
+straddle zero concretises them. The input-side machinery here (`InputSpace`, the leading affine chain)
+is shared with the symbolic linear relaxation (`symbolic_linear.py`).
+
+Representation. An equation over the input is a coefficient tensor G of shape (B, M, *shape) plus a
+constant c (B, *shape): z = sum_m G[:, m] v_m + c. The first d = numel(x[0]) variables v are the input:
+- L-inf: v = t in [0, 1]^d with x' = lo + (hi - lo)·t, where [lo, hi] = B_eps(x) ∩ [0, 1] is a box;
+  every variable then ranges over [0, 1] and concretisation is a sum of min(G, 0) / max(G, 0).
+- L2: v = x' itself, concretised by `Ball.concretize` (box bound and the L2 dual norm, the tighter).
+The network's leading affine ops (before the first ReLU) are applied once to an identity of batch size 1,
+shared by all samples: the first layer's equations are its weight matrix, scaled column-wise by
+(hi - lo) for L-inf; no identity is pushed through the first layer per sample.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from veritrain.bounds.base import DOMAINS, Ball, Domain
+from veritrain.bounds.interval import Interval, interval_ops, interval_step
+from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, SpecOp
+
+Box = tuple[Tensor, Tensor]
+
+
+def leading_chain(ops: list[Op]) -> list[AffineOp]:
+    """The sample-independent affine ops at the start of the network (stops at a ReLU, sum or spec)."""
+    chain: list[AffineOp] = []
+    for op in ops:
+        if not isinstance(op, AffineOp) or isinstance(op, SpecOp):
+            break
+        chain.append(op)
+    return chain
+
+
+def initial_box(chain: list[AffineOp], ball: Ball) -> Box:
+    """Interval bounds after the leading chain, computed exactly as the `interval` domain does."""
+    if not chain:
+        return ball.box()
+    if ball.norm == "l2":
+        return interval_ops(chain[1:], *Interval._first_affine_l2(chain[0], ball))
+    return interval_ops(chain, *ball.box())
+
+
+class InputSpace:
+    """The input variables of a symbolic form and their concretisation (see the module docstring)."""
+
+    def __init__(self, ball: Ball) -> None:
+        self.ball = ball
+        self.lo, self.hi = ball.box()
+        self.unit = ball.norm == "linf"  # input variables are t in [0, 1]^d
+        self.batch = ball.x.shape[0]
+        self.in_shape = tuple(ball.x.shape[1:])
+        self.d = ball.x[0].numel()
+
+    def start(self, chain: list[AffineOp]) -> tuple[Tensor, Tensor]:
+        """(G, c) of the output of the leading affine chain: its weight matrix, not a pushed identity."""
+        x = self.ball.x
+        g = torch.eye(self.d, dtype=x.dtype, device=x.device).reshape(1, self.d, *self.in_shape)
+        base = self.lo if self.unit else torch.zeros_like(x[:1])
+        c = base
+        for op in chain:
+            g = op.linear(g)  # batch 1: the dense weight matrix, shared by every sample
+            c = op.forward(c)
+        out_dims = (1,) * (g.dim() - 2)
+        if self.unit:
+            g = g * (self.hi - self.lo).reshape(self.batch, self.d, *out_dims)
+        else:
+            g = g.expand(self.batch, *g.shape[1:])
+            c = c.expand(self.batch, *c.shape[1:])
+        return g, c
+
+    def concretize(self, g: Tensor, c: Tensor, lower: bool = True) -> Tensor:
+        """min (lower) or max over all variables of G·v + c; columns past d range over [0, 1]."""
+        if self.unit:
+            part = g.clamp(max=0) if lower else g.clamp(min=0)
+            return c + part.sum(1)
+        b, shape = g.shape[0], g.shape[2:]
+        rows = g[:, : self.d].flatten(2).transpose(1, 2).reshape(b, -1, *self.in_shape)
+        val = self.ball.concretize(rows, lower).reshape(b, *shape)
+        if g.shape[1] > self.d:
+            err = g[:, self.d:]
+            val = val + (err.clamp(max=0) if lower else err.clamp(min=0)).sum(1)
+        return c + val
+
+
+def affine_const(op: AffineOp, c: Tensor) -> Tensor:
+    """The constant of an equation through an affine op: W c + b."""
+    return op.affine(c.unsqueeze(1)).squeeze(1)
+
+
+@DOMAINS.register("symbolic")
+class Symbolic(Domain):
+    """ReluVal symbolic intervals: separate lower/upper equations, concretised at unstable ReLUs.
+
+    At a ReLU with concrete bounds l = max(min Eq_low, interval lower), u = min(max Eq_up, interval upper):
+    - u <= 0: both equations become 0;  l >= 0: both are kept (identity);
+    - l < 0 < u: Eq_low -> 0 (relu(z) >= 0); Eq_up is kept if its own concrete minimum is >= 0
+      (then relu(z) <= relu(Eq_up) = Eq_up), else it becomes the constant u (relu(z) <= u).
+    Interval bounds are propagated alongside and intersected at every ReLU and at the output, so the
+    result is never looser than the `interval` domain.
+    """
+
+    name = "symbolic"
+
+    def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        space = InputSpace(ball)
+        chain = leading_chain(ops)
+        box = initial_box(chain, ball)
+        g, c = space.start(chain)
+        (gl, cl, gu, cu), box = self._run(ops[len(chain):], (g, c, g, c), box, space)
+        lower = torch.maximum(space.concretize(gl, cl, True), box[0])
+        upper = torch.minimum(space.concretize(gu, cu, False), box[1])
+        return lower, upper
+
+    def _run(self, ops: list[Op], eqs: tuple[Tensor, ...], box: Box, space: InputSpace) -> tuple[tuple, Box]:
+        for op in ops:
+            eqs, box = self._step(op, eqs, box, space)
+        return eqs, box
+
+    def _step(self, op: Op, eqs: tuple[Tensor, ...], box: Box, space: InputSpace) -> tuple[tuple, Box]:
+        gl, cl, gu, cu = eqs
+        if isinstance(op, AffineOp):
+            box = interval_step(op, *box)
+            if gl is gu and cl is cu:  # identical equations: one product (no relaxation happened yet)
+                g, c = op.linear(gl), affine_const(op, cl)
+                return (g, c, g, c), box
+            # W+ low + W- up and W+ up + W- low, as W·centre -+ |W|·radius (two products, not four)
+            g_mid, g_rad = op.linear((gl + gu) / 2), op.abs_linear((gu - gl) / 2)
+            c_mid = affine_const(op, (cl + cu) / 2)
+            c_rad = op.abs_linear(((cu - cl) / 2).unsqueeze(1)).squeeze(1)
+            return (g_mid - g_rad, c_mid - c_rad, g_mid + g_rad, c_mid + c_rad), box
+        if isinstance(op, ReLUOp):
+            lower = torch.maximum(space.concretize(gl, cl, True), box[0])
+            upper = torch.minimum(space.concretize(gu, cu, False), box[1])
+            active, inactive = lower >= 0, upper <= 0
+            unstable = ~(active | inactive)
+            up_min = space.concretize(gu, cu, True)
+            keep_up = active | (unstable & (up_min >= 0))
+            zero = torch.zeros_like(cl)
+            a_low, a_up = active.to(gl.dtype).unsqueeze(1), keep_up.to(gu.dtype).unsqueeze(1)
+            new_l = (gl * a_low, torch.where(active, cl, zero))
+            new_u = (gu * a_up, torch.where(keep_up, cu, torch.where(unstable, upper, zero)))
+            return (*new_l, *new_u), (lower.clamp(min=0), upper.clamp(min=0))
+        if isinstance(op, ResidualOp):
+            outs = [self._run(branch, eqs, box, space) for branch in op.branches]
+            summed = tuple(sum(o[0][i] for o in outs) for i in range(4))
+            return summed, (sum(o[1][0] for o in outs), sum(o[1][1] for o in outs))  # type: ignore[return-value]
+        raise TypeError(f"symbolic domain: unsupported op {type(op).__name__}")
