@@ -7,7 +7,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-TIMEOUT_S = 15.0
+TIMEOUT_S = 10.0
 _CHUNK = 1 << 16
 
 

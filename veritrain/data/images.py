@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from veritrain.data.cache import cache_key, cache_path, cached, file_signature, save_cached, tree_signature
+from veritrain.data.cache import cache_key, cached, file_signature, tree_signature
 from veritrain.data.errors import DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
@@ -103,47 +103,32 @@ def load_image_tarball(tar_path: Path, top: str, split: str, classes: Iterable[s
                        size: tuple[int, int]) -> dict[str, np.ndarray]:
     """Class folders `top/<split>/<class>/*` read straight from a .tar(.gz), never unpacked to disk.
 
-    One pass decodes every split; each split is cached (keyed by the tarball's path, size and mtime),
-    so the tarball may sit in a read-only folder.
+    Only the requested split is decoded (evaluation needs just "test"); the arrays are cached, keyed by
+    the tarball's path, size and mtime, in the cache dir, so the tarball may sit in a read-only folder.
     """
     classes = list(classes)
     index = {c: i for i, c in enumerate(classes)}
-    sig = file_signature(tar_path)
-
-    def key(s: str) -> str:
-        return cache_key("tar", sig, top, s, tuple(classes), size)
-
-    def tag(s: str) -> str:
-        return f"tar-{top}-{s}"
 
     def build() -> dict[str, np.ndarray]:
-        found: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        items: list[tuple[int, str, np.ndarray]] = []
         try:
             with tarfile.open(tar_path, "r|*") as tar:  # streaming: sequential, fast
                 for m in tar:
                     sc = _tar_split_class(m.name, top) if m.isfile() else None
-                    if sc is None:
+                    if sc is None or sc[0] != split:
                         continue
-                    s, c = sc
-                    if c not in index:
-                        raise DataError(f"{tar_path}: unexpected class folder {top}/{s}/{c}; expected {classes}")
+                    if sc[1] not in index:
+                        raise DataError(f"{tar_path}: unexpected class folder {top}/{split}/{sc[1]}; expected {classes}")
                     f = tar.extractfile(m)
                     data = f.read() if f is not None else b""
-                    found.setdefault(s, []).append((c, m.name, decode_image(data, f"{tar_path}:{m.name}", size=size)))
+                    items.append((index[sc[1]], m.name, decode_image(data, f"{tar_path}:{m.name}", size=size)))
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"cannot read {tar_path}: {e} (corrupt or truncated archive)") from None
-        if split not in found:
-            raise DataError(f"{tar_path} has no {top}/{split}/<class>/ images")
-        out = {}
-        for s, items in found.items():
-            items.sort(key=lambda t: (index[t[0]], t[1]))  # class order, then file name: as from folders
-            arrays = _stack([t[2] for t in items], [index[t[0]] for t in items], size, f"{tar_path}:{top}/{s}")
-            if s != split:
-                save_cached(cache_path(tag(s), key(s)), arrays)
-            out[s] = arrays
-        return out[split]
+        items.sort(key=lambda t: (t[0], t[1]))  # class order, then file name: the order of the folder layout
+        return _stack([t[2] for t in items], [t[0] for t in items], size, f"{tar_path}:{top}/{split}")
 
-    return cached(tag(split), key(split), build)
+    key = cache_key("tar", file_signature(tar_path), top, split, tuple(classes), size)
+    return cached(f"tar-{top}-{split}", key, build)
 
 
 # ---------------------------------------------------------------- Tiny ImageNet (ImageNet-200)

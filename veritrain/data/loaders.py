@@ -25,8 +25,9 @@ IDX_FILES = {
 }
 _WHERE = "or set --data-dir/VERITRAIN_DATA"
 
-Loader = Callable[[DatasetInfo, str, Path, bool], "tuple[np.ndarray, np.ndarray, str]"]
-# name -> loader(info, split, root, download) -> (uint8 images (N, H, W[, C]), labels, source description)
+Loader = Callable[[DatasetInfo, str, Path, bool], tuple]
+# name -> loader(info, split, root, download) -> (uint8 images (N, H, W[, C]), labels, source description
+# [, class names when they come from the data])
 LOADERS: Registry[Loader] = Registry("dataset loader")
 
 
