@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -143,16 +144,21 @@ def _read(path: Path) -> object:
     if path.is_dir():
         raise ModelError(f"weights path {path} is a folder; give the checkpoint file inside it")
     try:
-        # weights_only=True ALWAYS: unpickling a checkpoint must never run code.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # plain-pickle files: torch warns about the protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            # weights_only=True ALWAYS: unpickling a checkpoint must never run code.
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ValueError, ...
         msg = str(e)
-        if "Weights only load failed" in msg or "weights_only" in msg:
+        marker = next((m for m in ("Unsupported global:", "Unsupported class") if m in msg), None)
+        if marker:  # a reference to a class or function (torch < 2.4 says "class"): never run here
+            what = msg.split(marker, 1)[1].strip().splitlines()[0][:80]
             raise ModelError(
-                f"refusing to load {path}: it holds Python objects other than tensors and plain "
-                f"containers (loading it could run code); save model.state_dict() instead"
+                f"refusing to load {path}: it holds Python objects other than tensors ({what}), "
+                f"which could run code; save model.state_dict() instead"
             ) from e
-        first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        detail = msg.split("WeightsUnpickler error:", 1)[-1].strip() or type(e).__name__
+        first = detail.splitlines()[0][:120]
         raise ModelError(
             f"cannot read {path}: truncated, corrupt or not a PyTorch checkpoint ({first}); "
             f"save it again with torch.save(model.state_dict(), path)"
