@@ -1,0 +1,239 @@
+"""MixTrain (Section IV): stochastic robust approximation (Eqn. 8) + dynamic mixed training (Eqn. 9)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from veritrain.bounds import DOMAINS, Ball, verified_loss
+from veritrain.training.config import TrainConfig
+from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
+
+#: Default target accuracy acc0 (a fraction) per data set; see `MixTrain` for the reasoning.
+DEFAULT_ACC0: dict[str, float] = {
+    "mnist": 0.95,
+    "mnist-mini": 0.95,
+    "fashion-mnist": 0.80,
+    "cifar10": 0.65,
+    "imagenet200": 0.25,
+}
+_GREY = {"mnist", "fashion-mnist", "mnist-mini"}
+
+
+def default_acc0(dataset: str) -> float:
+    """The default acc0 of a data set; a one-line error names the option for other data sets."""
+    if dataset not in DEFAULT_ACC0:
+        raise ValueError(f"no default acc0 for data set {dataset!r}; pass --acc0 (a fraction in [0, 1], e.g. 0.9)")
+    return DEFAULT_ACC0[dataset]
+
+
+class SamplePlan:
+    """How many sound samples each batch of one epoch gets (Eqn. 8, 'integration with batch training').
+
+    With a total `k` per epoch over B batches, every batch gets k // B and k % B batches, drawn at random
+    (from the method's seeded generator) among the first B - 1, get one more, so that exactly k samples
+    are bounded per epoch. A batch smaller than its share (the last one, typically) passes the deficit on
+    to the next batch. With `k_per_batch`, every batch gets k' (at most its size).
+    """
+
+    def __init__(self, num_batches: int, k: int | None, k_per_batch: int, generator: torch.Generator) -> None:
+        self.num_batches = max(int(num_batches), 1)
+        self.k = k
+        self.k_per_batch = k_per_batch
+        self.counts: list[int] | None = None
+        if k is not None:
+            base, extra = divmod(k, self.num_batches)
+            counts = [base] * self.num_batches
+            pool = max(self.num_batches - 1, 1)  # the last batch may be short: keep the remainder off it
+            picks = torch.randperm(pool, generator=generator, device=generator.device)[:extra]
+            for i in picks.tolist():  # extra < num_batches, so extra <= pool
+                counts[i] += 1
+            self.counts = counts
+        self.position = 0
+        self.carry = 0  # samples a short batch could not take, owed to the next batch
+
+    def take(self, batch_size: int) -> int:
+        """k' for the next batch of this epoch."""
+        if self.counts is None:
+            want = self.k_per_batch
+        else:
+            i = min(self.position, self.num_batches - 1)
+            want = (self.counts[i] if self.position < self.num_batches else 0) + self.carry
+        got = min(want, batch_size)
+        if self.counts is not None:
+            self.carry = want - got
+        self.position += 1
+        return got
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_batches": self.num_batches, "k": self.k, "k_per_batch": self.k_per_batch,
+                "counts": self.counts, "position": self.position, "carry": self.carry}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> "SamplePlan":
+        plan = cls.__new__(cls)
+        plan.num_batches, plan.k, plan.k_per_batch = s["num_batches"], s["k"], s["k_per_batch"]
+        plan.counts, plan.position, plan.carry = s["counts"], s["position"], s["carry"]
+        return plan
+
+
+def update_alpha(alpha: float, acc: float, acc0: float, step: float) -> float:
+    """Section V-A: alpha + step if acc > acc0 else alpha - step, kept in [0, 1]."""
+    new = alpha + step if acc > acc0 else alpha - step
+    return round(min(1.0, max(0.0, new)), 10)  # rounding keeps 0.8 - 16 * 0.05 from drifting off 0
+
+
+@METHODS.register("mixtrain")
+class MixTrain(Objective):
+    """Loss (1 - alpha) * CE(f(x), y) on the batch + alpha * verified loss on k' random samples (Eqns. 8-9).
+
+    Only the k' chosen samples go through the bound engine (`cfg.domain`, any registered domain); the
+    cross-entropy reuses the batch's ordinary forward pass. After each epoch, alpha moves by
+    `cfg.alpha_step` (0.05) up if the clean accuracy on `cfg.acc_subsample` random training images
+    (eval mode) beats acc0, else down, kept in [0, 1]; `cfg.alpha` fixes it instead (Fig. 8, Table IX).
+
+    Default acc0 (the paper gives no value). The rule makes alpha settle where the training accuracy is
+    about acc0, so acc0 is the clean accuracy we are willing to end at; everything above it is spent on
+    verified robustness. We set it a little below the lowest ACC the paper reports for MixTrain on the data
+    set, so that alpha keeps rising (more VRA) while the accuracy stays at the paper's level:
+    MNIST 0.95 (Table III: 98.5 at eps = 0.1, 95.4 at 0.3; Table IV 94.0), CIFAR-10 0.65 (Tables III-IV:
+    69.4-77.9, training accuracy runs a few points above test accuracy), Fashion-MNIST 0.80 and
+    Tiny ImageNet 0.25 (no MixTrain numbers in the paper; a few points under typical robustly trained
+    accuracies). At MNIST eps = 0.1 this lets alpha climb towards 1; at eps = 0.3 it holds accuracy near 95%.
+
+    Metrics: `loss()` gives regular_loss, verified_loss (batches with k' > 0), alpha and the batch acc;
+    `end_epoch()` gives the new alpha, alpha_prev, subsample_acc and acc0 (both in percent, like every
+    accuracy in metrics.jsonl), and the epoch's verified_loss averaged over its bounded samples.
+    """
+
+    name = "mixtrain"
+    sound = True
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__(cfg)
+        if cfg.k is not None and cfg.k_per_batch is not None:
+            raise ValueError("set either k (samples per epoch) or k_per_batch (samples per batch), not both")
+        if cfg.k is not None and cfg.k < 0:
+            raise ValueError(f"k must be >= 0, got {cfg.k}")
+        if cfg.k_per_batch is not None and cfg.k_per_batch < 0:
+            raise ValueError(f"k_per_batch must be >= 0, got {cfg.k_per_batch}")
+        self.k = cfg.k
+        self.k_per_batch = 1 if cfg.k_per_batch is None else int(cfg.k_per_batch)
+        self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
+        alpha0 = cfg.alpha0 if cfg.alpha0 is not None else (0.8 if cfg.dataset in _GREY else 0.5)
+        for name, value in (("alpha0", alpha0), ("alpha", cfg.alpha)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.fixed = cfg.alpha is not None
+        self.alpha = float(cfg.alpha if self.fixed else alpha0)
+        self.acc0 = default_acc0(cfg.dataset) if cfg.acc0 is None else float(cfg.acc0)
+        if not 0.0 <= self.acc0 <= 1.0:
+            raise ValueError(f"acc0 is a fraction in [0, 1] (e.g. 0.95), not a percentage; got {self.acc0}")
+        if cfg.acc_subsample < 1:
+            raise ValueError(f"acc_subsample must be >= 1, got {cfg.acc_subsample}")
+        self._plan: SamplePlan | None = None
+        self._plan_epoch = -1
+        # this epoch's verified loss, summed over the bounded samples (batches with k' = 0 have none)
+        self._vsum = 0.0
+        self._vcount = 0
+
+    # -- Eqn. 8: which samples of this batch get a sound bound --------------------------------------
+    def choose(self, batch_size: int, ctx: StepContext) -> Tensor:
+        """Indices (on the generator's device) of the k' samples of this batch to bound."""
+        if self._plan is None or self._plan_epoch != ctx.epoch:
+            if self.k is not None and self.k > ctx.num_batches * batch_size:
+                raise ValueError(f"k={self.k} sound samples per epoch exceed the {ctx.num_batches} batches of "
+                                 f"{batch_size}; lower --k or use --k-per-batch")
+            self._plan = SamplePlan(ctx.num_batches, self.k, self.k_per_batch, ctx.generator)
+            self._plan_epoch = ctx.epoch
+        kb = self._plan.take(batch_size)
+        return torch.randperm(batch_size, generator=ctx.generator, device=ctx.generator.device)[:kb]
+
+    # -- Eqn. 9 ----------------------------------------------------------------------------------
+    def loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext
+    ) -> tuple[Tensor, dict[str, float]]:
+        idx = self.choose(x.shape[0], ctx).to(x.device)
+        logits = model(x)
+        regular = F.cross_entropy(logits, y)
+        alpha = self.alpha
+        if idx.numel() == 0:
+            verified = None
+        elif alpha > 0.0:
+            verified = verified_loss(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
+        else:  # alpha = 0: exactly regular training; the verified loss is only logged
+            with torch.no_grad():
+                verified = verified_loss(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
+        if verified is None or alpha == 0.0:
+            loss = regular
+        elif alpha == 1.0:
+            loss = verified
+        else:
+            loss = (1.0 - alpha) * regular + alpha * verified
+        metrics = {
+            "regular_loss": regular.item(),
+            "alpha": alpha,
+            "acc": (logits.detach().argmax(1) == y).float().mean().item() * 100.0,
+        }
+        if verified is not None:
+            v = verified.item()
+            metrics["verified_loss"] = v
+            self._vsum += v * idx.numel()
+            self._vcount += idx.numel()
+        return loss, metrics
+
+    # -- Section V-A: dynamic alpha ----------------------------------------------------------------
+    @torch.no_grad()
+    def subsample_accuracy(self, model: nn.Module, train_data: Any, generator: torch.Generator,
+                           device: torch.device, batch_size: int = 500) -> float:
+        """Clean accuracy (fraction) on `acc_subsample` training images drawn with `generator`, eval mode."""
+        n = len(train_data)
+        if n == 0:
+            raise ValueError("the training set is empty; MixTrain needs training images to update alpha")
+        m = min(self.cfg.acc_subsample, n)
+        idx = torch.randperm(n, generator=generator, device=generator.device)[:m].cpu()
+        tensors = getattr(train_data, "tensors", None)
+        if tensors is not None:
+            xs, ys = tensors[0][idx], tensors[1][idx]
+        else:
+            items = [train_data[i] for i in idx.tolist()]
+            xs = torch.stack([torch.as_tensor(it[0]) for it in items])
+            ys = torch.as_tensor([int(it[1]) for it in items])
+        was_training = model.training
+        model.eval()
+        try:
+            hits = 0
+            for i in range(0, m, batch_size):
+                xb, yb = xs[i:i + batch_size].to(device), ys[i:i + batch_size].to(device)
+                hits += int((model(xb).argmax(1) == yb).sum())
+        finally:
+            model.train(was_training)
+        return hits / m
+
+    def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
+        acc = self.subsample_accuracy(model, ctx.train_data, ctx.generator, ctx.device)
+        prev = self.alpha
+        if not self.fixed:
+            self.alpha = update_alpha(prev, acc, self.acc0, self.cfg.alpha_step)
+        out = {"alpha": self.alpha, "alpha_prev": prev, "subsample_acc": acc * 100.0, "acc0": self.acc0 * 100.0,
+               # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
+               "verified_loss": self._vsum / self._vcount if self._vcount else float("nan"),
+               "verified_samples": self._vcount}
+        self._vsum, self._vcount = 0.0, 0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "plan_epoch": self._plan_epoch,
+                "plan": None if self._plan is None else self._plan.state_dict(),
+                "verified_sum": self._vsum, "verified_count": self._vcount}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not self.fixed:
+            self.alpha = float(state["alpha"])
+        self._plan_epoch = int(state.get("plan_epoch", -1))
+        plan = state.get("plan")
+        self._plan = None if plan is None else SamplePlan.from_state(plan)
+        self._vsum = float(state.get("verified_sum", 0.0))
+        self._vcount = int(state.get("verified_count", 0))
