@@ -102,7 +102,9 @@ def test_mnist_small_is_the_authors_layout() -> None:
     assert (model[0].stride, model[0].padding) == ((2, 2), (1, 1))
 
 
-@pytest.mark.parametrize("name", ["mnist-small", "mnist-large", "cifar-small", "cifar-resnet", "imagenet-resnet"])
+@pytest.mark.parametrize(
+    "name", ["mnist-small", "mnist-large", "cifar-small", "cifar-resnet", "imagenet-resnet"]
+)
 def test_forward_gives_logits(name: str) -> None:
     spec = MODELS.get(name)
     out = build_model(name)(torch.rand(2, *spec.in_shape))
@@ -267,7 +269,10 @@ def test_load_weights_errors_leave_model_unchanged(tmp_path: Path) -> None:
     wrong = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(1568, 200), nn.ReLU(), nn.Linear(200, 10))
     torch.save(wrong.state_dict(), tmp_path / "wrong.pt")
-    msg = f"checkpoint does not fit mnist-small: layer 5.weight has shape \\(100, 1568\\) in the model but \\(200, 1568\\) in {tmp_path / 'wrong.pt'}"
+    msg = (
+        "checkpoint does not fit mnist-small: layer 5.weight has shape \\(100, 1568\\) in the model "
+        f"but \\(200, 1568\\) in {tmp_path / 'wrong.pt'}"
+    )
     with pytest.raises(ModelError, match=msg):
         load_weights(model, tmp_path / "wrong.pt")
 
