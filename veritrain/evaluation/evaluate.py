@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import time
 from typing import Any, Callable, Sequence
 
@@ -27,14 +26,6 @@ def _optional(module: str, name: str) -> Callable[..., Any] | str:
         raise
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `fn` with the keyword options it accepts (the optional ones differ between ERA and VRA)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
-
-
 def _split(names: str | Sequence[str] | None) -> list[str]:
     if names is None:
         return []
@@ -56,6 +47,7 @@ def evaluate_tensors(
     attacks: str | Sequence[str] = ("pgd",),
     domains: str | Sequence[str] = ("symbolic-linear",),
     *,
+    curves: str | Sequence[str] = (),
     norm: str = "linf",
     sound: bool = True,
     batch_size: int = 500,
@@ -63,13 +55,14 @@ def evaluate_tensors(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """ACC on (x, y), ERA for `attacks` (worst case over them), VRA per bound domain.
+    """ACC on (x, y), ERA per attack and "all" (worst case over them), VRA per bound domain, and
+    robustness curves (Figure 7: minimal-perturbation attacks such as cw-l2, pointwise) for `curves`.
 
     Returns {"acc", "n", "eps", "norm", "era": {...}, "vra": {...}, "curves": {...}, "time_s": {...}}.
     A part whose module is missing is reported as "not available (...)"; VRA is "n/a" when `sound`
     is False (models trained with smooth activations, e.g. WRM with ELU).
     """
-    attacks, domains = _split(attacks), _split(domains)
+    attacks, domains, curves = _split(attacks), _split(domains), _split(curves)
     device = _model_device(model)
     model.eval()
     x, y = x.to(device), y.to(device)
@@ -85,11 +78,20 @@ def evaluate_tensors(
         if isinstance(era_fn, str):
             out["era"] = era_fn
         else:
-            res = _call(era_fn, model, x, y, attacks, eps, norm=norm, seed=seed, batch_size=batch_size,
-                        progress=progress)
-            out["era"], curves = _normalise_era(res, attacks)
-            out["curves"].update(curves)
+            # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n"}
+            out["era"] = dict(era_fn(model, x, y, attacks, eps, batch_size=batch_size, seed=seed,
+                                     progress=progress)["era"])
         out["time_s"]["era"] = time.perf_counter() - t0
+
+    if curves:
+        curves_fn = _optional("veritrain.evaluation.era", "robustness_curves")
+        t0 = time.perf_counter()
+        if isinstance(curves_fn, str):
+            out["curves"] = curves_fn
+        else:
+            out["curves"] = dict(curves_fn(model, x, y, curves, batch_size=batch_size, seed=seed,
+                                           progress=progress)["curves"])
+        out["time_s"]["curves"] = time.perf_counter() - t0
 
     if domains and eps > 0:
         if not sound:
@@ -100,27 +102,12 @@ def evaluate_tensors(
             if isinstance(vra_fn, str):
                 out["vra"] = vra_fn
             else:
-                kw: dict[str, Any] = {"norm": norm, "progress": progress}
+                kw: dict[str, Any] = {"norm": norm, "progress": progress, "batch_size": batch_size}
                 if chunk_size is not None:
                     kw["chunk_size"] = chunk_size
-                out["vra"] = dict(_call(vra_fn, model, x, y, eps, domains, **kw))
+                out["vra"] = dict(vra_fn(model, x, y, eps, domains, **kw))
             out["time_s"]["vra"] = time.perf_counter() - t0
     return out
-
-
-def _normalise_era(res: Any, attacks: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """ERA results as {name: percent, ...} plus any curves the ERA module returned."""
-    if isinstance(res, (int, float)):
-        return {"era": float(res)}, {}
-    if hasattr(res, "to_dict"):
-        res = res.to_dict()
-    elif hasattr(res, "__dataclass_fields__"):
-        import dataclasses
-
-        res = dataclasses.asdict(res)
-    res = dict(res)
-    curves = res.pop("curves", None) or {}
-    return res, dict(curves)
 
 
 def evaluate(
@@ -131,6 +118,7 @@ def evaluate(
     attacks: str | Sequence[str] = ("pgd",),
     domains: str | Sequence[str] = ("symbolic-linear",),
     *,
+    curves: str | Sequence[str] = (),
     data_dir: str | None = None,
     random_subset: int | None = None,
     norm: str = "linf",
@@ -152,6 +140,7 @@ def evaluate(
     x, y = ds.tensors[0], ds.tensors[1]
     if not torch.isfinite(x).all():
         raise ValueError(f"the {dataset_name} test images contain NaN or inf values; the data files are corrupt")
-    res = evaluate_tensors(model, x, y, eps, attacks, domains, norm=norm, sound=sound, batch_size=batch_size,
+    res = evaluate_tensors(model, x, y, eps, attacks, domains, curves=curves, norm=norm, sound=sound,
+                           batch_size=batch_size,
                            chunk_size=chunk_size, seed=seed, progress=progress)
     return {"dataset": dataset_name, **res}

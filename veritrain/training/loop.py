@@ -179,7 +179,21 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             raise TrainingError(msg)
     METHODS.get(cfg.method)  # UnknownNameError listing the methods
+    _check_names("veritrain.attacks", "ATTACKS", _split(cfg.eval_attacks))
+    _check_names("veritrain.bounds", "DOMAINS", _split(cfg.eval_domains))
     return cfg
+
+
+def _check_names(module: str, registry: str, names: list[str]) -> None:
+    """Unknown evaluation attacks/domains fail before training, not after it (UnknownNameError)."""
+    if not names:
+        return
+    try:
+        reg = getattr(__import__(module, fromlist=[registry]), registry)
+    except (ImportError, AttributeError):
+        return  # reported as "not available" in the summary
+    for name in names:
+        reg.get(name)
 
 
 def _check_data(ds: TensorDataset, what: str) -> None:

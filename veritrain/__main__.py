@@ -1,0 +1,6 @@
+"""`python -m veritrain` = the `veritrain` command."""
+import sys
+
+from veritrain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,535 @@
+"""The `veritrain` command: models, train, evaluate, quickstart, plot."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from veritrain import __version__
+from veritrain.registry import UnknownNameError
+from veritrain.training.config import TrainConfig
+
+# ----------------------------------------------------------------------------- `train` options
+
+#: help text of every TrainConfig field; `[method]` marks options only that method reads
+TRAIN_HELP: dict[str, str] = {
+    "net": "network: a registered name (see `veritrain models`) or path/to/file.py:build_fn",
+    "dataset": "data set: mnist, fashion-mnist, cifar10, imagenet200 or mnist-mini (embedded, no download)",
+    "method": "training method: regular, mixtrain, madry, wrm, wong or diffai (those installed)",
+    "weights": "initial weights: a plain state_dict file (.pt) for --net, e.g. a previous RUN/model.pt",
+    "activation": "activation of the registered networks: relu, or elu [wrm: Sinha et al. need a smooth one]",
+    "data_dir": "data root holding the data sets (default: $VERITRAIN_DATA, else ~/.cache/veritrain)",
+    "train_size": "train on the first N training images only (default: all)",
+    "train_subset_seed": "with --train-size: draw the N images at random with this seed instead of the first N",
+    "epochs": "number of epochs (paper: 60)",
+    "batch_size": "images per batch (paper: 50)",
+    "optimizer": "adam or sgd (default: adam for MNIST-like data, lr 1e-3; sgd for CIFAR/ImageNet, lr 0.05)",
+    "lr": "initial learning rate (default: 1e-3 with adam, 0.05 with sgd; Section V-A)",
+    "lr_step": "multiply the learning rate by --lr-gamma every this many epochs (paper: 5)",
+    "lr_gamma": "learning-rate decay factor applied every --lr-step epochs (paper: 0.6)",
+    "momentum": "SGD momentum (paper: 0.9)",
+    "weight_decay": "L2 weight decay of the optimiser",
+    "seed": "random seed (python, numpy, torch, data shuffling and the method's own sampling)",
+    "device": "cpu, cuda, cuda:N, or auto (cuda when available)",
+    "out": "run folder: config.json, metrics.jsonl, checkpoint.pt, model.pt and summary.json go here",
+    "resume": "continue the run in --out from its last checkpoint (the interrupted epoch is replayed exactly)",
+    "overwrite": "start afresh in an --out that already holds a run, replacing its files",
+    "progress": "show a progress bar and per-epoch lines on stderr",
+    "eps": "final perturbation radius eps in pixel space [0, 1] (e.g. 0.1, 0.3 MNIST; 2/255 = 0.00784 CIFAR) "
+           "[robust methods; also used by the final ERA/VRA evaluation]",
+    "norm": "norm of the perturbation ball: linf or l2 [robust methods]",
+    "eps_start": "eps of the first epoch; eps ramps linearly to --eps over --eps-ramp-epochs "
+                 "(default: 0.01 MNIST-like, 0.001 CIFAR) [robust methods]",
+    "eps_ramp_epochs": "number of epochs of the linear eps ramp (paper: 10; 0 or 1: no ramp) [robust methods]",
+    "domain": "sound over-approximation used in training: interval, symbolic, symbolic-linear, crown-ibp, crown, "
+              "dual (paper: symbolic-linear) [mixtrain]",
+    "k": "sound training samples per epoch, k in Eqn. 8 (default: k' per batch x batches) [mixtrain]",
+    "k_per_batch": "sound training samples per batch, k' = k / (n / m) (default 1) [mixtrain]",
+    "alpha0": "initial weight alpha of the verified loss in Eqn. 9 (default: 0.8 MNIST-like, 0.5 CIFAR) [mixtrain]",
+    "alpha": "fixed alpha for Eqn. 9 instead of the dynamic schedule (Fig. 8, Table IX) [mixtrain]",
+    "alpha_step": "dynamic alpha: +/- this much per epoch depending on accuracy vs --acc0 (paper: 0.05) [mixtrain]",
+    "acc0": "dynamic alpha: target training accuracy acc_0 in percent [mixtrain]",
+    "acc_subsample": "dynamic alpha: training images sub-sampled each epoch to measure accuracy [mixtrain]",
+    "pgd_steps": "PGD iterations of the inner maximisation (paper: 40) [madry]",
+    "pgd_step_size": "PGD step size in pixel space (paper: 0.01) [madry]",
+    "gamma": "Lagrangian penalty gamma of the distributional robustness objective [wrm]",
+    "wrm_steps": "gradient-ascent steps of the inner WRM maximisation [wrm]",
+    "wrm_clip": "clip WRM's perturbed x' to [0, 1] (Sinha et al.'s reference code does not) [wrm]",
+    "projections": "random projections for the dual bound (paper: 50; default: exact bound) [wong]",
+    "diffai_kappa": "weight of the box-domain verified loss; 1 - kappa weighs the clean cross-entropy [diffai]",
+    "eval_n": "final evaluation: ERA and VRA on the first N test images (ACC always on the whole test set)",
+    "eval_attacks": "final evaluation: comma-separated attacks for ERA (e.g. pgd,cw,interval; empty: none)",
+    "eval_domains": "final evaluation: comma-separated bound domains for VRA (e.g. interval,symbolic-linear; "
+                    "empty: none)",
+    "full_eval": "final evaluation: ERA and VRA on the whole test set instead of --eval-n images",
+    "extra": "KEY=VALUE options for methods added outside veritrain (repeatable; VALUE is parsed as YAML)",
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _base_type(tp: Any) -> Any:
+    """int | None -> int, etc."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _source_help() -> dict[str, str]:
+    """Help for fields added to TrainConfig without an entry in TRAIN_HELP: the inline comment in
+    config.py, tagged with the comment heading its section (e.g. "WRM (Sinha et al.)")."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    section = ""
+    try:
+        lines = inspect.getsource(TrainConfig).splitlines()
+    except (OSError, TypeError):
+        return out
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            section = stripped.lstrip("# ").strip()
+            continue
+        m = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", stripped)
+        if m and m.group(1) in _FIELDS:
+            text = m.group(2) or "option"
+            out[m.group(1)] = f"{text} [{section}]" if section else text
+    return out
+
+
+def train_help(name: str) -> str:
+    """The help text of a TrainConfig field."""
+    if name in TRAIN_HELP:
+        return TRAIN_HELP[name]
+    return _source_help().get(name, "see the documentation of the method that reads it")
+
+
+def _default_text(name: str) -> str:
+    f = _FIELDS[name]
+    if f.default is dataclasses.MISSING or f.default is None:
+        return ""
+    return f" (default: {f.default})"
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with its type and help; booleans as --flag/--no-flag.
+
+    Defaults are suppressed so that only options given on the command line override --config FILE.
+    """
+    groups = {
+        "general": parser.add_argument_group("what and how to train"),
+        "robust": parser.add_argument_group("robust training (eps; method-specific options are marked [method])"),
+        "eval": parser.add_argument_group("final evaluation written to RUN/summary.json"),
+    }
+    for name in _FIELDS:
+        flag = "--" + name.replace("_", "-")
+        tp = _base_type(_TYPES[name])
+        help_ = train_help(name) + _default_text(name)
+        group = groups["eval" if name.startswith(("eval_", "full_eval")) else
+                       "robust" if "[" in help_ or name in ("eps", "norm") else "general"]
+        if tp is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_)
+        elif name == "extra":
+            group.add_argument(flag, dest=name, action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
+                               help=help_)
+        else:
+            group.add_argument(flag, dest=name, type=tp, default=argparse.SUPPRESS,
+                               metavar=name.upper(), help=help_)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a YAML or TOML file; keys are option names with - or _."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
+    except ValueError:
+        raise
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"config file {path} cannot be parsed: {first}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of option: value")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise ValueError(f"config file {path}: unknown option {key!r}; see `veritrain train --help`")
+        out[name] = _coerce(name, value, f"config file {path}")
+    return out
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Check/convert a file value to the field's type (YAML reads 1e-3 as a string, TOML has no null)."""
+    tp = _base_type(_TYPES[name])
+    optional = type(None) in typing.get_args(_TYPES[name])
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ValueError(f"{where}: option {name!r} cannot be empty")
+    try:
+        if tp is bool:
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer() or isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if tp is str:
+            if isinstance(value, list):
+                return ",".join(str(v) for v in value)
+            return str(value)
+        if name == "extra":
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: option {name!r} expects {getattr(tp, '__name__', tp)}, got {value!r}") from None
+    return value
+
+
+def _parse_extra(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--extra expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the defaults, then --config FILE, then the options given on the command line."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(read_config_file(args.config))
+    given = {k: v for k, v in vars(args).items() if k in _FIELDS}
+    if "extra" in given:
+        given["extra"] = {**values.get("extra", {}), **_parse_extra(given["extra"])}
+    values.update(given)
+    return TrainConfig.from_dict(values)
+
+
+# ----------------------------------------------------------------------------- quickstart
+
+#: per-method quickstart settings: MNIST Small on the embedded mnist-mini (5,000 train / 1,000 test)
+QUICKSTART: dict[str, dict[str, Any]] = {
+    "common": dict(net="mnist-small", dataset="mnist-mini", eps=0.1, batch_size=50, seed=0, device="auto",
+                   full_eval=True, eval_attacks="pgd", eval_domains="symbolic-linear"),
+    "regular": dict(epochs=3),
+    "mixtrain": dict(epochs=6, eps_ramp_epochs=3, k_per_batch=5),
+    "wong": dict(epochs=4, eps_ramp_epochs=2),
+    "diffai": dict(epochs=6, eps_ramp_epochs=3),
+    "madry": dict(epochs=3, pgd_steps=10, pgd_step_size=0.02),
+}
+#: what `--fast` changes (a smoke run: seconds instead of a minute)
+QUICKSTART_FAST: dict[str, Any] = dict(epochs=1, train_size=1000, full_eval=False, eval_n=200)
+#: robust methods in order of preference for the quickstart
+QUICKSTART_PREFERENCE = ("mixtrain", "wong", "diffai", "madry")
+
+
+def quickstart_configs(out: str | Path, fast: bool = False, progress: bool = True) -> list[TrainConfig]:
+    from veritrain.training.methods import METHODS
+
+    robust = next((m for m in QUICKSTART_PREFERENCE if m in METHODS), None)
+    configs = []
+    for method in ["regular"] + ([robust] if robust else []):
+        values = {**QUICKSTART["common"], **QUICKSTART.get(method, {}), "method": method,
+                  "out": str(Path(out) / method), "overwrite": True, "progress": progress}
+        if fast:
+            values.update(QUICKSTART_FAST)
+        configs.append(TrainConfig(**values))
+    return configs
+
+
+# ----------------------------------------------------------------------------- summaries as table rows
+
+
+def _era_value(era: Any, attack: str | None = None) -> Any:
+    """The headline ERA (percent) from an evaluation's `era` entry."""
+    if not isinstance(era, dict):
+        return era  # "not available (...)"
+    for key in ([attack] if attack else []) + ["era", "worst", "all"]:
+        if key in era and isinstance(era[key], (int, float, str)):
+            return era[key]
+    nums = [v for v in era.values() if isinstance(v, (int, float))]
+    return min(nums) if nums else None
+
+
+def _vra_value(vra: Any, domain: str) -> Any:
+    if isinstance(vra, dict):
+        return vra.get(domain)
+    return vra
+
+
+def eval_row(ev: dict[str, Any], attacks: list[str], domains: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"ACC": ev.get("acc")}
+    era = ev.get("era", {})
+    if attacks:
+        if isinstance(era, dict) and len(attacks) > 1:
+            for a in attacks:
+                if a in era:
+                    row[f"ERA {a}"] = era[a]
+        row["ERA"] = _era_value(era, attacks[0] if len(attacks) == 1 else None)
+    for d in domains:
+        row[f"VRA {d}"] = _vra_value(ev.get("vra", {}), d)
+    return row
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from veritrain.models import MODELS
+
+    rows = []
+    for name in MODELS:
+        s = MODELS.get(name)
+        rows.append({"name": s.name, "dataset": s.dataset, "parameters": s.parameters,
+                     "hidden_units": s.hidden_units})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from veritrain.reporting import format_table
+
+        print(format_table(rows, ["name", "dataset", "parameters", "hidden_units"],
+                           {"hidden_units": "hidden units"}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from veritrain.reporting import format_table
+    from veritrain.training.loop import train
+
+    cfg = config_from_args(args)
+    summary = train(cfg)
+    ev = summary.get("eval", {})
+    row = {"method": cfg.method, "ACC (test)": summary.get("test_acc")}
+    if ev:
+        row.update({k: v for k, v in eval_row(ev, _split(cfg.eval_attacks), _split(cfg.eval_domains)).items()
+                    if k != "ACC"})
+    print(format_table([row]))
+    print(f"run folder: {cfg.out} (summary.json, metrics.jsonl, model.pt)")
+    return 0
+
+
+def _split(s: str | None) -> list[str]:
+    return [p.strip() for p in (s or "").split(",") if p.strip()]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from veritrain.evaluation.evaluate import evaluate
+    from veritrain.models import load_weights, resolve_model
+    from veritrain.reporting import format_table, read_json, write_json
+    from veritrain.training.loop import select_device
+    from veritrain.training.methods import METHODS
+
+    run_cfg: dict[str, Any] = {}
+    weights = args.weights
+    if args.run:
+        run = Path(args.run)
+        if not (run / "config.json").is_file():
+            raise ValueError(f"{run} is not a training run folder (no config.json); pass --net and --weights instead")
+        run_cfg = read_json(run / "config.json")
+        if weights is None:
+            weights = str(run / "model.pt")
+            if not Path(weights).is_file():
+                raise ValueError(f"{run} has no model.pt yet; wait for the first epoch to finish")
+    net = args.net or run_cfg.get("net")
+    dataset = args.dataset or run_cfg.get("dataset")
+    if not net or not dataset:
+        raise ValueError("evaluate needs a RUN folder, or --net and --dataset (and --weights)")
+    activation = args.activation or run_cfg.get("activation", "relu")
+    eps = args.eps if args.eps is not None else run_cfg.get("eps", 0.0)
+    norm = args.norm or run_cfg.get("norm", "linf")
+    attacks, domains = _split(args.attacks), _split(args.domains)
+    if (attacks or domains) and not eps > 0:
+        raise ValueError("--attacks/--domains need --eps > 0")
+    sound = METHODS.get(run_cfg["method"]).sound if run_cfg.get("method") in METHODS else True
+    if activation != "relu" and not run_cfg:
+        sound = False  # the sound domains bound ReLU networks
+    device = select_device(args.device)
+    model = resolve_model(net, activation=activation)
+    if weights:
+        load_weights(model, weights)
+    elif not args.run:
+        print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
+    model = model.to(device).eval()
+    data_dir = args.data_dir or run_cfg.get("data_dir")
+    res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=_split(args.curves), data_dir=data_dir,
+                   random_subset=args.random_subset, norm=norm, sound=sound, batch_size=args.batch_size,
+                   chunk_size=args.chunk_size, seed=args.seed, progress=args.progress)
+    res = {"net": net, "weights": weights, **res}
+    print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
+    out = args.json or (str(Path(args.run) / "evaluation.json") if args.run else None)
+    if out:
+        write_json(out, res)
+        print(f"written: {out}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from veritrain.reporting import format_table, write_json
+    from veritrain.training.loop import train
+
+    configs = quickstart_configs(args.out, fast=args.fast, progress=args.progress)
+    rows = []
+    for cfg in configs:
+        print(f"== {cfg.method}: {cfg.net} on {cfg.dataset}, eps {cfg.eps}, {cfg.epochs} epochs", file=sys.stderr)
+        s = train(cfg)
+        ev = s.get("eval", {})
+        rows.append({"method": cfg.method, "ACC": s.get("test_acc"),
+                     "ERA (PGD)": _era_value(ev.get("era"), "pgd"),
+                     "VRA (symbolic-linear)": _vra_value(ev.get("vra"), "symbolic-linear"),
+                     "train s": s["time_s"]["train"]})
+    print(f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf), "
+          f"ERA/VRA on {ev.get('n', '?')} test images; percent:")
+    print(format_table(rows))
+    write_json(Path(args.out) / "quickstart.json", rows)
+    print(f"runs and quickstart.json in {args.out}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from veritrain.reporting import plot_metrics
+
+    print(f"written: {plot_metrics(args.run, args.out)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser and main
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other veritrain error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"veritrain: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="veritrain", description="Verifiably robust training (MixTrain), sound bounds and attacks.")
+    p.add_argument("--version", action="version", version=f"veritrain {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    m = sub.add_parser("models", help="list the registered networks (Table II)")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train a network (any method); writes a run folder")
+    t.add_argument("--config", metavar="FILE",
+                   help="read options from a YAML or TOML file (keys: option names with - or _); "
+                        "options on the command line override it")
+    add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="ACC, and ERA (attacks) / VRA (sound bounds) when asked")
+    e.add_argument("run", nargs="?", help="a training run folder (uses its config.json and model.pt)")
+    e.add_argument("--net", help="network name or file.py:fn (instead of RUN)")
+    e.add_argument("--weights", help="state_dict file for --net (default with RUN: RUN/model.pt)")
+    e.add_argument("--dataset", help="data set of the test images (default with RUN: the run's)")
+    e.add_argument("--activation", help="activation of the registered network: relu or elu (default: relu)")
+    e.add_argument("--data-dir", help="data root (default: $VERITRAIN_DATA, else ~/.cache/veritrain)")
+    e.add_argument("--n", type=int, default=1000, help="number of test images (default: 1000; 0 or less: error)")
+    e.add_argument("--all", dest="n", action="store_const", const=None, help="use the whole test set")
+    e.add_argument("--random-subset", type=int, metavar="SEED",
+                   help="draw the --n test images at random with this seed instead of taking the first n")
+    e.add_argument("--eps", type=float, help="perturbation radius in pixel space (default with RUN: the run's)")
+    e.add_argument("--norm", help="linf or l2 (default: linf, or the run's)")
+    e.add_argument("--attacks", default="", help="comma-separated attacks for ERA, e.g. pgd,cw,interval "
+                                                 "(worst case over them per image; default: none)")
+    e.add_argument("--domains", default="", help="comma-separated bound domains for VRA, e.g. "
+                                                 "interval,symbolic-linear (default: none)")
+    e.add_argument("--curves", default="", help="comma-separated minimal-perturbation attacks for robustness "
+                                                "curves (Figure 7), e.g. cw-l2,pointwise (default: none)")
+    e.add_argument("--json", metavar="FILE", help="write the results as JSON (default with RUN: RUN/evaluation.json)")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    e.add_argument("--batch-size", type=int, default=500, help="images per forward pass / attack batch (default: 500)")
+    e.add_argument("--chunk-size", type=int, help="images per chunk of bound propagation (memory vs speed)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")
+    e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("quickstart", help="regular vs. the strongest robust method on the embedded mnist-mini "
+                                          "(about a minute on 2 CPU cores), ACC/ERA/VRA side by side")
+    q.add_argument("--fast", action="store_true", help="a smoke run of a few seconds (1 epoch, 1,000 images)")
+    q.add_argument("--out", default="runs/quickstart", help="folder of the two runs (default: runs/quickstart)")
+    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+    q.set_defaults(func=cmd_quickstart)
+
+    pl = sub.add_parser("plot", help="plot a run's metrics (alpha, eps, losses over epochs); needs matplotlib")
+    pl.add_argument("run", help="training run folder")
+    pl.add_argument("--out", help="PNG file (default: RUN/metrics.png)")
+    pl.set_defaults(func=cmd_plot)
+    return p
+
+
+def _error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UnknownNameError, ValueError, OSError]
+    for module, name in (("veritrain.data", "DataError"), ("veritrain.models", "ModelError"),
+                         ("veritrain.bounds", "UnsupportedLayerError")):
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+        msg = f"{msg}: {e.filename}"
+    return " ".join(msg.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `veritrain models | head`
+        sys.stderr = sys.stdout = open(os.devnull, "w")
+        return 0
+    except _error_types() as e:
+        print(f"veritrain: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("veritrain: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
