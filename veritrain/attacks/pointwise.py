@@ -123,7 +123,7 @@ class Pointwise(Attack):
         if self.binary_search_steps > 0:
             diff = (xa != x3).any(1) & (found & ~clean_adv).view(-1, 1)
             counts = diff.sum(1)
-            order = diff.float().argsort(1, descending=True, stable=True)
+            order = torch.argsort(diff.float(), dim=1, descending=True, stable=True)
             for k in range(int(counts.max()) if B else 0):
                 idx = (counts > k).nonzero().squeeze(1)
                 u = order[idx, k]

@@ -1,0 +1,364 @@
+"""Tests for veritrain.attacks and veritrain.evaluation.era (tiny nets on 1x8x8 inputs; a few seconds)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veritrain.attacks import ATTACKS, AttackResult, make_attack, pgd_attack, robust_curve
+from veritrain.attacks import interval as interval_mod
+from veritrain.attacks.base import flat_norm, margin
+from veritrain.evaluation.era import estimate_robust_accuracy, robustness_curves
+from veritrain.registry import UnknownNameError
+
+SHAPE = (1, 8, 8)
+K = 4
+
+# fast settings per attack (the defaults are the paper's, slower)
+FAST = {
+    "pgd": {"steps": 10},
+    "pgd-l2": {"steps": 10},
+    "cw": {"steps": 10},
+    "cw-l2": {"steps": 30, "binary_search_steps": 3},
+    "pointwise": {"levels": 20},
+    "interval": {"iterations": 5, "pgd_steps": 10},
+}
+
+
+def mlp() -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, K))
+
+
+def conv() -> nn.Sequential:
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32, K)
+    )
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable data: class k has a bright 4x4 quadrant k on a dim noisy background."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K, (n,), generator=g)
+    x = 0.3 * torch.rand(n, *SHAPE, generator=g)
+    for k in range(K):
+        r, c = divmod(k, 2)
+        x[y == k, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 0.6
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny nets gain nothing from intra-op threads, and on a busy machine thread spinning makes them
+    10x slower; restored after this module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny MLP trained (<1 s) to ~100% on synthetic separable data, and 40 test samples."""
+    x, y = synthetic(512, 0)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        idx = torch.randint(0, 512, (64,))
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    xt, yt = synthetic(40, 1)
+    assert (model(xt).argmax(1) == yt).float().mean() > 0.9
+    return model, xt, yt
+
+
+def data(n: int = 12, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *SHAPE, generator=g)
+    x[:2] = 0.0  # pixels at the box's edges
+    x[2:4] = 1.0
+    return x, torch.randint(0, K, (n,), generator=g)
+
+
+# ---------------------------------------------------------------- a minimal sound stand-in for veritrain.bounds
+class _Ball:
+    def __init__(self, x, eps, norm="linf", lo=0.0, hi=1.0):
+        self.x, self.eps, self.norm, self.lo, self.hi = x, eps, norm, lo, hi
+
+
+def _ibp(model, ball):
+    """Interval bounds; an L2 ball is bounded by its enclosing box (sound)."""
+    l = (ball.x - ball.eps).clamp(ball.lo, ball.hi)
+    u = (ball.x + ball.eps).clamp(ball.lo, ball.hi)
+    for m in model:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            mid, rad = (u + l) / 2, (u - l) / 2
+            if isinstance(m, nn.Linear):
+                mid, rad = m(mid), F.linear(rad, m.weight.abs())
+            else:
+                mid = m(mid)
+                rad = F.conv2d(rad, m.weight.abs(), None, m.stride, m.padding)
+            l, u = mid - rad, mid + rad
+        elif isinstance(m, nn.ReLU):
+            l, u = l.clamp_min(0), u.clamp_min(0)
+        elif isinstance(m, nn.Flatten):
+            l, u = m(l), m(u)
+        else:
+            raise TypeError(f"stand-in bounds do not support {type(m).__name__}")
+    return l, u
+
+
+def _worst_logits(model, ball, y):
+    l, u = _ibp(model, ball)
+    onehot = F.one_hot(y, l.shape[1]).bool()
+    return torch.where(onehot, l, u)
+
+
+def _verify(model, ball, y, domain="interval"):
+    z = _worst_logits(model, ball, y)
+    return margin(z, y) < 0
+
+
+def _interval_gradient(model, ball, y, domain="interval"):
+    x = ball.x.detach().requires_grad_(True)
+    z = _worst_logits(model, _Ball(x, ball.eps, ball.norm, ball.lo, ball.hi), y)
+    (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), x)
+    return g
+
+
+@pytest.fixture
+def standin_bounds(monkeypatch):
+    monkeypatch.setattr(interval_mod, "_bounds_api", lambda: (_Ball, _verify, _interval_gradient))
+
+
+def real_bounds():
+    try:
+        from veritrain.bounds import Ball, interval_gradient, verify  # noqa: F401
+    except ImportError:
+        pytest.skip("veritrain.bounds not available")
+    return Ball, verify
+
+
+# ---------------------------------------------------------------- the calling convention
+CASES = [
+    ("pgd", "linf", 0.1), ("pgd", "l2", 0.5), ("pgd-l2", "l2", 0.5), ("fgsm", "linf", 0.1),
+    ("fgsm", "l2", 0.5), ("cw", "linf", 0.1), ("cw", "l2", 0.5), ("cw-l2", "l2", 0.5),
+    ("cw-l2", "l2", None), ("pointwise", "l0", 5), ("pointwise", "l0", None),
+    ("interval", "linf", 0.1), ("interval", "l2", 0.5),
+]
+
+
+@pytest.mark.parametrize("build", [mlp, conv])
+@pytest.mark.parametrize("name,norm,eps", CASES)
+def test_contract(name, norm, eps, build, standin_bounds):
+    model = build()
+    model.train()
+    model[1].eval()  # mixed modes must come back as they were
+    modes = [m.training for m in model.modules()]
+    x, y = data()
+    x0 = x.clone()
+    attack = make_attack(name, eps, norm=norm, seed=0, **FAST.get(name, {}))
+    res = attack.run(model, x, y)
+    assert isinstance(res, AttackResult)
+    assert torch.equal(x, x0), "x was mutated"
+    assert [m.training for m in model.modules()] == modes, "model modes not restored"
+    assert all(p.grad is None for p in model.parameters()), "gradients left on parameters"
+    xa = res.x_adv
+    assert xa.shape == x.shape and not xa.requires_grad
+    assert xa.min() >= 0 and xa.max() <= 1
+    if eps is not None and norm in ("linf", "l2"):
+        assert (flat_norm(xa - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()
+    assert res.success.dtype == torch.bool and res.success.shape == (x.shape[0],)
+    with torch.no_grad():
+        mis = model(xa).argmax(1) != y
+    assert (mis[res.success]).all(), "a claimed success is not misclassified"
+    assert torch.equal(attack(model, x, y), xa), "same seed, different result"
+
+
+def test_registry_and_errors():
+    assert set(ATTACKS.names()) == {"pgd", "pgd-l2", "fgsm", "cw", "cw-l2", "interval", "pointwise"}
+    with pytest.raises(UnknownNameError, match="choose one of"):
+        make_attack("nope", 0.1)
+    with pytest.raises(ValueError, match="norm"):
+        make_attack("pgd", 0.1, norm="l7")
+    x, y = data()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        make_attack("pgd", 0.1).run(mlp(), x * 3, y)
+    with pytest.raises(ValueError, match="eps"):
+        make_attack("pgd", -1.0)
+
+
+def test_margin_with_negative_logits():
+    z = torch.tensor([[-5.0, -1.0, -3.0], [2.0, -4.0, -6.0]])
+    assert torch.allclose(margin(z, torch.tensor([0, 0])), torch.tensor([4.0, -6.0]))
+
+
+def test_same_seed_same_result_different_seed_differs():
+    model, (x, _) = mlp(), data()
+    y = model(x).argmax(1)
+    kw = dict(steps=3, include_fgsm=False, early_stop=False)
+    a = make_attack("pgd", 0.1, seed=5, **kw).run(model, x, y).x_adv
+    b = make_attack("pgd", 0.1, seed=5, **kw).run(model, x, y).x_adv
+    c = make_attack("pgd", 0.1, seed=6, **kw).run(model, x, y).x_adv
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    make_attack("pointwise", None, seed=1).run(model, x, y)
+    assert torch.equal(state, torch.get_rng_state()), "the global RNG was used"
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("linf", 0.15), ("l2", 0.3), ("l2", 1.0)])
+def test_pgd_never_weaker_than_fgsm(norm, eps, trained):
+    model, x, y = trained
+    for build in (lambda: model, mlp, conv):
+        m = build()
+        for seed in range(3):
+            f = make_attack("fgsm", eps, norm=norm, seed=seed).run(m, x, y).success
+            p = make_attack("pgd", eps, norm=norm, seed=seed, steps=5).run(m, x, y).success
+            assert (p | ~f).all(), "FGSM broke a sample PGD did not"
+
+
+def test_pgd_attack_function(trained):
+    model, x, y = trained
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    a = pgd_attack(model, x, y, 0.2, steps=10, step_size=0.05, generator=gen)
+    gen = torch.Generator().manual_seed(0)
+    b = pgd_attack(model, x, y, 0.2, steps=10, step_size=0.05, generator=gen)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    model.eval()
+    assert torch.equal(a, b) and not a.requires_grad
+    assert (a - x).abs().max() <= 0.2 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    best = pgd_attack(model, x, y, 0.2, steps=10, step_size=0.05, keep_best=True, restarts=2)
+    assert (best - x).abs().max() <= 0.2 + 1e-6
+    with torch.no_grad():
+        clean_acc = (model(x).argmax(1) == y).float().mean()
+        assert (model(a).argmax(1) == y).float().mean() < clean_acc  # eps = 0.2 breaks this model
+
+
+def test_pointwise_reduces_l0(trained):
+    model, x, y = trained
+    x = x.clone()
+    x[:, :, 0, 0] = 0.0  # some pixels at the box edges: resets must still count right
+    res = make_attack("pointwise", None, seed=0, levels=30).run(model, x, y)
+    start = res.info["start_distance"]
+    found = torch.isfinite(res.distance)
+    assert found.any() and torch.equal(found, res.success)
+    assert (res.distance[found] <= start[found]).all()
+    assert res.distance[found].sum() < start[found].sum()
+    assert torch.equal(res.distance[found], flat_norm(res.x_adv - x, "l0")[found])
+    with torch.no_grad():
+        assert (model(res.x_adv[found]).argmax(1) != y[found]).all()
+    # minimality: no single remaining pixel can be reset to its clean value
+    i = found.nonzero()[0, 0]
+    xa = res.x_adv[i : i + 1]
+    for j in (xa != x[i : i + 1]).flatten().nonzero().flatten().tolist():
+        c = xa.clone().flatten()
+        c[j] = x[i].flatten()[j]
+        assert model(c.view_as(xa)).argmax(1).item() == y[i].item()
+    # a budget: x_adv = x outside it, success iff L0 <= eps
+    b = make_attack("pointwise", 2, seed=0, levels=30).run(model, x, y)
+    assert torch.equal(b.success, found & (res.distance <= 2))
+    assert torch.equal(b.x_adv[~b.success], x[~b.success])
+
+
+def test_pointwise_binary_search_keeps_l0(trained):
+    model, x, y = trained
+    a = make_attack("pointwise", None, seed=0, levels=30).run(model, x, y)
+    b = make_attack("pointwise", None, seed=0, levels=30, binary_search_steps=5).run(model, x, y)
+    assert torch.equal(a.distance, b.distance)
+    found = a.success
+    assert (flat_norm(b.x_adv - x, "l2")[found] <= flat_norm(a.x_adv - x, "l2")[found] + 1e-6).all()
+    with torch.no_grad():
+        assert (model(b.x_adv[found]).argmax(1) != y[found]).all()
+
+
+def test_cw_l2_distances(trained):
+    model, x, y = trained
+    res = make_attack("cw-l2", None, steps=50, binary_search_steps=4).run(model, x, y)
+    assert res.success.any()
+    d = res.distance
+    assert torch.isfinite(d[res.success]).all() and torch.isinf(d[~res.success]).all()
+    assert torch.allclose(flat_norm(res.x_adv - x, "l2")[res.success], d[res.success], atol=1e-5)
+    with torch.no_grad():
+        assert (model(res.x_adv[res.success]).argmax(1) != y[res.success]).all()
+    r = float(d[res.success].median())
+    b = make_attack("cw-l2", r, steps=50, binary_search_steps=4).run(model, x, y)
+    assert torch.equal(b.success, torch.isfinite(d) & (d <= r))
+    curve = robust_curve(d, [0.0, r, 1e9])
+    assert curve[0] >= curve[1] >= curve[2]
+
+
+def test_robust_curve():
+    d = torch.tensor([0.0, 0.5, 1.0, float("inf")])
+    assert robust_curve(d, [0, 0.5, 2]) == [75.0, 50.0, 25.0]
+
+
+def test_interval_attack_standin(trained, standin_bounds):
+    """Algorithm 1 with a sound stand-in (plain intervals) for veritrain.bounds."""
+    model, x, y = trained
+    res = make_attack("interval", 0.25, **FAST["interval"]).run(model, x, y)
+    assert (res.x_adv - x).abs().max() <= 0.25 + 1e-6
+    assert res.success.any()
+    # where the whole ball is verified, the attack never succeeds
+    tiny = 0.002
+    ok = _verify(model, _Ball(x, tiny), y)
+    assert ok.any()
+    r = make_attack("interval", tiny, **FAST["interval"]).run(model, x, y)
+    assert not r.success[ok].any()
+
+
+def test_interval_attack_real_bounds(trained):
+    Ball, verify = real_bounds()
+    model, x, y = trained
+    res = make_attack("interval", 0.25, **FAST["interval"]).run(model, x, y)
+    assert (res.x_adv - x).abs().max() <= 0.25 + 1e-6 and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        assert (model(res.x_adv[res.success]).argmax(1) != y[res.success]).all()
+    for eps in (0.002, 0.02):
+        ok = verify(model, Ball(x, eps, norm="linf", lo=0.0, hi=1.0), y, domain="symbolic-linear")
+        r = make_attack("interval", eps, **FAST["interval"]).run(model, x, y)
+        assert not r.success[ok].any(), "the attack broke a sample the sound analysis verified"
+
+
+def test_era(trained, standin_bounds):
+    model, x, y = trained
+    attacks = ["fgsm", "pgd", "cw", "interval"]
+    out = estimate_robust_accuracy(
+        model, x, y, attacks, 0.15, batch_size=16, progress=False, pgd={"steps": 10},
+        cw={"steps": 10}, interval=FAST["interval"],
+    )
+    era = out["era"]
+    assert out["n"] == 40 and set(era) == set(attacks) | {"all"}
+    assert all(0 <= era[a] <= out["acc"] for a in attacks)
+    assert era["all"] <= min(era[a] for a in attacks)
+    assert era["pgd"] <= era["fgsm"]
+    fast = estimate_robust_accuracy(
+        model, x, y, attacks, 0.15, batch_size=16, progress=False, per_attack=False, steps=10,
+        interval=FAST["interval"],
+    )
+    assert set(fast["era"]) == {"all"} and 0 <= fast["era"]["all"] <= out["acc"]
+    zero = estimate_robust_accuracy(model, x, y, ["pgd"], 0.0, progress=False, steps=2)
+    assert zero["era"]["pgd"] == zero["acc"]
+    with pytest.raises(TypeError, match="takes the option"):
+        estimate_robust_accuracy(model, x, y, ["pgd"], 0.1, progress=False, nonsense=1)
+
+
+def test_robustness_curves(trained):
+    model, x, y = trained
+    out = robustness_curves(
+        model, x[:16], y[:16], radii={"cw-l2": [0, 0.5, 1, 2], "pointwise": [0, 2, 5, 20]},
+        progress=False, batch_size=8, **{"cw-l2": FAST["cw-l2"], "pointwise": FAST["pointwise"]},
+    )
+    for name in ("cw-l2", "pointwise"):
+        c = out["curves"][name]
+        assert len(c["robust"]) == len(c["radii"]) == 4
+        assert all(a >= b for a, b in zip(c["robust"], c["robust"][1:]))
+        with torch.no_grad():
+            acc = 100.0 * (model(x[:16]).argmax(1) == y[:16]).float().mean().item()
+        assert c["robust"][0] <= acc + 1e-9
