@@ -463,6 +463,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     t_start = time.perf_counter()
     cfg = validate_config(cfg)
     device = select_device(cfg.device)
+    files = RunFiles(cfg.out)
+    ckpt = load_checkpoint(files.checkpoint) if cfg.resume and files.checkpoint.exists() else None
     seed_everything(cfg.seed)
     if model is None:
         model = build_model(cfg)
@@ -476,10 +478,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     model = model.to(device)
     _check_model_fits(model, train_data, cfg.net, cfg.dataset, device)
     trainer = Trainer(cfg, model, train_data, test_data, device)
-    files = trainer.files
-    ckpt = None
-    if cfg.resume and files.checkpoint.exists():
-        ckpt = load_checkpoint(files.checkpoint)
+    if ckpt is not None:
         trainer.restore(ckpt)
     elif files.started() and not cfg.overwrite:
         hint = "pass --resume to continue it" if files.checkpoint.exists() else "its checkpoint is missing"
