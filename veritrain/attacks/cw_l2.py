@@ -1,7 +1,8 @@
 """Carlini-Wagner L2 attack (minimal perturbation), for the L2 robustness curves of Figure 7a.
 
 minimise ||x' - x||_2^2 + c * max(z_y - max_{j != y} z_j + kappa, 0) over w, x' = (tanh(w) + 1) / 2
-(so x' stays in [0, 1]), with Adam, a per-sample binary search over c and early abort (Carlini & Wagner 2017).
+(so x' stays in [0, 1]), with Adam (inlined; elementwise, so samples do not interact), a per-sample
+binary search over c and early abort (Carlini & Wagner 2017).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class CWL2(Attack):
         check_every = max(self.steps // 10, 1)
         for _ in range(self.binary_search_steps):
             w = w0.clone().requires_grad_(True)
-            opt = torch.optim.Adam([w], lr=self.lr)
+            m1, m2 = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam moments (beta 0.9, 0.999)
             found = torch.zeros(B, dtype=torch.bool, device=dev)
             prev = float("inf")
             for it in range(self.steps):
@@ -88,8 +89,11 @@ class CWL2(Attack):
                     if cur > prev * 0.9999:
                         break
                     prev = cur
-                w.grad = g
-                opt.step()
+                with torch.no_grad():
+                    m1.mul_(0.9).add_(g, alpha=0.1)
+                    m2.mul_(0.999).addcmul_(g, g, value=0.001)
+                    step = self.lr * (m1 / (1 - 0.9 ** (it + 1))) / ((m2 / (1 - 0.999 ** (it + 1))).sqrt() + 1e-8)
+                    w.sub_(step)
             with torch.no_grad():
                 hi = torch.where(found, torch.minimum(hi, c), hi)
                 lo = torch.where(found, lo, torch.maximum(lo, c))
