@@ -265,3 +265,24 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert s_res["resumed"] and not s_ref["resumed"]
     assert s_res["test_acc"] == s_ref["test_acc"]
     assert _stable([s_res["final"]]) == _stable([s_ref["final"]])
+
+
+# ----------------------------------------------------------------------------- evaluation composer
+
+
+def test_evaluate_tensors_na_for_unsound_and_not_available(monkeypatch):
+    import importlib
+
+    ev = importlib.import_module("veritrain.evaluation.evaluate")  # the module, not the function
+
+    data = tiny_data(20)
+    x, y = data.tensors
+    model = tiny_model()
+    res = ev.evaluate_tensors(model, x, y, 0.1, attacks=[], domains=["symbolic-linear"], sound=False)
+    assert res["vra"] == {"symbolic-linear": "n/a"} and res["n"] == 20 and 0 <= res["acc"] <= 100
+    json.dumps(res)
+    monkeypatch.setattr(ev, "_optional", lambda module, name: f"not available ({module} is missing)")
+    res = ev.evaluate_tensors(model, x, y, 0.1, attacks="pgd", domains="interval")
+    assert res["era"].startswith("not available") and res["vra"].startswith("not available")
+    res = ev.evaluate_tensors(model, x, y, 0.0, attacks="pgd", domains="interval")
+    assert res["era"] == {} and res["vra"] == {}  # eps = 0: nothing to attack or verify
