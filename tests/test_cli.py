@@ -182,6 +182,13 @@ def test_train_writes_run_and_resume_of_finished_run(tiny_run, capsys):
     rc, out, err = run_main(capsys, "train", "--dataset", "mnist-mini", "--out", str(tiny_run), "--no-progress")
     assert rc == 2 and "--resume" in err
     assert snapshot(tiny_run) == before
+    # README: `veritrain train --out RUN --resume` takes the other options from RUN/config.json
+    cfg = parse_train("--out", str(tiny_run), "--resume", "--epochs", "2")
+    assert (cfg.dataset, cfg.train_size, cfg.epochs, cfg.resume) == ("mnist-mini", 100, 2, True)
+    rc, out, err = run_main(capsys, "train", "--out", str(tiny_run), "--resume", "--no-progress")
+    assert rc == 0, err  # already finished: evaluates again, weights unchanged
+    assert (tiny_run / "model.pt").read_bytes() == before["model.pt"]
+    assert (tiny_run / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
 
 
 def test_evaluate_run_and_weights_of_another_architecture(tiny_run, tmp_path, capsys):

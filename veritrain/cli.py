@@ -240,6 +240,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if "extra" in given:
         given["extra"] = {**values.get("extra", {}), **_parse_extra(given["extra"])}
     values.update(given)
+    if values.get("resume"):
+        # `veritrain train --out RUN --resume`: options not given again come from RUN/config.json
+        saved = Path(values.get("out", TrainConfig.out)) / "config.json"
+        if saved.is_file():
+            try:
+                run_values = json.loads(saved.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{saved} is unreadable ({e}); pass all options again or train into a new --out")
+            if not isinstance(run_values, dict):
+                raise ValueError(f"{saved} is not a run configuration; train into a new --out")
+            values = {**{k: v for k, v in run_values.items() if k in _FIELDS}, **values}
     return TrainConfig.from_dict(values)
 
 
@@ -250,7 +261,7 @@ QUICKSTART: dict[str, dict[str, Any]] = {
     "common": dict(net="mnist-small", dataset="mnist-mini", eps=0.1, batch_size=50, seed=0, device="auto",
                    full_eval=True, eval_attacks="pgd", eval_domains="symbolic-linear"),
     "regular": dict(epochs=3),
-    "mixtrain": dict(epochs=6, eps_ramp_epochs=3, k_per_batch=5),
+    "mixtrain": dict(epochs=5, eps_ramp_epochs=3),
     "wong": dict(epochs=4, eps_ramp_epochs=2),
     "diffai": dict(epochs=6, eps_ramp_epochs=3),
     "madry": dict(epochs=3, pgd_steps=10, pgd_step_size=0.02),
