@@ -7,7 +7,7 @@ At an unstable ReLU with concrete bounds l < 0 < u, Neurify's parallel relaxatio
 is written as relu(z) = lambda·z + (-lambda·l)·e_new with e_new in [0, 1]: one coefficient set plus an
 offset, not two equation sets. Stable neurons are the identity (l >= 0) or 0 (u <= 0).
 
-Error symbols are just more columns of G (B, d + m, *shape): a ReLU appends, per sample, one column per
+Error symbols are just more columns of G (B, d + m, *shape), kept as blocks: a ReLU appends, per sample, one column per
 unstable neuron (padded to the batch maximum with zero columns), so memory grows with the number of
 unstable ReLUs; chunk the samples (`veritrain.evaluation.vra`) to bound it. Interval bounds are
 propagated alongside and intersected with the concretised ones at every ReLU and at the output: the
@@ -23,33 +23,52 @@ from veritrain.bounds.interval import interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain
 
-Form = tuple[Tensor, Tensor]  # (G (B, M, *shape), c (B, *shape))
+Form = tuple[list[Tensor], Tensor]  # (column blocks, each (B, M_i, *shape); constant c (B, *shape))
 
 
-def relax_relu(g: Tensor, c: Tensor, lower: Tensor, upper: Tensor) -> tuple[Form, int]:
-    """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols."""
+def concretize_blocks(space: InputSpace, blocks: list[Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
+    """Lower and upper bounds of a form: block 0 holds the input columns, later blocks error symbols in [0, 1]."""
+    if space.unit:  # every variable in [0, 1]: lower = c + sum min(G, 0), upper = c + sum G - sum min(G, 0)
+        neg = sum(b.clamp(max=0).sum(1) for b in blocks)
+        total = sum(b.sum(1) for b in blocks)
+        return c + neg, c + total - neg  # type: ignore[operator]
+    lower, upper = space.concretize(blocks[0], c, True), space.concretize(blocks[0], c, False)
+    for b in blocks[1:]:
+        neg = b.clamp(max=0).sum(1)
+        lower, upper = lower + neg, upper + b.sum(1) - neg
+    return lower, upper
+
+
+def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor) -> tuple[Form, int]:
+    """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols.
+
+    relu(z) = lambda·z + (-lambda·l)·e_new: the existing blocks are scaled by lambda per neuron and one block
+    of new columns (one per unstable neuron of each sample, zero-padded to the batch maximum) is appended.
+    """
     unstable = (lower < 0) & (upper > 0)
     safe = torch.where(unstable, upper - lower, torch.ones_like(upper))
     lam = torch.where(unstable, upper / safe, (lower >= 0).to(upper.dtype))
     offset = torch.where(unstable, -lam * lower, torch.zeros_like(lower))  # >= 0, carried by e_new
-    g, c = g * lam.unsqueeze(1), c * lam
+    scale = lam.unsqueeze(1)
+    blocks, c = [b * scale for b in blocks], c * lam
     mask = unstable.flatten(1)
     n_new = int(mask.sum(1).max()) if mask.numel() else 0  # one host sync per ReLU: the new column count
     if n_new == 0:
-        return (g, c), 0
+        return (blocks, c), 0
     b, n = mask.shape
     idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
     vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off unstable neurons)
-    cols = torch.zeros(b, n_new, n, dtype=g.dtype, device=g.device).scatter(2, idx.unsqueeze(2), vals.unsqueeze(2))
-    return (torch.cat([g, cols.reshape(b, n_new, *g.shape[2:])], dim=1), c), n_new
+    cols = torch.zeros(b, n_new, n, dtype=c.dtype, device=c.device).scatter(2, idx.unsqueeze(2), vals.unsqueeze(2))
+    return (blocks + [cols.reshape(b, n_new, *c.shape[1:])], c), n_new
 
 
 @DOMAINS.register("symbolic-linear")
 class SymbolicLinear(Domain):
     """One linear form per neuron plus one error symbol per unstable ReLU (the authors' representation).
 
-    After `bounds`, `error_symbols` holds the total number of error symbols of the last call (padded
-    per batch), for benchmarks and memory planning.
+    The columns of the form are kept as a list of blocks (the input block, then one block per ReLU layer),
+    so appending error symbols never copies the earlier columns. After `bounds`, `error_symbols` holds the
+    number of error symbols per sample (padded to the batch maximum) of the last call.
     """
 
     name = "symbolic-linear"
@@ -62,10 +81,10 @@ class SymbolicLinear(Domain):
         chain = leading_chain(ops)
         box = initial_box(chain, ball)
         self.error_symbols = 0
-        (g, c), box = self._run(ops[len(chain):], space.start(chain), box, space)
-        lower = torch.maximum(space.concretize(g, c, True), box[0])
-        upper = torch.minimum(space.concretize(g, c, False), box[1])
-        return lower, upper
+        g, c = space.start(chain)
+        (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
+        lower, upper = concretize_blocks(space, blocks, c)
+        return torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
 
     def _run(self, ops: list[Op], form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
         for op in ops:
@@ -73,13 +92,13 @@ class SymbolicLinear(Domain):
         return form, box
 
     def _step(self, op: Op, form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
-        g, c = form
+        blocks, c = form
         if isinstance(op, AffineOp):
-            return (op.linear(g), affine_const(op, c)), interval_step(op, *box)
+            return ([op.linear(b) for b in blocks], affine_const(op, c)), interval_step(op, *box)
         if isinstance(op, ReLUOp):
-            lower = torch.maximum(space.concretize(g, c, True), box[0])
-            upper = torch.minimum(space.concretize(g, c, False), box[1])
-            form, n_new = relax_relu(g, c, lower, upper)
+            lower, upper = concretize_blocks(space, blocks, c)
+            lower, upper = torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
+            form, n_new = relax_relu(blocks, c, lower, upper)
             self.error_symbols += n_new
             return form, (lower.clamp(min=0), upper.clamp(min=0))
         if isinstance(op, ResidualOp):
@@ -87,11 +106,10 @@ class SymbolicLinear(Domain):
         raise TypeError(f"symbolic-linear domain: unsupported op {type(op).__name__}")
 
     def _residual(self, op: ResidualOp, form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
-        """Sum of branches: shared columns add up; each branch's new error symbols are distinct variables."""
-        m = form[0].shape[1]
+        """Sum of branches: shared blocks add up; each branch's new error symbols are distinct variables."""
+        n = len(form[0])
         outs = [self._run(branch, form, box, space) for branch in op.branches]
-        shared = sum(o[0][0][:, :m] for o in outs)
-        extra = [o[0][0][:, m:] for o in outs if o[0][0].shape[1] > m]
-        g = torch.cat([shared, *extra], dim=1) if extra else shared
+        blocks = [sum(o[0][0][i] for o in outs) for i in range(n)]
+        blocks += [b for o in outs for b in o[0][0][n:]]
         c = sum(o[0][1] for o in outs)
-        return (g, c), (sum(o[1][0] for o in outs), sum(o[1][1] for o in outs))  # type: ignore[return-value]
+        return (blocks, c), (sum(o[1][0] for o in outs), sum(o[1][1] for o in outs))  # type: ignore[return-value]

@@ -1,0 +1,163 @@
+"""Benchmark of the bound domains on MNIST Small (the issue's targets, printed as ratios in one run).
+
+1. `symbolic-linear` forward + backward (gradient of verified_loss w.r.t. the weights) for k' = 1 and
+   k' = 10 samples, versus a plain forward + backward of the network on as many images as the
+   representation carries columns (d + 1 input columns plus the error symbols). Target <= 1.5x.
+2. `interval` forward + backward, batch 50, versus a regular forward + backward on 50 images. Target <= 2.5x.
+3. Peak memory of VRA evaluation for several chunk sizes (a child process per size; CUDA: max allocated).
+
+Uses the authors' checkpoint and real MNIST test images when $VERITRAIN_DATA (or --data) has them
+(mnist/ and reference/mnist_small_mixtrain_0.3.pth), otherwise a fresh network and random images.
+
+    python bench/bench_bounds.py [--eps 0.3] [--device cpu] [--repeats 5] [--data DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veritrain.bounds import DOMAINS, Ball, verified_loss
+from veritrain.bounds.base import margin_spec, with_spec
+from veritrain.bounds.ops import to_ops
+
+
+def mnist_small() -> nn.Sequential:
+    try:
+        from veritrain.models.zoo import build_model
+
+        return build_model("mnist-small")
+    except ImportError:
+        return nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def load_setup(data: str | None, n: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor, str]:
+    model = mnist_small()
+    root = Path(data) if data else None
+    ckpt = root / "reference" / "mnist_small_mixtrain_0.3.pth" if root else None
+    img = root / "mnist" / "t10k-images-idx3-ubyte.gz" if root else None
+    if ckpt is not None and ckpt.exists() and img is not None and img.exists():
+        model.load_state_dict(torch.load(ckpt, weights_only=True))
+        with gzip.open(img) as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+        with gzip.open(root / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+        return model, torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64), "authors' checkpoint, MNIST test"
+    g = torch.Generator().manual_seed(0)
+    return model, torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), "fresh weights, random images"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Best time of fn() over `repeats` runs after one warm-up: process CPU time on CPU (robust on a shared
+    machine; use --threads 1), wall time on CUDA."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = clock()
+        fn()
+        sync(device)
+        times.append(clock() - t)
+    return min(times)
+
+
+def fwd_bwd_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, domain: str) -> None:
+    model.zero_grad(set_to_none=True)
+    verified_loss(model, Ball(x, eps), y, domain).backward()
+
+
+def fwd_bwd_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+
+
+def error_symbols(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> int:
+    dom = DOMAINS.get("symbolic-linear")()
+    ops = with_spec(to_ops(model, tuple(x.shape[1:])), margin_spec(y, 10).to(x.dtype))
+    with torch.no_grad():
+        dom.bounds(ops, Ball(x, eps))
+    return dom.error_symbols
+
+
+def peak_memory_child(args: argparse.Namespace, chunk: int) -> float:
+    """Peak memory (MiB) of a VRA run with `chunk` samples per bound computation, in a fresh process."""
+    cmd = [sys.executable, __file__, "--child-vra", str(chunk), "--eps", str(args.eps), "--device", args.device,
+           "--vra-samples", str(args.vra_samples)] + (["--data", args.data] if args.data else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+
+
+def child_vra(args: argparse.Namespace) -> None:
+    from veritrain.evaluation.vra import verified_robust_accuracy
+
+    device = torch.device(args.device)
+    model, x, y, _ = load_setup(args.data, args.vra_samples)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = verified_robust_accuracy(model.to(device), x, y, args.eps, ["symbolic-linear"], chunk_size=args.child_vra,
+                                   progress=False, device=device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    print(json.dumps({"peak_mib": peak, "vra": res}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (CPU times are process CPU seconds)")
+    p.add_argument("--data", default=os.environ.get("VERITRAIN_DATA"))
+    p.add_argument("--chunks", default="5,25", help="chunk sizes for the VRA peak-memory check ('' skips it)")
+    p.add_argument("--vra-samples", type=int, default=50)
+    p.add_argument("--child-vra", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_vra:
+        return child_vra(args)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, x, y, source = load_setup(args.data, 50)
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    print(f"MNIST Small ({source}), eps={args.eps}, device={device}, threads={torch.get_num_threads()}")
+    d = x[0].numel()
+    for k in (1, 10):
+        xs, ys = x[:k], y[:k]
+        m = error_symbols(model, xs, ys, args.eps)
+        t_sym = timed(lambda: fwd_bwd_bound(model, xs, ys, args.eps, "symbolic-linear"), device, args.repeats)
+        n = k * (d + 1 + m)  # images a plain network would process for as many columns
+        xp = torch.rand(n, *x.shape[1:], device=device)
+        yp = torch.randint(0, 10, (n,), device=device)
+        t_plain = timed(lambda: fwd_bwd_plain(model, xp, yp), device, args.repeats)
+        print(f"symbolic-linear k'={k:2d}: error symbols {m} (padded, per sample); fwd+bwd {t_sym * 1e3:.1f} ms; "
+              f"plain fwd+bwd on {n} images {t_plain * 1e3:.1f} ms; ratio {t_sym / t_plain:.2f}x (target <= 1.5x)")
+    t_int = timed(lambda: fwd_bwd_bound(model, x, y, args.eps, "interval"), device, args.repeats * 5)
+    t_reg = timed(lambda: fwd_bwd_plain(model, x, y), device, args.repeats * 5)
+    print(f"interval batch 50: fwd+bwd {t_int * 1e3:.2f} ms; regular fwd+bwd {t_reg * 1e3:.2f} ms; "
+          f"ratio {t_int / t_reg:.2f}x (target <= 2.5x)")
+    for chunk in [int(c) for c in args.chunks.split(",") if c]:
+        peak = peak_memory_child(args, chunk)
+        print(f"VRA symbolic-linear over {args.vra_samples} samples, chunk_size={chunk}: peak memory {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
