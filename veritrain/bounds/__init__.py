@@ -14,6 +14,7 @@ from veritrain.bounds.ops import UnsupportedLayerError, to_ops
 
 # domain modules register themselves in DOMAINS on import
 from veritrain.bounds import interval  # noqa: E402,F401  isort: skip
+from veritrain.bounds import symbolic, symbolic_linear  # noqa: E402,F401  isort: skip
 from veritrain.bounds import crown  # noqa: E402,F401  isort: skip
 
 __all__ = [
