@@ -153,7 +153,9 @@ def robustness_curves(
         for a in attacks:
             res = make_attack(a, None, seed=seed + b, **per[a]).run(model, xb, yb)
             if res.distance is None:
-                raise ValueError(f"attack {a!r} reports no distance; use a minimal-perturbation attack (cw-l2, pointwise)")
+                raise ValueError(
+                    f"attack {a!r} reports no distance; use a minimal-perturbation attack (cw-l2, pointwise)"
+                )
             dist[a].append(res.distance.detach().float().cpu())
             bar.update(1)
     bar.close()
