@@ -1,0 +1,169 @@
+"""The forward symbolic domains (ReluVal `symbolic`, Neurify `symbolic-linear`) and VRA evaluation."""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from veritrain.bounds import DOMAINS, Ball, compute_bounds, margin_lower, margin_spec
+from veritrain.bounds.base import with_spec
+from veritrain.bounds.ops import to_ops
+from veritrain.bounds.symbolic import InputSpace, leading_chain
+from veritrain.bounds.symbolic_linear import concretize_blocks, relax_relu
+from veritrain.evaluation.vra import verified_mask, verified_robust_accuracy
+from veritrain.models.layers import Residual
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def conv_net(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64, 10), nn.ReLU(), nn.Linear(10, 5),
+    ).double().eval()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 1000), eps=st.floats(0.01, 0.3), norm=st.sampled_from(["linf", "l2"]))
+def test_never_looser_than_interval(seed: int, eps: float, norm: str) -> None:
+    """Intersecting with interval bounds at every ReLU and at the output: margins at least as tight."""
+    model = conv_net(seed)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ball = Ball(x, eps, norm)
+    y = torch.tensor([0, 2, 4])
+    ref = margin_lower(model, ball, y, "interval")
+    for domain in ("symbolic", "symbolic-linear"):
+        assert (margin_lower(model, ball, y, domain) >= ref - 1e-9).all(), domain
+    spec = margin_spec(y, 5).double()
+    lo_i, up_i = compute_bounds(model, ball, spec, "interval")
+    lo_s, up_s = compute_bounds(model, ball, spec, "symbolic-linear")
+    assert (up_s <= up_i + 1e-9).all()
+
+
+def test_symbolic_linear_tighter_than_symbolic_on_a_deep_net() -> None:
+    """One form + error symbols keeps the correlations that ReluVal's concretisation loses."""
+    model = conv_net(7)
+    ball = Ball(torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64), 0.1)
+    y = torch.tensor([0, 1, 2, 3])
+    sl = margin_lower(model, ball, y, "symbolic-linear")
+    sym = margin_lower(model, ball, y, "symbolic")
+    assert sl.sum() > sym.sum()
+
+
+def test_relax_relu_is_neurify_parallel_relaxation() -> None:
+    """relu(z) = lambda z + (-lambda l) e with e in [0, 1]: lower line lambda z, upper line lambda (z - l)."""
+    l, u = torch.tensor([[-1.0, 0.5, -2.0, -3.0]]), torch.tensor([[3.0, 2.0, -0.5, 1.0]])
+    g = torch.tensor([[[2.0, 0.75, 0.75, 2.0]]])  # z = 2 t + c over t in [0, 1], z in [l, u]
+    c = l.clone()
+    c[0, 1], c[0, 2] = 0.5, -2.0
+    (blocks, c2), n_new = relax_relu([g], c, l, u)
+    assert n_new == 2  # neurons 0 and 3 are unstable
+    lam = torch.tensor([0.75, 1.0, 0.0, 0.25])
+    torch.testing.assert_close(blocks[0][0, 0], g[0, 0] * lam)
+    torch.testing.assert_close(blocks[1][0], torch.tensor([[0.75, 0, 0, 0], [0, 0, 0, 0.75]]))
+    # soundness on a grid of t: relu(z) within the concretised relaxation for every t
+    lo, hi = concretize_blocks(InputSpace(Ball(torch.zeros(1, 1), 1.0)), blocks, c2)
+    t = torch.linspace(0, 1, 101).view(-1, 1)
+    z = g[0, 0] * t + c
+    assert (torch.relu(z) >= lo - 1e-6).all() and (torch.relu(z) <= hi + 1e-6).all()
+
+
+def test_error_symbols_one_per_unstable_relu() -> None:
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.rand(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ball = Ball(x, 0.4)
+    dom = DOMAINS.get("symbolic-linear")()
+    dom.bounds(to_ops(model, (3,)), ball)
+    ilo, iup = compute_bounds(model[:1], ball, None, "interval")  # first layer: exact for one affine op
+    assert dom.error_symbols >= int(((ilo < 0) & (iup > 0)).sum())
+    assert dom.error_symbols <= 6 + 4
+
+
+def test_first_layer_equations_are_the_weights() -> None:
+    """The leading affine ops are applied once to an identity of batch 1, then scaled by (hi - lo)."""
+    conv = nn.Conv2d(1, 3, 3, 2, 1).double()
+    ops = to_ops(nn.Sequential(conv, nn.ReLU()), (1, 6, 6))
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    ball = Ball(x, 0.2)
+    space = InputSpace(ball)
+    g, c = space.start(leading_chain(ops))
+    lo, hi = ball.box()
+    eye = torch.eye(36, dtype=torch.float64).view(36, 1, 6, 6)
+    w_dense = nn.functional.conv2d(eye, conv.weight, None, 2, 1)  # (36, 3, 3, 3): column j = W e_j
+    torch.testing.assert_close(g, w_dense.unsqueeze(0) * (hi - lo).view(2, 36, 1, 1, 1))
+    torch.testing.assert_close(c, conv(lo))
+
+
+def test_spec_folded_like_an_affine_op() -> None:
+    """Bounds of C f(x) from the symbolic form are tighter than C applied to the bounds of f(x)."""
+    model = conv_net(3)
+    ball = Ball(torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), 0.05)
+    y = torch.tensor([1, 3])
+    spec = margin_spec(y, 5).double()
+    lo_spec, _ = compute_bounds(model, ball, spec, "symbolic-linear")
+    lo, up = compute_bounds(model, ball, None, "symbolic-linear")
+    naive = torch.einsum("bsk,bk->bs", spec.clamp(min=0), lo) + torch.einsum("bsk,bk->bs", spec.clamp(max=0), up)
+    assert (lo_spec >= naive - 1e-9).all()
+    assert (lo_spec.gather(1, y.view(-1, 1)) == 0).all()
+
+
+def test_vra_chunks_and_counts_only_correct_and_verified() -> None:
+    model = conv_net(11).float()
+    x = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(11))
+    y = model(x).argmax(1)
+    y[0] = (y[0] + 1) % 5  # misclassified: never counts
+    small = verified_mask(model, x, y, 1e-4, "symbolic-linear", chunk_size=2, progress=False)
+    big = verified_mask(model, x, y, 1e-4, "symbolic-linear", chunk_size=50, batch_size=3, progress=False)
+    assert torch.equal(small, big) and not small[0] and small[1:].all()
+    res = verified_robust_accuracy(model, x, y, 0.5, ["interval", "symbolic-linear"], progress=False)
+    assert set(res) == {"interval", "symbolic-linear"} and res["interval"] <= res["symbolic-linear"] <= 100 * 6 / 7
+    assert model.training is False
+    with pytest.raises(ValueError, match="one label per image"):
+        verified_robust_accuracy(model, x, y[:3], 0.1, ["interval"], progress=False)
+
+
+# ---- the authors' checkpoint on real MNIST (Section V; reference: auto_LiRPA CROWN ~70%, interval 0%) ----
+
+def _data_root() -> Path:
+    root = os.environ.get("VERITRAIN_DATA")
+    if not root:
+        pytest.skip("VERITRAIN_DATA is not set: point it at a data root with mnist/ and reference/")
+    root_p = Path(root)
+    need = [root_p / "reference" / "mnist_small_mixtrain_0.3.pth", root_p / "mnist" / "t10k-images-idx3-ubyte.gz",
+            root_p / "mnist" / "t10k-labels-idx1-ubyte.gz"]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        pytest.skip(f"missing under VERITRAIN_DATA: {', '.join(missing)}")
+    return root_p
+
+
+@pytest.mark.realdata
+def test_authors_checkpoint_vra_at_eps_03() -> None:
+    root = _data_root()
+    model = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+    model.load_state_dict(torch.load(root / "reference" / "mnist_small_mixtrain_0.3.pth", weights_only=True))
+    with gzip.open(root / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:100]
+    with gzip.open(root / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:100]
+    x_t, y_t = torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    res = verified_robust_accuracy(model, x_t, y_t, 0.3, ["interval", "symbolic-linear"], chunk_size=25, progress=False)
+    assert res["interval"] == 0.0
+    assert res["symbolic-linear"] >= 55.0, res
