@@ -5,11 +5,14 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
+from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ReshapeOp, ResidualOp
 
 
 def interval_step(op: Op, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Propagate an element-wise box (B, *in_shape) through one op."""
+    if isinstance(op, ReshapeOp):  # Flatten / Identity: exact, no centre/radius round trip
+        shape = (lower.shape[0], *op.out_shape)
+        return lower.reshape(shape), upper.reshape(shape)
     if isinstance(op, AffineOp):
         centre, radius = ((upper + lower) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
         c, r = op.affine(centre).squeeze(1), op.abs_linear(radius).squeeze(1)
