@@ -257,6 +257,13 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated (cuda) or the process's peak resident set size (cpu), in MB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # Linux: this process's own high-water mark (ru_maxrss of a forked child starts at the parent's)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
