@@ -96,8 +96,10 @@ def test_counting_through_loss_and_end_epoch():
 def test_bad_options():
     with pytest.raises(ValueError, match="not both"):
         MixTrain(cfg(k=10, k_per_batch=1))
-    with pytest.raises(ValueError, match="fraction"):
-        MixTrain(cfg(acc0=97))
+    with pytest.raises(ValueError, match="percentage"):
+        MixTrain(cfg(acc0=0.97))
+    with pytest.raises(ValueError, match="percentage"):
+        MixTrain(cfg(acc0=101))
     with pytest.raises(ValueError, match="alpha"):
         MixTrain(cfg(alpha=1.5))
     with pytest.raises(KeyError, match="bound domain"):
@@ -170,14 +172,14 @@ def test_few_steps_decrease_the_mixed_loss():
 
 # ------------------------------------------------------------------ Section V-A: dynamic alpha
 def test_update_rule():
-    assert update_alpha(0.8, 0.99, 0.95, 0.05) == pytest.approx(0.85)
-    assert update_alpha(0.8, 0.90, 0.95, 0.05) == pytest.approx(0.75)
-    assert update_alpha(0.8, 0.95, 0.95, 0.05) == pytest.approx(0.75)  # acc <= acc0 lowers alpha
-    assert update_alpha(0.98, 1.0, 0.5, 0.05) == 1.0
-    assert update_alpha(0.02, 0.0, 0.5, 0.05) == 0.0
+    assert update_alpha(0.8, 99.0, 95.0, 0.05) == pytest.approx(0.85)
+    assert update_alpha(0.8, 90.0, 95.0, 0.05) == pytest.approx(0.75)
+    assert update_alpha(0.8, 95.0, 95.0, 0.05) == pytest.approx(0.75)  # acc <= acc0 lowers alpha
+    assert update_alpha(0.98, 100.0, 50.0, 0.05) == 1.0
+    assert update_alpha(0.02, 0.0, 50.0, 0.05) == 0.0
     a = 0.8
     for _ in range(16):
-        a = update_alpha(a, 0.0, 0.5, 0.05)
+        a = update_alpha(a, 0.0, 50.0, 0.05)
     assert a == 0.0
 
 
@@ -190,7 +192,7 @@ def _epoch(obj: MixTrain, model: nn.Module, n: int = 60) -> dict:
 def test_end_epoch_moves_alpha_by_subsample_accuracy():
     model = tiny_net()
     hi = MixTrain(cfg(alpha0=0.8, acc0=0.0, acc_subsample=30))  # any accuracy beats 0 ... unless it is 0
-    lo = MixTrain(cfg(alpha0=0.8, acc0=1.0, acc_subsample=30))  # nothing beats 1
+    lo = MixTrain(cfg(alpha0=0.8, acc0=100.0, acc_subsample=30))  # nothing beats 100%
     out_lo = _epoch(lo, model)
     assert out_lo["alpha"] == pytest.approx(0.75) and out_lo["alpha_prev"] == 0.8
     out_hi = _epoch(hi, model)
@@ -206,28 +208,29 @@ def test_subsample_accuracy_is_measured_in_eval_mode_on_the_subsample():
     acc = obj.subsample_accuracy(model, TensorDataset(x, y), torch.Generator().manual_seed(0), torch.device("cpu"))
     idx = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:20]
     model.eval()
-    assert acc == pytest.approx((model(x[idx]).argmax(1) == y[idx]).float().mean().item())
+    assert acc == pytest.approx(100.0 * (model(x[idx]).argmax(1) == y[idx]).float().mean().item())
 
 
 def test_fixed_alpha_does_not_move():
-    obj = MixTrain(cfg(alpha=0.5, acc0=1.0))
+    obj = MixTrain(cfg(alpha=0.5, acc0=100.0))
     assert _epoch(obj, tiny_net())["alpha"] == 0.5 and obj.alpha == 0.5
 
 
 def test_default_alpha0_and_acc0_per_dataset():
     assert MixTrain(cfg(dataset="mnist")).alpha == 0.8
     assert MixTrain(cfg(dataset="cifar10")).alpha == 0.5
-    assert MixTrain(cfg(dataset="mnist")).acc0 == 0.95
-    assert MixTrain(cfg(dataset="cifar10")).acc0 == 0.65
+    assert MixTrain(cfg(dataset="mnist")).acc0 == 95.0
+    assert MixTrain(cfg(dataset="cifar10")).acc0 == 65.0
+    assert MixTrain(cfg(dataset="cifar10", acc0=70)).acc0 == 70.0
 
 
 def test_state_dict_round_trip():
     x, y = data(20)
-    obj = MixTrain(cfg(acc0=1.0, k=5))
+    obj = MixTrain(cfg(acc0=100.0, k=5))
     _epoch(obj, tiny_net())
     obj.loss(tiny_net(), x[:10], y[:10], ctx(epoch=1, num_batches=2))
     state = obj.state_dict()
-    other = MixTrain(cfg(acc0=1.0, k=5))
+    other = MixTrain(cfg(acc0=100.0, k=5))
     other.load_state_dict(state)
     assert other.alpha == pytest.approx(0.75) and other.state_dict() == state
     # the rest of the epoch continues the restored plan: 5 samples in all

@@ -11,13 +11,13 @@ from veritrain.bounds import DOMAINS, Ball, verified_loss
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
 
-#: Default target accuracy acc0 (a fraction) per data set; see `MixTrain` for the reasoning.
+#: Default target accuracy acc0 (percent, like every accuracy in veritrain) per data set; see `MixTrain`.
 DEFAULT_ACC0: dict[str, float] = {
-    "mnist": 0.95,
-    "mnist-mini": 0.95,
-    "fashion-mnist": 0.80,
-    "cifar10": 0.65,
-    "imagenet200": 0.25,
+    "mnist": 95.0,
+    "mnist-mini": 95.0,
+    "fashion-mnist": 80.0,
+    "cifar10": 65.0,
+    "imagenet200": 25.0,
 }
 _GREY = {"mnist", "fashion-mnist", "mnist-mini"}
 
@@ -25,7 +25,7 @@ _GREY = {"mnist", "fashion-mnist", "mnist-mini"}
 def default_acc0(dataset: str) -> float:
     """The default acc0 of a data set; a one-line error names the option for other data sets."""
     if dataset not in DEFAULT_ACC0:
-        raise ValueError(f"no default acc0 for data set {dataset!r}; pass --acc0 (a fraction in [0, 1], e.g. 0.9)")
+        raise ValueError(f"no default acc0 for data set {dataset!r}; pass --acc0 (percent, e.g. 90)")
     return DEFAULT_ACC0[dataset]
 
 
@@ -80,7 +80,7 @@ class SamplePlan:
 
 
 def update_alpha(alpha: float, acc: float, acc0: float, step: float) -> float:
-    """Section V-A: alpha + step if acc > acc0 else alpha - step, kept in [0, 1]."""
+    """Section V-A: alpha + step if acc > acc0 else alpha - step, kept in [0, 1] (acc, acc0 in one unit)."""
     new = alpha + step if acc > acc0 else alpha - step
     return round(min(1.0, max(0.0, new)), 10)  # rounding keeps 0.8 - 16 * 0.05 from drifting off 0
 
@@ -97,15 +97,15 @@ class MixTrain(Objective):
     Default acc0 (the paper gives no value). The rule makes alpha settle where the training accuracy is
     about acc0, so acc0 is the clean accuracy we are willing to end at; everything above it is spent on
     verified robustness. We set it a little below the lowest ACC the paper reports for MixTrain on the data
-    set, so that alpha keeps rising (more VRA) while the accuracy stays at the paper's level:
-    MNIST 0.95 (Table III: 98.5 at eps = 0.1, 95.4 at 0.3; Table IV 94.0), CIFAR-10 0.65 (Tables III-IV:
-    69.4-77.9, training accuracy runs a few points above test accuracy), Fashion-MNIST 0.80 and
-    Tiny ImageNet 0.25 (no MixTrain numbers in the paper; a few points under typical robustly trained
+    set, so that alpha keeps rising (more VRA) while the accuracy stays at the paper's level (percent):
+    MNIST 95 (Table III: 98.5 at eps = 0.1, 95.4 at 0.3; Table IV 94.0), CIFAR-10 65 (Tables III-IV:
+    69.4-77.9, training accuracy runs a few points above test accuracy), Fashion-MNIST 80 and
+    Tiny ImageNet 25 (no MixTrain numbers in the paper; a few points under typical robustly trained
     accuracies). At MNIST eps = 0.1 this lets alpha climb towards 1; at eps = 0.3 it holds accuracy near 95%.
 
     Metrics: `loss()` gives regular_loss, verified_loss (batches with k' > 0), alpha and the batch acc;
     `end_epoch()` gives the new alpha, alpha_prev, subsample_acc and acc0 (both in percent, like every
-    accuracy in metrics.jsonl), and the epoch's verified_loss averaged over its bounded samples.
+    accuracy in veritrain), and the epoch's verified_loss averaged over its bounded samples.
     """
 
     name = "mixtrain"
@@ -129,8 +129,8 @@ class MixTrain(Objective):
         self.fixed = cfg.alpha is not None
         self.alpha = float(cfg.alpha if self.fixed else alpha0)
         self.acc0 = default_acc0(cfg.dataset) if cfg.acc0 is None else float(cfg.acc0)
-        if not 0.0 <= self.acc0 <= 1.0:
-            raise ValueError(f"acc0 is a fraction in [0, 1] (e.g. 0.95), not a percentage; got {self.acc0}")
+        if not (self.acc0 == 0.0 or 1.0 < self.acc0 <= 100.0):
+            raise ValueError(f"acc0 is a percentage in (1, 100] (e.g. 95 for 95%), got {self.acc0}")
         if cfg.acc_subsample < 1:
             raise ValueError(f"acc_subsample must be >= 1, got {cfg.acc_subsample}")
         self._plan: SamplePlan | None = None
@@ -188,7 +188,7 @@ class MixTrain(Objective):
     @torch.no_grad()
     def subsample_accuracy(self, model: nn.Module, train_data: Any, generator: torch.Generator,
                            device: torch.device, batch_size: int = 500) -> float:
-        """Clean accuracy (fraction) on `acc_subsample` training images drawn with `generator`, eval mode."""
+        """Clean accuracy (percent) on `acc_subsample` training images drawn with `generator`, eval mode."""
         n = len(train_data)
         if n == 0:
             raise ValueError("the training set is empty; MixTrain needs training images to update alpha")
@@ -210,14 +210,14 @@ class MixTrain(Objective):
                 hits += int((model(xb).argmax(1) == yb).sum())
         finally:
             model.train(was_training)
-        return hits / m
+        return 100.0 * hits / m
 
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
         acc = self.subsample_accuracy(model, ctx.train_data, ctx.generator, ctx.device)
         prev = self.alpha
         if not self.fixed:
             self.alpha = update_alpha(prev, acc, self.acc0, self.cfg.alpha_step)
-        out = {"alpha": self.alpha, "alpha_prev": prev, "subsample_acc": acc * 100.0, "acc0": self.acc0 * 100.0,
+        out = {"alpha": self.alpha, "alpha_prev": prev, "subsample_acc": acc, "acc0": self.acc0,
                # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
                "verified_loss": self._vsum / self._vcount if self._vcount else float("nan"),
                "verified_samples": self._vcount}
