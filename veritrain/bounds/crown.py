@@ -200,42 +200,69 @@ class BackwardDomain(Domain):
                 upper: Tensor) -> tuple[Tensor, Tensor]:
         """Backward bounds of the output neurons of path, intersected with the interval ones (lower, upper).
 
-        With `intersect`, only neurons unstable under (lower, upper) for some sample are refined: the
+        With `intersect`, each sample refines only its neurons unstable under (lower, upper): the
         relaxation of a stable neuron is exact whatever its bounds (auto_LiRPA does the same).
         """
         batch = ball.x.shape[0]
         flat_l, flat_u = lower.reshape(batch, -1), upper.reshape(batch, -1)
-        if not self.intersect:
-            bl, bu = self._backward_bounds(path, ball, bounds, None)
-            return bl.reshape(lower.shape), bu.reshape(upper.shape)
-        idx = ((flat_l < 0) & (flat_u > 0)).any(0).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return lower, upper
+        n = flat_l.shape[1]
+        if self.intersect:
+            unstable = (flat_l < 0) & (flat_u > 0)
+            k = int(unstable.sum(1).max())  # rows per sample (one host sync per layer)
+            if k == 0:
+                return lower, upper
+            idx = unstable.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :k]
+        else:
+            idx = torch.arange(n, device=flat_l.device).expand(batch, n)
         bl, bu = self._backward_bounds(path, ball, bounds, idx)
-        new_l = flat_l.index_copy(1, idx, torch.maximum(flat_l[:, idx], bl))
-        new_u = flat_u.index_copy(1, idx, torch.minimum(flat_u[:, idx], bu))
+        if self.intersect:
+            bl, bu = torch.maximum(flat_l.gather(1, idx), bl), torch.minimum(flat_u.gather(1, idx), bu)
+        new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
     def _backward_bounds(self, path: list[Op], ball: Ball, bounds: LayerBounds,
-                         idx: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Backward bounds (B, len(idx)) of the output neurons idx (all when None) of path, in chunks."""
+                         idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Backward lower and upper bounds (B, k) of the output neurons idx (B, k) of path.
+
+        The trailing affine ops of path do not depend on the sample: they are applied once to the
+        one-hot rows of the neurons any sample needs, then each sample gathers its own rows and
+        pushes them (with their negations, for the upper bounds) through the rest of path, in chunks.
+        """
         x = ball.x
         shape = path[-1].out_shape if path else tuple(x.shape[1:])
-        n, batch = _numel(shape), x.shape[0]
-        rows = torch.arange(n, device=x.device) if idx is None else idx
-        k = rows.numel()
+        n, batch, k = _numel(shape), x.shape[0], idx.shape[1]
+        cut = len(path)
+        while cut > 0 and isinstance(path[cut - 1], AffineOp):
+            cut -= 1
+        head, tail = path[:cut], path[cut:]
         chunk = max(1, min(k, self.max_elements // max(1, 2 * batch * _max_width(path))))
+        basis = None
+        rows, inverse = torch.unique(idx, return_inverse=True)
+        if rows.numel() * _max_width(tail) <= self.max_elements:
+            basis = self._tail(tail, rows, n, shape, x.dtype)
         lows, ups = [], []
         for start in range(0, k, chunk):
-            sel = rows[start:start + chunk]
-            c = sel.numel()
-            eye = torch.zeros(c, n, dtype=x.dtype, device=x.device)
-            eye[torch.arange(c, device=x.device), sel] = 1.0
-            a = torch.cat([eye, -eye]).reshape(1, 2 * c, *shape)  # rows for the lower and the upper bound
-            lo = backward_terms(path, a, bounds, self.rule).lower(ball)
-            lows.append(lo[:, :c])
-            ups.append(-lo[:, c:])
+            sel = idx[:, start:start + chunk]
+            if basis is not None:
+                (a_mid, off), pos = basis, inverse[:, start:start + chunk]
+            else:
+                chunk_rows, pos = torch.unique(sel, return_inverse=True)
+                a_mid, off = self._tail(tail, chunk_rows, n, shape, x.dtype)
+            a, c = a_mid[pos], off[pos]  # (B, chunk, *mid_shape), (B, chunk)
+            terms = BackwardTerms(torch.cat([a, -a], 1), [torch.cat([c, -c], 1)], [])
+            lo = backward_terms(head, terms.a_input, bounds, self.rule, terms).lower(ball)
+            m = sel.shape[1]
+            lows.append(lo[:, :m])
+            ups.append(-lo[:, m:])
         return torch.cat(lows, 1), torch.cat(ups, 1)
+
+    def _tail(self, tail: list[Op], rows: Tensor, n: int, shape: tuple[int, ...],
+              dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """W^T e_i and the bias terms of the affine ops `tail` for the neurons `rows`: ((U, *in), (U,))."""
+        eye = torch.zeros(rows.numel(), n, dtype=dtype, device=rows.device)
+        eye[torch.arange(rows.numel(), device=rows.device), rows] = 1.0
+        terms = backward_terms(tail, eye.reshape(1, rows.numel(), *shape), {}, self.rule)
+        return terms.a_input[0], terms.offset().expand(1, rows.numel())[0]
 
     # ----- final bounds --------------------------------------------------------------------------
     def terms(self, ops: list[Op], ball: Ball, bounds: LayerBounds, upper: bool = True) -> BackwardTerms:
