@@ -105,6 +105,9 @@ def test_wong_exact_equals_dual_domain() -> None:
     obj = METHODS.get("wong")(TrainConfig(method="wong", eps=0.05))
     loss, _ = obj.loss(net, x, y, ctx(0.05))
     torch.testing.assert_close(loss, verified_loss(net, ball, y, "dual"))
+    obj = METHODS.get("wong")(TrainConfig(method="wong", eps=0.3, norm="l2"))
+    loss, _ = obj.loss(net, x, y, ctx(0.3))
+    torch.testing.assert_close(loss, verified_loss(net, Ball(x, 0.3, "l2"), y, "dual"))
 
 
 def test_wong_projection_estimate_converges() -> None:
