@@ -222,6 +222,14 @@ def test_single_affine_layer_is_exact(domain: str, seed: int) -> None:
         ex_lo, ex_hi = exact_range(model, *(t[b].numpy() for t in ball.box()))
         np.testing.assert_allclose(lower[b].detach().numpy(), ex_lo, atol=1e-9)
         np.testing.assert_allclose(upper[b].detach().numpy(), ex_hi, atol=1e-9)
+    # with a margin specification C the exact range is that of the single affine map C W x + C b
+    spec = margin_spec(torch.tensor([0, 3]), 4).double()
+    lower, upper = compute_bounds(model, ball, spec, domain)
+    cw = torch.einsum("bsk,kn->bsn", spec, model[0].weight.detach())
+    cb = torch.einsum("bsk,k->bs", spec, model[0].bias.detach())
+    lo, hi = (t.unsqueeze(1) for t in ball.box())
+    torch.testing.assert_close(lower.detach(), (cw.clamp(min=0) * lo + cw.clamp(max=0) * hi).sum(2) + cb, atol=1e-9, rtol=0)
+    torch.testing.assert_close(upper.detach(), (cw.clamp(min=0) * hi + cw.clamp(max=0) * lo).sum(2) + cb, atol=1e-9, rtol=0)
 
 
 # ---- products of the bounds ----

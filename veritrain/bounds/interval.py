@@ -5,7 +5,38 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ReshapeOp, ResidualOp
+from veritrain.bounds.ops import AffineOp, LinearOp, Op, ReLUOp, ReshapeOp, ResidualOp, SpecOp
+
+
+class FoldedSpecOp(AffineOp):
+    """C (W z + b) as one per-sample affine op with weight C W (B, S, n) and bias C b.
+
+    Interval arithmetic through C W is tighter than through W and then C (IBP's elision of the last
+    layer, Gowal et al.; what auto_LiRPA's IBP does with a specification matrix).
+    """
+
+    def __init__(self, spec: SpecOp, last: LinearOp) -> None:
+        self.weight = torch.einsum("bsk,kn->bsn", spec.spec, last.layer.weight)
+        b = last.layer.bias
+        self._bias = None if b is None else torch.einsum("bsk,k->bs", spec.spec, b).unsqueeze(1)
+        self.in_shape, self.out_shape = last.in_shape, spec.out_shape
+
+    def linear(self, x: Tensor, weight_fn=None) -> Tensor:
+        w = self.weight if weight_fn is None else weight_fn(self.weight)
+        return torch.einsum("bsn,bmn->bms", w, x)
+
+    def transpose(self, a: Tensor) -> Tensor:
+        return torch.einsum("bsn,bms->bmn", self.weight, a)
+
+    def bias(self) -> Tensor | None:
+        return self._bias
+
+
+def fold_spec(ops: list[Op]) -> list[Op]:
+    """Merge a final specification C into the Linear layer before it (see `FoldedSpecOp`)."""
+    if len(ops) >= 2 and isinstance(ops[-1], SpecOp) and isinstance(ops[-2], LinearOp):
+        return [*ops[:-2], FoldedSpecOp(ops[-1], ops[-2])]
+    return ops
 
 
 def interval_step(op: Op, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,6 +69,7 @@ class Interval(Domain):
     name = "interval"
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        ops = fold_spec(ops)
         lower, upper = ball.box()
         first = ops[0] if ops else None
         if ball.norm == "l2" and isinstance(first, AffineOp):

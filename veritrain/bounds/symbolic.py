@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.interval import Interval, interval_ops, interval_step
+from veritrain.bounds.interval import FoldedSpecOp, Interval, fold_spec, interval_ops, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, SpecOp
 
 Box = tuple[Tensor, Tensor]
@@ -30,7 +30,7 @@ def leading_chain(ops: list[Op]) -> list[AffineOp]:
     """The sample-independent affine ops at the start of the network (stops at a ReLU, sum or spec)."""
     chain: list[AffineOp] = []
     for op in ops:
-        if not isinstance(op, AffineOp) or isinstance(op, SpecOp):
+        if not isinstance(op, AffineOp) or isinstance(op, (SpecOp, FoldedSpecOp)):  # per-sample ops
             break
         chain.append(op)
     return chain
@@ -107,6 +107,7 @@ class Symbolic(Domain):
     name = "symbolic"
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
         space = InputSpace(ball)
         chain = leading_chain(ops)
         box = initial_box(chain, ball)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.interval import interval_step
+from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain
 
@@ -77,6 +77,7 @@ class SymbolicLinear(Domain):
         self.error_symbols = 0
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
         space = InputSpace(ball)
         chain = leading_chain(ops)
         box = initial_box(chain, ball)
