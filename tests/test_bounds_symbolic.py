@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from veritrain.bounds import DOMAINS, Ball, compute_bounds, margin_lower, margin_spec
-from veritrain.bounds.base import with_spec
 from veritrain.bounds.ops import to_ops
 from veritrain.bounds.symbolic import InputSpace, leading_chain
 from veritrain.bounds.symbolic_linear import concretize_blocks, relax_relu
