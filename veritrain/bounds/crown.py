@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.interval import Interval, interval_step
+from veritrain.bounds.interval import Interval, fold_spec, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, SpecOp
 
 LayerBounds = dict[Op, tuple[Tensor, Tensor]]  # ReLUOp -> pre-activation (lower, upper), (B, *shape)
@@ -171,6 +171,7 @@ class BackwardDomain(Domain):
     def layer_bounds(self, ops: list[Op], ball: Ball) -> tuple[LayerBounds, tuple[Tensor, Tensor]]:
         """Pre-activation bounds of every ReLU (in network order) and the interval bounds of the output."""
         bounds: LayerBounds = {}
+        ops = fold_spec(ops)  # C W in one step: the output box is the interval domain's own
         lower, upper = ball.box()
         first = 0
         if ball.norm == "l2" and ops and isinstance(ops[0], AffineOp):
