@@ -18,7 +18,8 @@ from torch import nn
 
 from veritrain.bounds import DOMAINS, Ball, compute_bounds, margin_spec, to_ops, verified_loss, verify
 from veritrain.bounds.base import with_spec
-from veritrain.bounds.crown import Crown, CrownIBP, Dual, dual_objective_terms
+from veritrain.bounds.crown import Crown, CrownIBP, CrownLirpa, Dual, dual_objective_terms
+from veritrain.bounds.interval import interval_step
 from veritrain.models.layers import Normalize, Residual
 
 BACKWARD = ["crown-ibp", "crown", "dual"]
@@ -236,6 +237,45 @@ def test_chunking_does_not_change_bounds() -> None:
         big = cls().bounds(ops, ball)
         small = cls(max_elements=1).bounds(ops, ball)  # one neuron per chunk
         torch.testing.assert_close(big, small)
+
+
+def test_lirpa_policy_per_sample_matches_one_image_batches_and_is_sound() -> None:
+    """auto_LiRPA's policy: per-sample masks equal running it one image at a time; the union mask is sound."""
+    model, shape = make_net("conv", 7)
+    ball = make_ball(shape, 3, 0.1, "linf", 7)
+    ops = to_ops(model, shape)
+    per_sample = CrownLirpa(lirpa_union=False).bounds(ops, ball)
+    singles = [CrownLirpa().bounds(ops, Ball(ball.x[i:i + 1], ball.eps)) for i in range(3)]
+    torch.testing.assert_close(per_sample, tuple(torch.cat(t) for t in zip(*singles)))
+    union_l, union_u = CrownLirpa().bounds(ops, ball)
+    with torch.no_grad():
+        values = torch.stack([model(p) for p in random_points(ball, 64, 7)])
+    assert (values >= union_l - 1e-9).all() and (values <= union_u + 1e-9).all()
+
+
+def test_lirpa_policy_keeps_reference_for_batch_stable_neurons() -> None:
+    """Neurons stable (under the interval reference) for every sample keep the reference bounds; with a
+    density threshold of 1 the others get plain backward bounds, as `Crown(intersect=False)` computes."""
+    model, shape = make_net("mlp", 4)
+    ball = make_ball(shape, 2, 0.2, "linf", 4)
+    ops = to_ops(model, shape)
+    lirpa, _ = CrownLirpa(lirpa_sparsity=1.0).layer_bounds(ops, ball)
+    plain, _ = Crown(intersect=False).layer_bounds(ops, ball)
+    first = next(iter(lirpa))
+    torch.testing.assert_close(lirpa[first], plain[first])  # first layer: backward = interval, exact
+    # each later layer: one interval step from the previous lirpa bounds is the reference
+    relu1, relu2 = ops[2], ops[4]  # Reshape, Linear, ReLU, Linear, ReLU, Linear
+    ref_l, ref_u = interval_step(ops[3], lirpa[relu1][0].clamp(min=0), lirpa[relu1][1].clamp(min=0))
+    unstable = (ref_l < 0) & (ref_u > 0)
+    stable = ~unstable.any(0)
+    assert stable.any() and unstable.any(), "pick a seed with both kinds of neurons"
+    got_l, got_u = lirpa[relu2]
+    torch.testing.assert_close(got_l[:, ~stable], plain[relu2][0][:, ~stable])  # replaced, not intersected
+    torch.testing.assert_close(got_u[:, ~stable], plain[relu2][1][:, ~stable])
+    torch.testing.assert_close(got_l[:, stable], ref_l[:, stable])
+    torch.testing.assert_close(got_u[:, stable], ref_u[:, stable])
+    with pytest.raises(ValueError, match="lirpa_sparsity"):
+        CrownLirpa(lirpa_sparsity=0.0)
 
 
 def test_dual_matches_wong_kolter_objective() -> None:

@@ -15,6 +15,14 @@ at the input the remaining linear function is minimised over the ball (`Ball.con
 
 Every intermediate bound is intersected with interval bounds (sound), so no domain here is ever
 looser than `interval`; the final bound is intersected too.
+
+- `crown-lirpa`: CROWN with auto_LiRPA's own intermediate-bound policy (`compute_bounds(method="CROWN")`
+  with its default options `sparse_intermediate_bounds`, `sparse_intermediate_bounds_with_ibp`,
+  `minimum_sparsity=0.9`, `compare_crown_with_ibp=False`), to reproduce its numbers: the reference
+  of a layer is one interval step from the previous (refined) bounds; the neurons unstable under it
+  for ANY sample of the batch get backward bounds that replace (are not intersected with) the
+  reference, or all neurons do when more than 90 % are; the rest keep the reference; the final
+  bound is not intersected. Sound, but looser than `crown` and dependent on the batch composition.
 """
 from __future__ import annotations
 
@@ -157,14 +165,22 @@ class BackwardDomain(Domain):
     `max_elements` bounds the size of one coefficient tensor (B x chunk x width) of an intermediate
     pass: neurons are processed in chunks of `max_elements // (2 B width)` (at least one).
     `intersect` intersects every bound with interval propagation (sound; on by default).
+    `lirpa_sparsity` (a fraction in (0, 1], or None) switches to auto_LiRPA's intermediate policy
+    (see `_refine_lirpa`; auto_LiRPA's default `minimum_sparsity` is 0.9): no intersection anywhere;
+    `lirpa_union` takes its unstable set over the whole batch as auto_LiRPA does (False: per sample,
+    i.e. auto_LiRPA run one image at a time).
     """
 
     name = "backward"
     lower_slope = "adaptive"
     backward_intermediate = True
 
-    def __init__(self, max_elements: int = 2 ** 25, intersect: bool = True) -> None:
-        self.max_elements, self.intersect = max_elements, intersect
+    def __init__(self, max_elements: int = 2 ** 25, intersect: bool = True,
+                 lirpa_sparsity: float | None = None, lirpa_union: bool = True) -> None:
+        if lirpa_sparsity is not None and not 0.0 < lirpa_sparsity <= 1.0:
+            raise ValueError(f"lirpa_sparsity must be in (0, 1] or None (got {lirpa_sparsity}); auto_LiRPA uses 0.9")
+        self.max_elements, self.intersect = max_elements, intersect and lirpa_sparsity is None
+        self.lirpa_sparsity, self.lirpa_union = lirpa_sparsity, lirpa_union
         self.rule = LOWER_SLOPES[self.lower_slope]
 
     # ----- intermediate bounds -------------------------------------------------------------------
@@ -204,6 +220,8 @@ class BackwardDomain(Domain):
         With `intersect`, each sample refines only its neurons unstable under (lower, upper): the
         relaxation of a stable neuron is exact whatever its bounds (auto_LiRPA does the same).
         """
+        if self.lirpa_sparsity is not None:
+            return self._refine_lirpa(path, ball, bounds, lower, upper)
         batch = ball.x.shape[0]
         flat_l, flat_u = lower.reshape(batch, -1), upper.reshape(batch, -1)
         n = flat_l.shape[1]
@@ -218,6 +236,36 @@ class BackwardDomain(Domain):
         bl, bu = self._backward_bounds(path, ball, bounds, idx)
         if self.intersect:
             bl, bu = torch.maximum(flat_l.gather(1, idx), bl), torch.minimum(flat_u.gather(1, idx), bu)
+        new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
+        return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
+
+    def _refine_lirpa(self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor,
+                      upper: Tensor) -> tuple[Tensor, Tensor]:
+        """auto_LiRPA's policy (`get_ref_intermediate_bounds`, `get_sparse_C`, `get_unstable_locations`,
+        `restore_sparse_bounds` in its bound_general.py / backward_bound.py).
+
+        The reference (lower, upper) is one interval step from the previous bounds. The neurons
+        unstable under it (for any sample when `lirpa_union`) are bounded backwards, and the backward
+        bounds replace the reference ones; if they are more than `lirpa_sparsity` of the layer, every
+        neuron is bounded backwards (auto_LiRPA then uses an identity C and no reference at all).
+        """
+        batch = ball.x.shape[0]
+        flat_l, flat_u = lower.reshape(batch, -1), upper.reshape(batch, -1)
+        n = flat_l.shape[1]
+        unstable = (flat_l < 0) & (flat_u > 0)
+        if self.lirpa_union:
+            unstable = unstable.any(0, keepdim=True).expand(batch, n)
+        count = unstable.sum(1)
+        dense = count > self.lirpa_sparsity * n  # per sample (all alike with the union)
+        chosen = unstable | dense.unsqueeze(1)
+        k = int(chosen.sum(1).max())
+        if k == 0:
+            return lower, upper
+        idx = chosen.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :k]
+        bl, bu = self._backward_bounds(path, ball, bounds, idx)
+        take = chosen.gather(1, idx)  # padding rows (samples with fewer neurons) keep the reference
+        bl = torch.where(take, bl, flat_l.gather(1, idx))
+        bu = torch.where(take, bu, flat_u.gather(1, idx))
         new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
@@ -308,6 +356,17 @@ class Crown(BackwardDomain):
     name = "crown"
 
 
+@DOMAINS.register("crown-lirpa")
+class CrownLirpa(BackwardDomain):
+    """CROWN with auto_LiRPA's default intermediate-bound policy (batch-union unstable set, 90 % density
+    switch, no interval intersection): reproduces `compute_bounds(method="CROWN")`; looser than `crown`."""
+
+    name = "crown-lirpa"
+
+    def __init__(self, max_elements: int = 2 ** 25, lirpa_sparsity: float = 0.9, lirpa_union: bool = True) -> None:
+        super().__init__(max_elements, intersect=False, lirpa_sparsity=lirpa_sparsity, lirpa_union=lirpa_union)
+
+
 @DOMAINS.register("dual")
 class Dual(BackwardDomain):
     """Wong & Kolter (2018)'s dual network: backward bounds for every layer, lower slope u/(u-l)."""
@@ -329,6 +388,6 @@ def dual_objective_terms(ops: list[Op], ball: Ball, intersect: bool = True,
 
 
 __all__ = [
-    "BackwardDomain", "BackwardTerms", "Crown", "CrownIBP", "Dual", "LOWER_SLOPES", "ReluRelaxation",
+    "BackwardDomain", "BackwardTerms", "Crown", "CrownIBP", "CrownLirpa", "Dual", "LOWER_SLOPES", "ReluRelaxation",
     "backward_terms", "dual_objective_terms",
 ]
