@@ -14,7 +14,7 @@ PANELS = (
     ("train_acc", "training accuracy (%)"),
 )
 # losses of the two parts of a mixed objective, drawn next to the total loss when present
-LOSS_PARTS = ("loss_natural", "loss_verified", "loss_clean", "loss_robust", "loss_adv")
+LOSS_PARTS = ("regular_loss", "verified_loss", "robust_loss")
 
 
 def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = None) -> Path:
