@@ -298,9 +298,12 @@ def test_cifar_image_folders_and_cache(tmp_path, monkeypatch):
     _png_tree(root / "cifar10" / "test", CIFAR10_CLASSES, per_class=1, seed=1)
     ds = load_dataset("cifar10", "train", root=root, download=False)
     x, y = ds.tensors
-    assert x.shape == (20, 3, 32, 32) and y.tolist() == [i for i in range(10) for _ in range(2)]
+    # folder order (class by class) mixed by the fixed permutation, so the first N images span the classes
+    order = np.random.default_rng(images.ORDER_SEED).permutation(20)
+    assert x.shape == (20, 3, 32, 32) and y.tolist() == [[i for i in range(10) for _ in range(2)][j] for j in order]
+    assert len(set(y[:10].tolist())) > 3
     first = files[root / "cifar10" / "train" / "airplane" / "0000.png"]
-    assert torch.equal(x[0], torch.from_numpy(first).permute(2, 0, 1).float() / 255)
+    assert torch.equal(x[order.tolist().index(0)], torch.from_numpy(first).permute(2, 0, 1).float() / 255)
     cached = list((tmp_path / "cache" / "decoded").glob("*.npz"))
     assert len(cached) == 1
 
@@ -314,7 +317,7 @@ def test_cifar_image_folders_and_cache(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(p)
     os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     changed = load_dataset("cifar10", "train", root=root, download=False)
-    assert changed.tensors[0][-1].abs().sum() == 0
+    assert changed.tensors[0][order.tolist().index(19)].abs().sum() == 0
 
     (root / "cifar10" / "test" / "unicorn").mkdir()
     with pytest.raises(DataError, match="class folders"):
@@ -335,8 +338,9 @@ def test_cifar_jpeg_tarball_read_only_root(tmp_path, monkeypatch):
         ds = load_dataset("cifar10", "test", root=root, download=False)
         assert sorted(os.listdir(root)) == ["cifar10-jpeg.tar.gz"]  # nothing written next to the tarball
         x, y = ds.tensors
-        assert y.tolist() == list(range(10))
-        assert torch.equal(x[3], torch.from_numpy(files[src / "cifar10" / "test" / "cat" / "0000.png"]).permute(2, 0, 1) / 255)
+        order = np.random.default_rng(images.ORDER_SEED).permutation(10).tolist()
+        assert y.tolist() == order  # one image per class, mixed by the fixed permutation
+        assert torch.equal(x[order.index(3)], torch.from_numpy(files[src / "cifar10" / "test" / "cat" / "0000.png"]).permute(2, 0, 1) / 255)
         with monkeypatch.context() as m:
             _forbid_decoding(m)
             assert torch.equal(load_dataset("cifar10", "test", root=root, download=False).tensors[0], x)

@@ -48,12 +48,18 @@ def decode_image(data: bytes | Path, name: str, size: tuple[int, int] | None = N
     return arr
 
 
+#: folder layouts list images class by class; a fixed permutation (seed 0) mixes the classes so that
+#: "the first N images" (--train-size, --n) is a class-balanced, reproducible sample, as in the canonical releases
+ORDER_SEED = 0
+
+
 def _stack(images: list[np.ndarray], labels: list[int], shape: tuple[int, int], source: str) -> dict[str, np.ndarray]:
     if not images:
         raise DataError(f"no images found in {source}")
+    order = np.random.default_rng(ORDER_SEED).permutation(len(images))
     return {
-        "x": np.stack(images).reshape(len(images), *shape, 3),
-        "y": np.asarray(labels, dtype=np.int64),
+        "x": np.stack(images).reshape(len(images), *shape, 3)[order],
+        "y": np.asarray(labels, dtype=np.int64)[order],
     }
 
 
@@ -85,7 +91,7 @@ def load_image_folder(split_dir: Path, classes: Iterable[str], size: tuple[int, 
         imgs = [decode_image(f, str(f), size=size) for _, f in files]
         return _stack(imgs, [i for i, _ in files], size, str(split_dir))
 
-    return cached(f"folder-{split_dir.parent.name}-{split_dir.name}", key, build)
+    return cached(f"mixed-folder-{split_dir.parent.name}-{split_dir.name}", key, build)
 
 
 # ---------------------------------------------------------------- class folders inside a tarball
@@ -128,7 +134,7 @@ def load_image_tarball(tar_path: Path, top: str, split: str, classes: Iterable[s
         return _stack([t[2] for t in items], [t[0] for t in items], size, f"{tar_path}:{top}/{split}")
 
     key = cache_key("tar", file_signature(tar_path), top, split, tuple(classes), size)
-    return cached(f"tar-{top}-{split}", key, build)
+    return cached(f"mixed-tar-{top}-{split}", key, build)
 
 
 # ---------------------------------------------------------------- Tiny ImageNet (ImageNet-200)
@@ -179,4 +185,4 @@ def load_tiny_imagenet(base: Path, split: str, crop: int = 32, num_classes: int 
         imgs = [decode_image(f, str(f), crop=crop) for _, f in files]
         return _stack(imgs, [i for i, _ in files], (crop, crop), str(base / split))
 
-    return cached(f"imagenet200-{split}", key, build), wnids
+    return cached(f"mixed-imagenet200-{split}", key, build), wnids
