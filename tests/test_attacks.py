@@ -49,16 +49,6 @@ def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x.clamp(0, 1), y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a busy machine thread spinning makes them
-    10x slower; restored after this module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A tiny MLP trained (<1 s) to ~100% on synthetic separable data, and 40 test samples."""

@@ -22,15 +22,6 @@ from veritrain.training.methods.wrm import penalised_objective, wrm_examples
 SHAPE = (1, 4, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threads only add contention (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_net(act: type[nn.Module] = nn.ReLU, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), act(), nn.Linear(32, 16), act(), nn.Linear(16, 3))

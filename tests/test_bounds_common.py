@@ -16,29 +16,12 @@ from torch import nn
 from veritrain.bounds import DOMAINS, Ball, UnsupportedLayerError, compute_bounds, margin_spec, verified_loss
 from veritrain.models.layers import Normalize, Residual
 
+from nets import random_batchnorm as _bn
+
 ALL_DOMAINS = DOMAINS.names()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: OpenMP threads only add overhead (and stall badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 FAST = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _bn(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Module:
-    bn = kind(n)
-    bn.running_mean = torch.randn(n, generator=g) * 0.3
-    bn.running_var = torch.rand(n, generator=g) + 0.5
-    with torch.no_grad():
-        bn.weight.copy_(torch.randn(n, generator=g))
-        bn.bias.copy_(torch.randn(n, generator=g) * 0.3)
-    return bn.eval()
 
 
 def random_net(arch: str, seed: int) -> tuple[nn.Sequential, tuple[int, ...]]:

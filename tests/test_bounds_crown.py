@@ -22,26 +22,10 @@ from veritrain.bounds.crown import Crown, CrownIBP, CrownLirpa, Dual, dual_objec
 from veritrain.bounds.interval import interval_step
 from veritrain.models.layers import Normalize, Residual
 
+from nets import random_batchnorm as _bn
+
 BACKWARD = ["crown-ibp", "crown", "dual"]
 FEW = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _bn(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Module:
-    bn = kind(n)
-    bn.running_mean = torch.randn(n, generator=g) * 0.3
-    bn.running_var = torch.rand(n, generator=g) + 0.5
-    with torch.no_grad():
-        bn.weight.copy_(torch.randn(n, generator=g))
-        bn.bias.copy_(torch.randn(n, generator=g) * 0.3)
-    return bn.eval()
 
 
 def make_net(arch: str, seed: int) -> tuple[nn.Sequential, tuple[int, ...]]:

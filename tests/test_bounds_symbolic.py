@@ -20,14 +20,6 @@ from veritrain.evaluation.vra import verified_mask, verified_robust_accuracy
 from veritrain.models.layers import Residual
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def conv_net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
