@@ -1,6 +1,7 @@
 """The bound-domain interface, the input set and the products built on bounds (Eqns. 5-7)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,9 +88,12 @@ def compute_bounds(
     model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear"
 ) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec)."""
+    return _bounds_of_ops(to_ops(model, tuple(ball.x.shape[1:])), ball, spec, domain)
+
+
+def _bounds_of_ops(ops: list[Op], ball: Ball, spec: Tensor | None, domain: str | Domain) -> tuple[Tensor, Tensor]:
     dom = DOMAINS.get(domain)() if isinstance(domain, str) else domain
-    ops = with_spec(to_ops(model, tuple(ball.x.shape[1:])), spec)
-    return dom.bounds(ops, ball)
+    return dom.bounds(with_spec(ops, spec), ball)
 
 
 def margin_spec(y: Tensor, num_classes: int) -> Tensor:
@@ -98,15 +102,11 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
     return eye[y].unsqueeze(1) - eye.unsqueeze(0)
 
 
-def _num_classes(model: nn.Module, ball: Ball) -> int:
-    ops = to_ops(model, tuple(ball.x.shape[1:]))
-    return int(torch.tensor(ops[-1].out_shape).prod())
-
-
 def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
     """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0."""
-    spec = margin_spec(y, _num_classes(model, ball)).to(ball.x.dtype)
-    lower, _ = compute_bounds(model, ball, spec, domain)
+    ops = to_ops(model, tuple(ball.x.shape[1:]))  # converted once: the spec needs the number of classes
+    spec = margin_spec(y, math.prod(ops[-1].out_shape)).to(ball.x.dtype)
+    lower, _ = _bounds_of_ops(ops, ball, spec, domain)
     return lower
 
 
