@@ -173,9 +173,23 @@ def test_madry_examples_in_ball_and_pixel_domain(norm: str, eps: float) -> None:
 def test_diffai_is_the_interval_verified_loss() -> None:
     net = tiny_net()
     x, y = synthetic(10)
-    obj = METHODS.get("diffai")(TrainConfig(method="diffai"))
+    obj = METHODS.get("diffai")(TrainConfig(method="diffai", eps_ramp_epochs=0))
     loss, _ = obj.loss(net, x, y, ctx(0.05))
     torch.testing.assert_close(loss, verified_loss(net, Ball(x, 0.05), y, "interval"))
+
+
+def test_diffai_kappa_ramps_with_eps() -> None:
+    """kappa grows linearly over the eps-ramp steps: clean CE first, the box loss after (Gowal et al.)."""
+    net = tiny_net()
+    x, y = synthetic(10)
+    obj = METHODS.get("diffai")(TrainConfig(method="diffai", eps_ramp_epochs=2, diffai_kappa=0.8))
+    first = StepContext(eps=0.05, epoch=0, step=0, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
+    assert obj.kappa_at(first) == pytest.approx(0.08)
+    loss, metrics = obj.loss(net, x, y, first)
+    clean, robust = F.cross_entropy(net(x), y), verified_loss(net, Ball(x, 0.05), y, "interval")
+    torch.testing.assert_close(loss, 0.92 * clean + 0.08 * robust)
+    later = StepContext(eps=0.05, epoch=3, step=15, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
+    assert obj.kappa_at(later) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="kappa"):
         METHODS.get("diffai")(TrainConfig(method="diffai", diffai_kappa=2.0))
 
