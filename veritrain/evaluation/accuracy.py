@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); cpu for a model without either."""
     p = next(iter(model.parameters()), None)
     if p is None:
         p = next(iter(model.buffers()), None)
@@ -15,7 +16,7 @@ def _model_device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Predicted labels of `x` (on x's device), evaluated in batches on the model's device."""
-    device = _model_device(model)
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:

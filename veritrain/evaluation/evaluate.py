@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from veritrain.evaluation.accuracy import accuracy
+from veritrain.evaluation.accuracy import accuracy, model_device
 
 NOT_AVAILABLE = "not available"
 # Sinha et al.'s WRM needs smooth activations (ELU); the sound domains here bound ReLU networks only,
@@ -32,11 +32,6 @@ def _split(names: str | Sequence[str] | None) -> list[str]:
     if isinstance(names, str):
         names = names.split(",")
     return [s.strip() for s in names if s and s.strip()]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def evaluate_tensors(
@@ -63,7 +58,7 @@ def evaluate_tensors(
     is False (models trained with smooth activations, e.g. WRM with ELU).
     """
     attacks, domains, curves = _split(attacks), _split(domains), _split(curves)
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     x, y = x.to(device), y.to(device)
     out: dict[str, Any] = {"acc": None, "n": len(x), "eps": float(eps), "norm": norm,

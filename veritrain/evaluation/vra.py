@@ -14,13 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from veritrain.bounds import DOMAINS, Ball, verify
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    if p is None:
-        p = next(iter(model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")
+from veritrain.evaluation.accuracy import model_device
 
 
 @torch.no_grad()
@@ -42,7 +36,7 @@ def verified_mask(
     if chunk_size < 1 or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be >= 1 (got {chunk_size}, {batch_size})")
     DOMAINS.get(domain)  # fail early with the list of domains
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     try:
