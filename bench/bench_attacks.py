@@ -12,40 +12,20 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
+import statistics
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from veritrain.attacks import make_attack, pgd_attack
 from veritrain.evaluation.era import estimate_robust_accuracy
+from veritrain.models import load_weights
 
-
-def mnist_small() -> nn.Sequential:
-    try:
-        from veritrain.models import build_model
-
-        return build_model("mnist-small")
-    except ImportError:
-        return nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                             nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
-
-
-def mnist_test(root: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    img, lab = root / "mnist" / "t10k-images-idx3-ubyte.gz", root / "mnist" / "t10k-labels-idx1-ubyte.gz"
-    if not (img.exists() and lab.exists()):
-        return None
-    with gzip.open(img) as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-    with gzip.open(lab) as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+from common import mnist_images, mnist_small
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
@@ -59,7 +39,7 @@ def timed(fn, repeats: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(statistics.median(ts))
 
 
 def main() -> None:
@@ -108,11 +88,10 @@ def main() -> None:
 
     # 2. ERA of the authors' checkpoints
     root = Path(args.data) if args.data else None
-    test = mnist_test(root, args.n) if root is not None and args.n > 0 else None
-    if test is None:
+    xt, yt, source = mnist_images(str(root) if root is not None and args.n > 0 else None, "test", max(args.n, 1))
+    if not source.startswith("real"):
         print("ERA part skipped: no MNIST test set under --data / $VERITRAIN_DATA")
     else:
-        xt, yt = test
         attacks = [a for a in args.attacks.split(",") if a]
         out["era"] = {}
         for tag, fname, eps_list in (
@@ -122,9 +101,7 @@ def main() -> None:
             ckpt = root / "reference" / fname
             if not ckpt.exists():
                 continue
-            m = mnist_small()
-            m.load_state_dict(torch.load(ckpt, weights_only=True))
-            m.to(dev)
+            m = load_weights(mnist_small(), ckpt).to(dev)
             for eps in eps_list:
                 t = time.perf_counter()
                 r = estimate_robust_accuracy(m, xt, yt, attacks, eps, batch_size=args.batch, progress=False)

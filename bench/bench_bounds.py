@@ -14,7 +14,6 @@ Uses the authors' checkpoint and real MNIST test images when $VERITRAIN_DATA (or
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
@@ -23,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,32 +29,19 @@ from torch import nn
 from veritrain.bounds import DOMAINS, Ball, verified_loss
 from veritrain.bounds.base import margin_spec, with_spec
 from veritrain.bounds.ops import to_ops
+from veritrain.models import load_weights
 
-
-def mnist_small() -> nn.Sequential:
-    try:
-        from veritrain.models.zoo import build_model
-
-        return build_model("mnist-small")
-    except ImportError:
-        return nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                             nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+from common import mnist_images, mnist_small
 
 
 def load_setup(data: str | None, n: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor, str]:
     model = mnist_small()
-    root = Path(data) if data else None
-    ckpt = root / "reference" / "mnist_small_mixtrain_0.3.pth" if root else None
-    img = root / "mnist" / "t10k-images-idx3-ubyte.gz" if root else None
-    if ckpt is not None and ckpt.exists() and img is not None and img.exists():
-        model.load_state_dict(torch.load(ckpt, weights_only=True))
-        with gzip.open(img) as f:
-            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-        with gzip.open(root / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
-            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-        return model, torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64), "authors' checkpoint, MNIST test"
-    g = torch.Generator().manual_seed(0)
-    return model, torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), "fresh weights, random images"
+    ckpt = Path(data) / "reference" / "mnist_small_mixtrain_0.3.pth" if data else None
+    x, y, source = mnist_images(data if ckpt is not None and ckpt.exists() else None, "test", n)
+    if source.startswith("real"):
+        load_weights(model, ckpt)
+        return model, x, y, "authors' checkpoint, MNIST test"
+    return model, x, y, "fresh weights, random images"
 
 
 def sync(device: torch.device) -> None:

@@ -18,12 +18,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from veritrain.training.config import TrainConfig  # noqa: E402
 from veritrain.training.methods import METHODS, StepContext  # noqa: E402
+
+from common import mnist_images, mnist_small  # noqa: E402
 
 #: (label, method, options) in print order; MixTrain is the reference of the ratios
 CASES: list[tuple[str, str, dict]] = [
@@ -37,30 +38,9 @@ CASES: list[tuple[str, str, dict]] = [
 ]
 
 
-def mnist_small(activation: str = "relu") -> nn.Module:
-    """build_model('mnist-small') when the model zoo is there, else the inline network (Table II)."""
-    try:
-        from veritrain.models import build_model
-
-        return build_model("mnist-small", activation=activation)
-    except ImportError:
-        act = nn.ELU if activation == "elu" else nn.ReLU
-        return nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), act(), nn.Conv2d(16, 32, 4, 2, 1), act(), nn.Flatten(),
-                             nn.Linear(1568, 100), act(), nn.Linear(100, 10))
-
-
 def batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if os.environ.get("VERITRAIN_DATA"):
-        try:
-            from veritrain.data import load_dataset
-
-            ds = load_dataset("mnist", "train", download=False)
-            return ds.tensors[0][:n].to(device), ds.tensors[1][:n].to(device), "MNIST"
-        except Exception as e:  # noqa: BLE001  (fall back, but say why)
-            print(f"note: MNIST not loaded ({str(e).splitlines()[0]}); using random pixels", file=sys.stderr)
-    g = torch.Generator().manual_seed(0)
-    return (torch.rand(n, 1, 28, 28, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device),
-            "random")
+    x, y, source = mnist_images(os.environ.get("VERITRAIN_DATA"), "train", n)
+    return x.to(device), y.to(device), source
 
 
 def sync(device: torch.device) -> None:

@@ -38,38 +38,14 @@ from veritrain.training.config import TrainConfig  # noqa: E402
 from veritrain.training.methods.base import StepContext  # noqa: E402
 from veritrain.training.methods.mixtrain import MixTrain  # noqa: E402
 
+from common import mnist_images, mnist_small  # noqa: E402
+
 Step = Callable[[], None]
-
-
-def mnist_small() -> nn.Module:
-    try:
-        from veritrain.models import build_model
-
-        return build_model("mnist-small")
-    except (ImportError, KeyError):
-        return nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                             nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def batches(args: argparse.Namespace, device: torch.device, count: int) -> tuple[list, str]:
     """`count` batches of args.batch: real MNIST training images when available, else random pixels."""
-    root = args.data or os.environ.get("VERITRAIN_DATA")
-    g = torch.Generator().manual_seed(0)
-    if root:
-        try:
-            from veritrain.data import load_dataset
-
-            ds = load_dataset("mnist", "train", root=root, download=False)
-            x, y = ds.tensors[0], ds.tensors[1]
-            idx = torch.randperm(len(x), generator=g)[: count * args.batch]
-            x, y, source = x[idx], y[idx], f"real MNIST ({root})"
-        except Exception as e:  # noqa: BLE001  any data problem: fall back, and say so
-            print(f"note: MNIST not loaded from {root} ({e}); using random pixels", file=sys.stderr)
-            root = None
-    if not root:
-        x = torch.rand(count * args.batch, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (count * args.batch,), generator=g)
-        source = "random pixels"
+    x, y, source = mnist_images(args.data or os.environ.get("VERITRAIN_DATA"), "train", count * args.batch, seed=0)
     xs, ys = x.split(args.batch), y.split(args.batch)
     return [(a.to(device), b.to(device)) for a, b in zip(xs, ys)], source
 
