@@ -61,7 +61,8 @@ TRAIN_HELP: dict[str, str] = {
     "wrm_steps": "gradient-ascent steps of the inner WRM maximisation [wrm]",
     "wrm_clip": "clip WRM's perturbed x' to [0, 1] (Sinha et al.'s reference code does not) [wrm]",
     "projections": "random projections for the dual bound (paper: 50; default: exact bound) [wong]",
-    "diffai_kappa": "weight of the box-domain verified loss; 1 - kappa weighs the clean cross-entropy [diffai]",
+    "diffai_kappa": "final weight of the box-domain verified loss (1 - kappa weighs the clean cross-entropy); it ramps "
+                    "from 0 over --eps-ramp-epochs [diffai]",
     "eval_n": "final evaluation: ERA and VRA on the first N test images (ACC always on the whole test set)",
     "eval_attacks": "final evaluation: comma-separated attacks for ERA (e.g. pgd,cw,interval; empty: none)",
     "eval_domains": "final evaluation: comma-separated bound domains for VRA (e.g. interval,symbolic-linear; "
