@@ -2,7 +2,6 @@
 ranges on tiny networks (LP per activation pattern), differentiability, Eqn. 6, unsupported layers."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
@@ -10,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
 from torch import nn
 
 from veritrain.bounds import DOMAINS, Ball, UnsupportedLayerError, compute_bounds, margin_spec, verified_loss
 from veritrain.models.layers import Normalize, Residual
 
-from nets import random_batchnorm as _bn
+from nets import exact_range, random_batchnorm as _bn, tiny_net
 
 ALL_DOMAINS = DOMAINS.names()
 
@@ -136,50 +134,6 @@ def test_sound_on_random_and_pgd_points(domain: str, arch: str, seed: int, eps: 
 
 
 # ---- exact ranges on tiny networks: one LP per ReLU activation pattern (L-inf box input) ----
-
-def tiny_net(seed: int, hidden: tuple[int, ...], n_in: int = 2, n_out: int = 2) -> nn.Sequential:
-    torch.manual_seed(seed)
-    sizes = (n_in, *hidden, n_out)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).double().eval()
-
-
-def exact_range(model: nn.Sequential, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """min and max of every output over the box [lo, hi], by enumerating activation patterns."""
-    linears = [m for m in model if isinstance(m, nn.Linear)]
-    ws = [m.weight.detach().numpy() for m in linears]
-    bs = [m.bias.detach().numpy() for m in linears]
-    hidden = [w.shape[0] for w in ws[:-1]]
-    n_out = ws[-1].shape[0]
-    best_lo, best_hi = np.full(n_out, np.inf), np.full(n_out, -np.inf)
-    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
-        a_mat, a_vec = np.eye(len(lo)), np.zeros(len(lo))  # current layer = a_mat x + a_vec
-        ub_rows, ub_vals, pos = [], [], 0
-        for w, b, n in zip(ws[:-1], bs[:-1], hidden):
-            z_mat, z_vec = w @ a_mat, w @ a_vec + b
-            act = np.array(pattern[pos:pos + n], dtype=float)
-            pos += n
-            for j in range(n):  # active: z >= 0  <=>  -z <= 0; inactive: z <= 0
-                s = -1.0 if act[j] else 1.0
-                ub_rows.append(s * z_mat[j])
-                ub_vals.append(-s * z_vec[j])
-            a_mat, a_vec = act[:, None] * z_mat, act * z_vec
-        out_mat, out_vec = ws[-1] @ a_mat, ws[-1] @ a_vec + bs[-1]
-        for o in range(n_out):
-            for sgn in (1.0, -1.0):
-                res = linprog(sgn * out_mat[o], A_ub=np.array(ub_rows) if ub_rows else None, b_ub=np.array(ub_vals) if ub_rows else None,
-                              bounds=list(zip(lo, hi)), method="highs")
-                if res.status == 2:  # infeasible pattern
-                    break
-                assert res.status == 0, res.message
-                val = sgn * res.fun + out_vec[o]
-                best_lo[o], best_hi[o] = min(best_lo[o], val), max(best_hi[o], val)
-    return best_lo, best_hi
-
 
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 10_000), hidden=st.sampled_from([(3,), (4,), (3, 2), (2, 3)]), eps=st.floats(0.05, 0.5))

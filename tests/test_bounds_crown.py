@@ -13,16 +13,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
 from torch import nn
 
-from veritrain.bounds import DOMAINS, Ball, compute_bounds, margin_spec, to_ops, verified_loss, verify
+from veritrain.bounds import Ball, compute_bounds, margin_spec, to_ops, verified_loss, verify
 from veritrain.bounds.base import with_spec
 from veritrain.bounds.crown import Crown, CrownIBP, CrownLirpa, Dual, dual_objective_terms
 from veritrain.bounds.interval import interval_step
 from veritrain.models.layers import Normalize, Residual
 
-from nets import random_batchnorm as _bn
+from nets import exact_range, random_batchnorm as _bn, tiny_net
 
 BACKWARD = ["crown-ibp", "crown", "dual"]
 FEW = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,47 +122,6 @@ def test_sound_on_random_and_pgd_points(domain: str, arch: str, norm: str, seed:
 
 
 # ----- exact ranges of tiny networks: enumerate activation patterns, one LP per pattern -------------------
-
-def tiny_net(seed: int, hidden: tuple[int, ...], n_in: int = 2, n_out: int = 2) -> nn.Sequential:
-    torch.manual_seed(seed)
-    sizes = [n_in, *hidden]
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes, sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(sizes[-1], n_out)).double()
-
-
-def exact_range(model: nn.Sequential, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """min and max of each output over the box [lo, hi] (one LP per feasible activation pattern)."""
-    lins = [m for m in model if isinstance(m, nn.Linear)]
-    ws = [m.weight.detach().numpy() for m in lins]
-    bs = [m.bias.detach().numpy() for m in lins]
-    sizes = [w.shape[0] for w in ws[:-1]]
-    n_out = ws[-1].shape[0]
-    best_lo, best_hi = np.full(n_out, np.inf), np.full(n_out, -np.inf)
-    for pattern in itertools.product((0, 1), repeat=sum(sizes)):
-        # the affine map x -> pre-activation of each layer under this pattern: P x + q
-        p, q = np.eye(len(lo)), np.zeros(len(lo))
-        a_ub, b_ub, at = [], [], 0
-        for w, b, n in zip(ws, bs, sizes):
-            p, q = w @ p, w @ q + b
-            d = np.array(pattern[at:at + n], dtype=float)
-            at += n
-            sign = np.where(d > 0, -1.0, 1.0)  # active: P x + q >= 0; inactive: <= 0
-            a_ub.append(sign[:, None] * p)
-            b_ub.append(-sign * q)
-            p, q = d[:, None] * p, d * q
-        p, q = ws[-1] @ p, ws[-1] @ q + bs[-1]
-        for j in range(n_out):
-            for s in (1.0, -1.0):
-                res = linprog(s * p[j], A_ub=np.vstack(a_ub), b_ub=np.concatenate(b_ub), bounds=list(zip(lo, hi)),
-                              method="highs")
-                if res.status == 2:  # infeasible pattern
-                    break
-                val = res.fun * s + q[j]
-                best_lo[j], best_hi[j] = (min(best_lo[j], val), best_hi[j]) if s > 0 else (best_lo[j], max(best_hi[j], val))
-    return best_lo, best_hi
-
 
 @pytest.mark.parametrize("hidden", [(3,), (3, 3)])
 @settings(max_examples=4, deadline=None)
