@@ -152,28 +152,23 @@ class ScaleShiftOp(AffineOp):
 class AvgPool2dOp(AffineOp):
     """Average pooling as a depthwise convolution with a constant kernel."""
 
-    def __init__(self, layer: nn.AvgPool2d, in_shape: Shape, out_shape: Shape) -> None:
+    def __init__(self, layer: nn.AvgPool2d, in_shape: Shape, out_shape: Shape, like: Tensor) -> None:
+        """`like`: a tensor of the model's device and dtype, for the constant kernel."""
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
         k, s, p = pair(layer.kernel_size), pair(layer.stride or layer.kernel_size), pair(layer.padding)
         if layer.ceil_mode or (any(p) and not layer.count_include_pad) or layer.divisor_override:
             raise UnsupportedLayerError(f"{layer} (ceil_mode, count_include_pad=False or divisor_override) is not supported")
         c = in_shape[0]
-        weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]))
+        weight = torch.full((c, 1, *k), 1.0 / (k[0] * k[1]), device=like.device, dtype=like.dtype)
         conv = nn.Conv2d(c, c, k, s, p, groups=c, bias=False)
         conv.weight = nn.Parameter(weight, requires_grad=False)
         self._conv = Conv2dOp(conv, in_shape, out_shape)
         self.in_shape, self.out_shape = in_shape, out_shape
 
-    def to(self, device: torch.device) -> "AvgPool2dOp":
-        self._conv.layer.to(device)
-        return self
-
     def _lin(self, x: Tensor, weight_fn: WeightFn) -> Tensor:
-        self._conv.layer.to(x.device, x.dtype)
         return self._conv._lin(x, weight_fn)
 
     def _lin_t(self, a: Tensor) -> Tensor:
-        self._conv.layer.to(a.device, a.dtype)
         return self._conv._lin_t(a)
 
 
@@ -264,7 +259,7 @@ def _convert(module: nn.Module, shape: Shape, probe: Tensor) -> tuple[list[Op], 
             shift = shift + module.bias
         return [ScaleShiftOp(scale, shift, shape)], out_shape, out
     if isinstance(module, nn.AvgPool2d):
-        return [AvgPool2dOp(module, shape, out_shape)], out_shape, out
+        return [AvgPool2dOp(module, shape, out_shape, probe)], out_shape, out
     if isinstance(module, Residual):
         branches = []
         for part in (module.branch, module.shortcut):
