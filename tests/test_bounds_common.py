@@ -211,3 +211,45 @@ def test_unsupported_layer_raises_naming_it(domain: str, layer: nn.Module) -> No
     model(torch.rand(1, 1, 4, 4))
     with pytest.raises(UnsupportedLayerError, match=type(layer).__name__):
         compute_bounds(model, Ball(torch.rand(1, 1, 4, 4), 0.1), None, domain)
+
+
+def test_conversion_leaves_batchnorm_statistics_alone() -> None:
+    """Bounds use BatchNorm's running statistics; converting a model in train mode must not update them."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, 1, 1), _bn(nn.BatchNorm2d, 3, g), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(48, 4), _bn(nn.BatchNorm1d, 4, g), nn.ReLU(), nn.Linear(4, 2)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compute_bounds(model, Ball(torch.rand(2, 1, 4, 4), 0.1), None, "interval")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_cached_conversion_follows_weights_statistics_and_layer_swaps() -> None:
+    """`to_ops` caches per model: updated weights and BatchNorm statistics and replaced layers must show."""
+    import gc
+    import weakref
+
+    from veritrain.bounds.ops import to_ops
+
+    g = torch.Generator().manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), _bn(nn.BatchNorm1d, 4, g), nn.ReLU(), nn.Linear(4, 2)).eval()
+    ball = Ball(torch.rand(2, 3), 0.1)
+
+    def fresh() -> tuple[torch.Tensor, torch.Tensor]:
+        clone = nn.Sequential(*[m for m in model]).eval()  # a new container: converted from scratch
+        return compute_bounds(clone, ball, None, "symbolic-linear")
+
+    assert to_ops(model, (3,)) is to_ops(model, (3,))
+    compute_bounds(model, ball, None, "symbolic-linear")
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)
+        model[1].running_var.mul_(3.0)
+    for got, want in zip(compute_bounds(model, ball, None, "symbolic-linear"), fresh()):
+        assert torch.allclose(got, want)
+    model[3] = nn.Linear(4, 5)
+    lower, _ = compute_bounds(model, ball, None, "interval")
+    assert lower.shape == (2, 5)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the cache does not keep models alive

@@ -45,11 +45,10 @@ def interval_step(op: Op, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]
         shape = (lower.shape[0], *op.out_shape)
         return lower.reshape(shape), upper.reshape(shape)
     if isinstance(op, AffineOp):
-        centre, radius = ((upper + lower) / 2).unsqueeze(1), ((upper - lower) / 2).unsqueeze(1)
-        c, r = op.affine(centre).squeeze(1), op.abs_linear(radius).squeeze(1)
+        c, r = op.interval(upper + lower, upper - lower)
         return c - r, c + r
     if isinstance(op, ReLUOp):
-        return lower.clamp(min=0), upper.clamp(min=0)
+        return torch.relu(lower), torch.relu(upper)
     if isinstance(op, ResidualOp):
         outs = [interval_ops(branch, lower, upper) for branch in op.branches]
         return sum(o[0] for o in outs), sum(o[1] for o in outs)  # type: ignore[return-value]

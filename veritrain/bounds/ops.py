@@ -8,6 +8,7 @@ raise `UnsupportedLayerError` naming them: nothing is ever skipped silently.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -76,6 +77,12 @@ class AffineOp(Op):
     def forward(self, x: Tensor) -> Tensor:
         return self.affine(x.unsqueeze(1)).squeeze(1)
 
+    def interval(self, mid: Tensor, half: Tensor) -> tuple[Tensor, Tensor]:
+        """Centre W mid/2 + b and radius |W| half/2 of the image of the box with centre mid/2 and radius
+        half/2, inputs (B, *in_shape): interval arithmetic (IBP), the halving folded into the weights."""
+        c = self.affine(mid.unsqueeze(1) * 0.5).squeeze(1)
+        return c, self.abs_linear(half.unsqueeze(1) * 0.5).squeeze(1)
+
 
 class LinearOp(AffineOp):
     def __init__(self, layer: nn.Linear, in_shape: Shape) -> None:
@@ -87,6 +94,12 @@ class LinearOp(AffineOp):
 
     def _lin_t(self, a: Tensor) -> Tensor:
         return a @ self.layer.weight
+
+    def interval(self, mid: Tensor, half: Tensor) -> tuple[Tensor, Tensor]:
+        # the halving on the (B, out) outputs, not on the (out, in) weight: less memory traffic
+        w, b = self.layer.weight, self.layer.bias
+        c = F.linear(mid, w) * 0.5 if b is None else torch.addmm(b, mid, w.t(), alpha=0.5)
+        return c, F.linear(half, w.abs()) * 0.5
 
     def bias(self) -> Tensor | None:
         return self.layer.bias
@@ -123,6 +136,11 @@ class Conv2dOp(AffineOp):
         l, w = self.layer, self.layer.weight
         return F.conv2d(x, w if weight_fn is None else weight_fn(w), None, l.stride, self._padding, l.dilation, l.groups)
 
+    def interval(self, mid: Tensor, half: Tensor) -> tuple[Tensor, Tensor]:
+        l, w = self.layer, self.layer.weight
+        c = F.conv2d(mid, w * 0.5, l.bias, l.stride, self._padding, l.dilation, l.groups)
+        return c, F.conv2d(half, w.abs() * 0.5, None, l.stride, self._padding, l.dilation, l.groups)
+
     def _lin_t(self, a: Tensor) -> Tensor:
         l = self.layer
         return F.conv_transpose2d(a, l.weight, None, l.stride, self._padding, self._out_pad, l.groups, l.dilation)
@@ -132,12 +150,23 @@ class Conv2dOp(AffineOp):
 
 
 class ScaleShiftOp(AffineOp):
-    """Per-channel y = scale * x + shift (Normalize, BatchNorm in eval mode)."""
+    """Per-channel y = scale * x + shift (Normalize, BatchNorm in eval mode).
 
-    def __init__(self, scale: Tensor, shift: Tensor, shape: Shape) -> None:
-        view = (-1,) + (1,) * (len(shape) - 1)
-        self.scale, self.shift = scale.reshape(view), shift.reshape(view)
+    `params()` returns (scale, shift) from the module's current tensors and is read at every use, so a
+    cached op list follows weight and running-statistics updates and every use builds a fresh graph.
+    """
+
+    def __init__(self, params: Callable[[], tuple[Tensor, Tensor]], shape: Shape) -> None:
+        self._params, self._view = params, (-1,) + (1,) * (len(shape) - 1)
         self.in_shape = self.out_shape = shape
+
+    @property
+    def scale(self) -> Tensor:
+        return self._params()[0].reshape(self._view)
+
+    @property
+    def shift(self) -> Tensor:
+        return self._params()[1].reshape(self._view)
 
     def _lin(self, x: Tensor, weight_fn: WeightFn) -> Tensor:
         return x * (self.scale if weight_fn is None else weight_fn(self.scale))
@@ -224,10 +253,29 @@ def run_ops(ops: Sequence[Op], x: Tensor) -> Tensor:
     return x
 
 
+def _batchnorm_params(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of BatchNorm with its running statistics (eval-mode semantics)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
 def _convert(module: nn.Module, shape: Shape, probe: Tensor) -> tuple[list[Op], Shape, Tensor]:
-    """Convert one module given its input shape; `probe` is a (1, *shape) tensor to read output shapes."""
+    """Convert one module given its input shape; `probe` is an empty (0, *shape) batch to read output
+    shapes (cheap: no arithmetic). BatchNorm is not called: in train mode it would update its running
+    statistics, and it keeps the shape anyway."""
     with torch.no_grad():
-        out = module(probe) if not isinstance(module, nn.Sequential) else None
+        if isinstance(module, nn.Sequential):
+            out = None
+        elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            out = probe
+        else:
+            out = module(probe)
     if isinstance(module, nn.Sequential):
         ops: list[Op] = []
         for child in module:
@@ -247,17 +295,11 @@ def _convert(module: nn.Module, shape: Shape, probe: Tensor) -> tuple[list[Op], 
     if isinstance(module, (nn.Flatten, nn.Identity)):
         return [ReshapeOp(shape, out_shape)], out_shape, out
     if isinstance(module, Normalize):
-        return [ScaleShiftOp(1.0 / module.std, -module.mean / module.std, shape)], out_shape, out
+        return [ScaleShiftOp(lambda: (1.0 / module.std, -module.mean / module.std), shape)], out_shape, out
     if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
         if module.running_mean is None or module.running_var is None:
             raise UnsupportedLayerError(f"{module} without running statistics is not supported")
-        scale = module.running_var.add(module.eps).rsqrt()
-        if module.weight is not None:
-            scale = scale * module.weight
-        shift = -module.running_mean * scale
-        if module.bias is not None:
-            shift = shift + module.bias
-        return [ScaleShiftOp(scale, shift, shape)], out_shape, out
+        return [ScaleShiftOp(lambda: _batchnorm_params(module), shape)], out_shape, out
     if isinstance(module, nn.AvgPool2d):
         return [AvgPool2dOp(module, shape, out_shape, probe)], out_shape, out
     if isinstance(module, Residual):
@@ -274,10 +316,25 @@ def _convert(module: nn.Module, shape: Shape, probe: Tensor) -> tuple[list[Op], 
     )
 
 
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Op]]]" = weakref.WeakKeyDictionary()
+
+
 def to_ops(model: nn.Module, in_shape: Shape) -> list[Op]:
-    """Turn `model` (pixels (C, H, W) in) into bound operators; raises UnsupportedLayerError."""
+    """Turn `model` (pixels (C, H, W) in) into bound operators; raises UnsupportedLayerError.
+
+    Ops read the layers' tensors at every use, so the list is cached per model and reused while the input
+    shape, the device and dtype and the module objects (`model.modules()`, by identity) are unchanged:
+    converting costs as much as a third of a forward pass of a small network. Treat the list as read-only.
+    """
     p = next(iter(model.parameters()), None)
-    probe = torch.zeros(1, *in_shape, device=p.device if p is not None else None,
-                        dtype=p.dtype if p is not None else None)
+    device, dtype = (p.device, p.dtype) if p is not None else (None, None)
+    # the sub-modules, not the model itself: the cached value must not keep its weak key alive
+    key = (tuple(in_shape), device, dtype, tuple(model.modules())[1:])
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == key:  # modules compare by identity
+        return hit[1]
+    probe = torch.zeros(0, *in_shape, device=device, dtype=dtype)
     ops, _, _ = _convert(model, tuple(in_shape), probe)
+    if key[3]:  # a bare layer as the model would be referenced by its own ops: not cached
+        _CACHE[model] = (key, ops)
     return ops
