@@ -476,3 +476,30 @@ def test_real_cifar10_jpeg_test_split():
 def test_real_cifar10_jpeg_train_split():
     """Decodes 50,000 JPEGs on the first run (~15 s), then reads the cache (~1 s)."""
     _cifar_counts("train", 50000)
+
+
+def test_augmentation_shifts_and_flips_within_pixels_and_keeps_input() -> None:
+    from veritrain.data.augment import augment, random_crop
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8)
+    before = x.clone()
+    out = augment(x, "crop-flip", g)
+    assert out.shape == x.shape and torch.equal(x, before)
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, x)
+    assert augment(x, "none", g) is x
+    # a crop is a shift: every kept pixel comes from the image at an offset of at most `pad`
+    one = torch.arange(64.0).view(1, 1, 8, 8)
+    c = random_crop(one, 2, torch.Generator().manual_seed(3))[0, 0]
+    inside = c[c > 0]
+    assert len(inside) >= 36 and torch.all(inside.diff() > 0)  # order kept row by row
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment(x, "mixup", g)
+
+
+def test_augmentation_defaults_per_dataset() -> None:
+    from veritrain.training.config import TrainConfig
+
+    assert TrainConfig(dataset="mnist").resolved().augment == "none"
+    assert TrainConfig(dataset="cifar10").resolved().augment == "crop-flip"

@@ -34,6 +34,8 @@ TRAIN_HELP: dict[str, str] = {
     "lr_gamma": "learning-rate decay factor applied every --lr-step epochs (paper: 0.6)",
     "momentum": "SGD momentum (paper: 0.9)",
     "weight_decay": "L2 weight decay of the optimiser",
+    "augment": "training-data augmentation: none, crop (4-pixel shifts) or crop-flip (shifts and left-right "
+               "mirroring) (default: crop-flip for CIFAR/ImageNet, none for MNIST-like data)",
     "seed": "random seed (python, numpy, torch, data shuffling and the method's own sampling)",
     "device": "cpu, cuda, cuda:N, or auto (cuda when available)",
     "out": "run folder: config.json, metrics.jsonl, checkpoint.pt, model.pt and summary.json go here",

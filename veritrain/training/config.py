@@ -30,6 +30,7 @@ class TrainConfig:
     lr_gamma: float = 0.6
     momentum: float = 0.9
     weight_decay: float = 0.0
+    augment: str | None = None  # none | crop | crop-flip (None: crop-flip for colour data, none for MNIST-like)
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/run"
@@ -81,6 +82,8 @@ class TrainConfig:
             c.lr = 1e-3 if c.optimizer == "adam" else 0.05
         if c.eps_start is None:
             c.eps_start = 0.01 if c.grey else 0.001
+        if c.augment is None:
+            c.augment = "none" if c.grey else "crop-flip"
         if c.alpha0 is None:
             c.alpha0 = 0.8 if c.grey else 0.5
         return c

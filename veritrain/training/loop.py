@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from veritrain.data.augment import AUGMENTATIONS, augment
 from veritrain.reporting.io import append_jsonl, atomic_write_bytes, read_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
@@ -173,6 +174,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
         (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
+        (cfg.augment in AUGMENTATIONS, f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
     ]
     for ok, msg in checks:
@@ -372,7 +374,7 @@ class Trainer:
         t_epoch = time.perf_counter()
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = x_all[idx].to(self.device, non_blocking=True)
+            x = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen).to(self.device, non_blocking=True)
             y = y_all[idx].to(self.device, non_blocking=True)
             t0 = time.perf_counter()
             ctx = StepContext(eps=eps, epoch=e, step=self.step, num_batches=num_batches,
