@@ -16,10 +16,16 @@ class FoldedSpecOp(AffineOp):
     """
 
     def __init__(self, spec: SpecOp, last: LinearOp) -> None:
-        self.weight = torch.einsum("bsk,kn->bsn", spec.spec, last.layer.weight)
+        self.weight = spec.spec @ last.layer.weight  # (B, S, n)
         b = last.layer.bias
-        self._bias = None if b is None else torch.einsum("bsk,k->bs", spec.spec, b).unsqueeze(1)
+        self._bias = None if b is None else (spec.spec @ b).unsqueeze(1)  # (B, 1, S)
         self.in_shape, self.out_shape = last.in_shape, spec.out_shape
+
+    def interval(self, mid: Tensor, half: Tensor) -> tuple[Tensor, Tensor]:
+        c = torch.bmm(self.weight, mid.unsqueeze(2)).squeeze(2) * 0.5
+        if self._bias is not None:
+            c = c + self._bias.squeeze(1)
+        return c, torch.bmm(self.weight.abs(), half.unsqueeze(2)).squeeze(2) * 0.5
 
     def linear(self, x: Tensor, weight_fn=None) -> Tensor:
         w = self.weight if weight_fn is None else weight_fn(self.weight)
