@@ -158,3 +158,56 @@ def test_authors_checkpoint_vra_at_eps_03() -> None:
     res = verified_robust_accuracy(model, x_t, y_t, 0.3, ["interval", "symbolic-linear"], chunk_size=25, progress=False)
     assert res["interval"] == 0.0
     assert res["symbolic-linear"] >= 55.0, res
+
+
+def _local_net(seed: int, variant: int) -> tuple[nn.Sequential, tuple[int, int, int]]:
+    """Conv prefixes of several geometries (stride, padding, dilation, pooling, BN) on images big enough
+    for the input colouring to apply."""
+    from veritrain.models.layers import Normalize
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-0.2, 0.2, generator=g)
+    bn.running_var.uniform_(0.5, 1.5, generator=g)
+    if variant == 0:  # MNIST Small's geometry
+        body = [nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 4, 2, 1), nn.ReLU()]
+        shape = (1, 20, 20)
+    elif variant == 1:  # normalisation, dilation, 'same' padding, BN, avg pooling, two channels
+        body = [Normalize([0.4, 0.5], [0.3, 0.25]), nn.Conv2d(2, 4, 3, 1, 2, dilation=2), bn, nn.ReLU(),
+                nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, 1, "same"), nn.ReLU()]
+        shape = (2, 18, 18)
+    else:  # no padding, odd strides, a conv straight after a conv inside the prefix
+        body = [nn.Conv2d(1, 4, 3, 3, 0), nn.ReLU(), nn.Conv2d(4, 4, 2, 1, 0), nn.Conv2d(4, 4, 2, 1, 1), nn.ReLU()]
+        shape = (1, 21, 17)
+    with torch.no_grad():
+        probe = nn.Sequential(*body)(torch.zeros(1, *shape))
+    net = nn.Sequential(*body, nn.Flatten(), nn.Linear(probe.numel(), 7), nn.ReLU(), nn.Linear(7, 4))
+    return net.double().eval(), shape
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.01, 0.4))
+def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: float) -> None:
+    """Colour columns through the local layers, expanded at the first dense layer: the same bounds as one
+    column per pixel, and the colouring really applies to these networks."""
+    from veritrain.bounds.colouring import colouring_for
+    from veritrain.bounds.symbolic import Symbolic
+    from veritrain.bounds.symbolic_linear import SymbolicLinear
+
+    model, shape = _local_net(seed, variant)
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x[0, 0, 0, :4] = 0.0  # pixels on the border of [0, 1]
+    ball = Ball(x, eps)
+    ops = to_ops(model, shape)
+    found = colouring_for(ops, shape, x)
+    assert found is not None and found[0].n * 2 <= x[0].numel()
+    spec = margin_spec(torch.tensor([0, 1, 3]), 4).double()
+    for domain in (SymbolicLinear, Symbolic):
+        for dense, coloured in zip(compute_bounds(model, ball, spec, domain(colour=False)),
+                                   compute_bounds(model, ball, spec, domain(colour=True))):
+            assert torch.allclose(dense, coloured, rtol=1e-9, atol=1e-9), domain.name
+    lower, upper = compute_bounds(model, ball, None, SymbolicLinear())
+    pts = (x.unsqueeze(1) + eps * (2 * torch.rand(3, 64, *shape, dtype=torch.float64) - 1)).clamp(0, 1)
+    out = model(pts.flatten(0, 1)).view(3, 64, -1)
+    assert (out >= lower.unsqueeze(1) - 1e-9).all() and (out <= upper.unsqueeze(1) + 1e-9).all()

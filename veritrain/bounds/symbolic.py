@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
+from veritrain.bounds.colouring import Colouring, colouring_for
 from veritrain.bounds.interval import FoldedSpecOp, Interval, fold_spec, interval_ops, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, SpecOp
 
@@ -73,6 +74,13 @@ class InputSpace:
             c = c.expand(self.batch, *c.shape[1:])
         return g, c
 
+    def start_coloured(self, chain: list[AffineOp], colouring: Colouring) -> tuple[Tensor, Tensor]:
+        """Like `start`, with one column per colour of `colouring` (L-inf only; see `colouring`)."""
+        g, c = colouring.start(self.hi - self.lo), self.lo
+        for op in chain:
+            g, c = op.linear(g), op.forward(c)
+        return g, c
+
     def concretize(self, g: Tensor, c: Tensor, lower: bool = True) -> Tensor:
         """min (lower) or max over all variables of G·v + c; columns past d range over [0, 1]."""
         if self.unit:
@@ -85,6 +93,12 @@ class InputSpace:
             err = g[:, self.d:]
             val = val + (err.clamp(max=0) if lower else err.clamp(min=0)).sum(1)
         return c + val
+
+
+def local_colouring(ops: list[Op], chain: list[AffineOp], space: InputSpace, enabled: bool) -> tuple[Colouring, int] | None:
+    """The input colouring of the local layers after the chain (L-inf only), or None for dense columns."""
+    found = colouring_for(ops, space.in_shape, space.ball.x) if enabled and space.unit else None
+    return found if found is not None and found[1] > len(chain) else None
 
 
 def affine_const(op: AffineOp, c: Tensor) -> Tensor:
@@ -106,13 +120,25 @@ class Symbolic(Domain):
 
     name = "symbolic"
 
+    def __init__(self, colour: bool = True) -> None:
+        self.colour = colour  # compress the input columns through the local layers (`colouring`)
+
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
         space = InputSpace(ball)
         chain = leading_chain(ops)
         box = initial_box(chain, ball)
-        g, c = space.start(chain)
-        (gl, cl, gu, cu), box = self._run(ops[len(chain):], (g, c, g, c), box, space)
+        found = local_colouring(ops, chain, space, self.colour)
+        if found is not None:
+            colouring, n_local = found
+            g, c = space.start_coloured(chain, colouring)
+            (gl, cl, gu, cu), box = self._run(ops[len(chain):n_local], (g, c, g, c), box, space)
+            gl_px = colouring.expand(gl)
+            gu_px = gl_px if gu is gl else colouring.expand(gu)  # keep the one-product shortcut
+            (gl, cl, gu, cu), box = self._run(ops[n_local:], (gl_px, cl, gu_px, cu), box, space)
+        else:
+            g, c = space.start(chain)
+            (gl, cl, gu, cu), box = self._run(ops[len(chain):], (g, c, g, c), box, space)
         lower = torch.maximum(space.concretize(gl, cl, True), box[0])
         upper = torch.minimum(space.concretize(gu, cu, False), box[1])
         return lower, upper

@@ -21,7 +21,7 @@ from torch import Tensor
 from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
-from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain
+from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
 
 Form = tuple[list[Tensor], Tensor]  # (column blocks, each (B, M_i, *shape); constant c (B, *shape))
 
@@ -73,8 +73,9 @@ class SymbolicLinear(Domain):
 
     name = "symbolic-linear"
 
-    def __init__(self) -> None:
+    def __init__(self, colour: bool = True) -> None:
         self.error_symbols = 0
+        self.colour = colour  # compress the input columns through the local layers (`colouring`)
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
@@ -82,8 +83,16 @@ class SymbolicLinear(Domain):
         chain = leading_chain(ops)
         box = initial_box(chain, ball)
         self.error_symbols = 0
-        g, c = space.start(chain)
-        (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
+        found = local_colouring(ops, chain, space, self.colour)
+        if found is not None:  # one column per colour through the local layers, per pixel after them
+            colouring, n_local = found
+            g, c = space.start_coloured(chain, colouring)
+            (blocks, c), box = self._run(ops[len(chain):n_local], ([g], c), box, space)
+            blocks = [colouring.expand(blocks[0]), *blocks[1:]]
+            (blocks, c), box = self._run(ops[n_local:], (blocks, c), box, space)
+        else:
+            g, c = space.start(chain)
+            (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
         lower, upper = concretize_blocks(space, blocks, c)
         return torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
 

@@ -1,0 +1,120 @@
+"""Compressed input columns for the local layers at the start of a network (Jacobian colouring).
+
+A symbolic form carries one column per input pixel (d = C·H·W of them). Through convolutions, average
+pooling, per-channel scaling and ReLU relaxations, a neuron depends only on the pixels of its receptive
+field, a window of R_h x R_w pixels. Pixels of the same channel whose rows differ by a multiple of R_h or
+whose columns differ by a multiple of R_w never share a window, so they can share one column (a
+*colour*, Curtis, Powell & Reid 1974): C·R_h·R_w columns instead of C·H·W (MNIST Small: 100 instead of
+784; CIFAR Small: 300 instead of 3,072). Every operation the symbolic domains apply in this prefix is
+per-neuron or linear, so it acts on a colour column exactly as on the sum of its pixels' columns; and
+as each window holds at most one pixel of each colour, a sum of |G| over columns is unchanged, so the
+unit-box concretisation (`InputSpace`, L-inf) is the same number. At the first non-local op (a
+flatten, a dense layer, a residual sum, the specification) the columns are expanded back to one per
+pixel: pixel p gets its colour's column on the neurons whose window holds p, and 0 elsewhere.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from veritrain.bounds.ops import AffineOp, AvgPool2dOp, Conv2dOp, Op, ReLUOp, ScaleShiftOp
+
+
+@dataclass(frozen=True)
+class Window:
+    """Receptive field along one spatial axis: output index i sees inputs [start + i·jump, ... + size)."""
+
+    size: int = 1
+    jump: int = 1
+    start: int = 0
+
+    def through(self, kernel: int, stride: int, padding: int, dilation: int) -> "Window":
+        return Window(self.size + (kernel - 1) * dilation * self.jump, self.jump * stride,
+                      self.start - padding * self.jump)
+
+    def mask(self, n_in: int, n_out: int, device: torch.device | None) -> Tensor:
+        """(n_in, n_out) bool: input position inside the window of each output position."""
+        pos = torch.arange(n_in, device=device).unsqueeze(1)
+        first = self.start + self.jump * torch.arange(n_out, device=device).unsqueeze(0)
+        return (pos >= first) & (pos < first + self.size)
+
+
+def _conv_geometry(op: Op) -> tuple[tuple[int, int], ...] | None:
+    """((kernel, stride, padding, dilation) per axis) of a convolution-like op, None for per-neuron ops."""
+    conv = op._conv if isinstance(op, AvgPool2dOp) else op
+    if isinstance(conv, Conv2dOp):
+        l = conv.layer
+        return tuple((l.kernel_size[i], l.stride[i], conv._padding[i], l.dilation[i]) for i in range(2))
+    return None
+
+
+def local_prefix(ops: list[Op]) -> tuple[int, Window, Window]:
+    """Length of the leading run of spatially local ops on (C, H, W) tensors, and its receptive field."""
+    wh, ww = Window(), Window()
+    n = 0
+    for op in ops:
+        if len(op.in_shape) != 3 or len(op.out_shape) != 3:
+            break
+        if isinstance(op, (Conv2dOp, AvgPool2dOp)):
+            gh, gw = _conv_geometry(op)  # type: ignore[misc]
+            wh, ww = wh.through(*gh), ww.through(*gw)
+        elif not isinstance(op, (ScaleShiftOp, ReLUOp)):
+            break
+        n += 1
+    return n, wh, ww
+
+
+class Colouring:
+    """The colour of each input pixel and the expansion back to one column per pixel (module docstring)."""
+
+    def __init__(self, in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
+                 like: Tensor) -> None:
+        c, h, w = in_shape
+        rh, rw = min(wh.size, h), min(ww.size, w)  # period per axis; the whole axis when the window covers it
+        dev = like.device
+        ch = torch.arange(c, device=dev).view(c, 1, 1)
+        ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
+        self.colour = (ch * rh * rw + (ys % rh) * rw + xs % rw).reshape(-1)  # (d,)
+        self.n = c * rh * rw
+        self.onehot = (self.colour.unsqueeze(0) == torch.arange(self.n, device=dev).unsqueeze(1)).to(like.dtype)
+        self.onehot = self.onehot.reshape(self.n, *in_shape)
+        # (d, *out_shape) 0/1: pixel (c, y, x) inside the window of output neuron (c', i, j)
+        co, ho, wo = out_shape
+        inside = wh.mask(h, ho, dev).view(1, h, 1, 1, ho, 1) & ww.mask(w, wo, dev).view(1, 1, w, 1, 1, wo)
+        self.inside = inside.expand(c, h, w, co, ho, wo).reshape(c * h * w, *out_shape).to(like.dtype)
+
+    def start(self, scale: Tensor) -> Tensor:
+        """Columns (B, n, C, H, W) of the input variables t in [0, 1]^d, x' = lo + scale·t."""
+        return self.onehot.unsqueeze(0) * scale.unsqueeze(1)
+
+    def expand(self, g: Tensor) -> Tensor:
+        """(B, n, *shape) colour columns -> (B, d, *shape) pixel columns."""
+        return g.index_select(1, self.colour) * self.inside
+
+
+@functools.lru_cache(maxsize=16)
+def _colouring(in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
+               device: torch.device, dtype: torch.dtype) -> Colouring:
+    return Colouring(in_shape, out_shape, wh, ww, torch.empty(0, device=device, dtype=dtype))
+
+
+def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tuple[Colouring, int] | None:
+    """The colouring of the local prefix of `ops` and the prefix length; None when it saves less than half
+    the columns or the prefix holds no ReLU (nothing to gain over the shared weight matrix)."""
+    if len(in_shape) != 3:
+        return None
+    n, wh, ww = local_prefix(ops)
+    if n == 0 or not any(isinstance(op, ReLUOp) for op in ops[:n]) or any(
+            not isinstance(op, (AffineOp, ReLUOp)) for op in ops[:n]):
+        return None
+    c, h, w = in_shape
+    if c * min(wh.size, h) * min(ww.size, w) * 2 > math.prod(in_shape):
+        return None
+    return _colouring((c, h, w), tuple(ops[n - 1].out_shape), wh, ww, like.device, like.dtype), n
+
+
+__all__ = ["Colouring", "Window", "colouring_for", "local_prefix"]
