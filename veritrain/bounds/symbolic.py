@@ -12,7 +12,9 @@ constant c (B, *shape): z = sum_m G[:, m] v_m + c. The first d = numel(x[0]) var
 - L2: v = x' itself, concretised by `Ball.concretize` (box bound and the L2 dual norm, the tighter).
 The network's leading affine ops (before the first ReLU) are applied once to an identity of batch size 1,
 shared by all samples: the first layer's equations are its weight matrix, scaled column-wise by
-(hi - lo) for L-inf; no identity is pushed through the first layer per sample.
+(hi - lo) for L-inf; no identity is pushed through the first layer per sample. For L-inf balls on
+networks that start with convolutions, the input columns are instead compressed by colour
+(`colouring.py`) until the first dense op, where they are expanded to one per pixel.
 """
 from __future__ import annotations
 
