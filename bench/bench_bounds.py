@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -65,6 +66,22 @@ def timed(fn, device: torch.device, repeats: int) -> float:
         sync(device)
         times.append(clock() - t)
     return min(times)
+
+
+def paired(fa, fb, device: torch.device, rounds: int) -> tuple[float, float]:
+    """Median times of fa() and fb() run alternately (the same machine load for both; for ms-scale calls,
+    where a best-of-few is at the mercy of one lucky or unlucky run)."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(rounds):
+        for f, out in ((fa, ta), (fb, tb)):
+            sync(device)
+            t = clock()
+            f()
+            sync(device)
+            out.append(clock() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def fwd_bwd_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, domain) -> None:
@@ -175,10 +192,10 @@ def main() -> None:
         print(f"symbolic-linear k'={k:2d}: error symbols {m} (padded, per sample); fwd+bwd {t_sym * 1e3:.1f} ms "
               f"(dense pixel columns {t_dense * 1e3:.1f} ms); plain fwd+bwd on {n} images {t_plain * 1e3:.1f} ms; "
               f"ratio {t_sym / t_plain:.2f}x (dense {t_dense / t_plain:.2f}x; target <= 1.5x)")
-    t_int = timed(lambda: fwd_bwd_bound(model, x, y, args.eps, "interval"), device, args.repeats * 5)
-    t_reg = timed(lambda: fwd_bwd_plain(model, x, y), device, args.repeats * 5)
+    t_int, t_reg = paired(lambda: fwd_bwd_bound(model, x, y, args.eps, "interval"),
+                          lambda: fwd_bwd_plain(model, x, y), device, args.repeats * 40)
     print(f"interval batch 50: fwd+bwd {t_int * 1e3:.2f} ms; regular fwd+bwd {t_reg * 1e3:.2f} ms; "
-          f"ratio {t_int / t_reg:.2f}x (target <= 2.5x)")
+          f"ratio {t_int / t_reg:.2f}x (target <= 2.5x; medians of {args.repeats * 40} alternating runs)")
     for chunk in [int(c) for c in args.chunks.split(",") if c]:
         peak = peak_memory_child(args, chunk)
         print(f"VRA symbolic-linear over {args.vra_samples} samples, chunk_size={chunk}: peak memory above baseline {peak:.0f} MiB")
