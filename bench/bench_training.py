@@ -34,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from veritrain.bounds import DOMAINS  # noqa: E402
+from veritrain.models import load_weights  # noqa: E402
 from veritrain.training.config import TrainConfig  # noqa: E402
 from veritrain.training.methods.base import StepContext  # noqa: E402
 from veritrain.training.methods.mixtrain import MixTrain  # noqa: E402
@@ -54,7 +55,10 @@ def make_step(kind: str, args: argparse.Namespace, device: torch.device, data: l
               k_per_batch: int = 1, domain: str | None = None) -> Step:
     """One full optimiser step of `kind` (regular | pgd40 | mixtrain) on its own model and Adam."""
     torch.manual_seed(0)
-    model = mnist_small().to(device).train()
+    model = mnist_small()
+    if args.weights:  # e.g. a trained network: fewer unstable ReLUs, the steady state of a long run
+        load_weights(model, args.weights)
+    model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = {"i": 0}
     if kind == "mixtrain":
@@ -174,7 +178,7 @@ def memory_child(args: argparse.Namespace) -> None:
 def memory(args: argparse.Namespace, kind: str, data_file: str, domain: str | None = None) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--mem-child", kind, "--mem-data", data_file, "--mem-steps", str(args.mem_steps),
            "--threads", str(args.threads), "--device", args.device, "--eps", str(args.eps),
-           "--domain", domain or args.domain, "--batch", str(args.batch)]
+           "--domain", domain or args.domain, "--batch", str(args.batch)] + (["--weights", args.weights] if args.weights else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -193,6 +197,8 @@ def main() -> None:
     p.add_argument("--mem-domains", default="interval,crown-ibp", help="extra domains whose memory is measured")
     p.add_argument("--data", default=None, help="data root holding MNIST (default $VERITRAIN_DATA)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--weights", default=None,
+                   help="start every network from these MNIST Small weights (default: fresh initialisation)")
     p.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--mem-data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -202,7 +208,8 @@ def main() -> None:
         return
     device = torch.device(args.device)
     data, source = batches(args, device, 20)
-    print(f"MNIST Small, batch {args.batch}, eps {args.eps}, {source}, device {device}, "
+    print(f"MNIST Small ({'weights ' + args.weights if args.weights else 'fresh weights'}), batch {args.batch}, "
+          f"eps {args.eps}, {source}, device {device}, "
           f"{args.threads} thread(s), median of {args.steps} interleaved steps (3 for steps over 2 s) (forward+backward+Adam)")
 
     steps = {

@@ -259,3 +259,20 @@ def test_quickstart_fast_end_to_end(tmp_path, capsys):
     assert rc == 0, err
     assert "ERA (PGD)" in out and "VRA (symbolic-linear)" in out
     assert (tmp_path / "quickstart.json").is_file()
+
+
+def test_table_of_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`veritrain table` puts finished runs side by side and writes CSV/JSON; a non-run is a one-line error."""
+    for name, method, vra in (("a", "regular", {"interval": 0.0}), ("b", "wrm", "n/a")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"method": method, "net": "mnist-small", "eps": 0.1}))
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "batch_time": 0.01, "peak_mem_mb": 700}) + "\n")
+        (run / "summary.json").write_text(json.dumps({"test_acc": 98.5, "eval": {"n": 10, "era": {"pgd": 12.0, "all": 12.0},
+                                                                             "vra": vra}, "time_s": {"train": 60}}))
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--markdown",
+                 "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| regular |" in out and "n/a" in out and "98.50" in out and "10.00" in out  # batch ms
+    assert len(json.loads((tmp_path / "t.json").read_text())) == 2 and (tmp_path / "t.csv").exists()
+    assert main(["table", str(tmp_path)]) == 2

@@ -442,6 +442,18 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from veritrain.reporting import format_markdown, format_table, runs_table, write_csv, write_json
+
+    rows = runs_table(args.runs)
+    print(format_markdown(rows) if args.markdown else format_table(rows))
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from veritrain.reporting import plot_metrics
 
@@ -509,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs/quickstart", help="folder of the two runs (default: runs/quickstart)")
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     q.set_defaults(func=cmd_quickstart)
+
+    tb = sub.add_parser("table", help="runs side by side: ACC, ERA, VRA, batch time, peak memory (Tables III-V)")
+    tb.add_argument("runs", nargs="+", help="finished training run folders")
+    tb.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    tb.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
+    tb.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    tb.set_defaults(func=cmd_table)
 
     pl = sub.add_parser("plot", help="plot a run's metrics (alpha, eps, losses over epochs); needs matplotlib")
     pl.add_argument("run", help="training run folder")

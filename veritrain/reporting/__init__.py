@@ -9,9 +9,10 @@ from veritrain.reporting.io import (
     write_jsonl,
 )
 from veritrain.reporting.plots import plot_metrics
-from veritrain.reporting.tables import format_table
+from veritrain.reporting.runs import run_row, runs_table
+from veritrain.reporting.tables import format_markdown, format_table
 
 __all__ = [
     "append_jsonl", "atomic_write_bytes", "read_json", "read_jsonl", "write_csv", "write_json",
-    "write_jsonl", "plot_metrics", "format_table",
+    "write_jsonl", "plot_metrics", "format_markdown", "format_table", "run_row", "runs_table",
 ]

@@ -36,3 +36,12 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     out = [line(head), "  ".join("-" * w for w in widths)]
     out += [line(b) for b in body]
     return "\n".join(out)
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The rows as a GitHub-flavoured Markdown table."""
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(out)

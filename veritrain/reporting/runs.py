@@ -1,0 +1,58 @@
+"""One row per training run (ACC, ERA, VRA, batch time, memory): the comparison tables of Tables III-V."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from veritrain.reporting.io import read_json, read_jsonl
+
+
+def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The headline numbers of a finished run folder (config.json, metrics.jsonl, summary.json)."""
+    run = Path(run_dir)
+    if not (run / "summary.json").exists():
+        raise FileNotFoundError(f"{run} has no summary.json (not a finished veritrain run)")
+    summary, cfg = read_json(run / "summary.json"), read_json(run / "config.json")
+    metrics = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+    ev = summary.get("eval", {}) or {}
+    method = cfg.get("method")
+    if method == "mixtrain":
+        method = f"mixtrain ({cfg.get('domain')}, k'={cfg.get('k_per_batch') or 1})"
+    elif method == "wong" and cfg.get("projections"):
+        method = f"wong ({cfg['projections']} projections)"
+    row: dict[str, Any] = {
+        "run": run.name, "method": method, "net": cfg.get("net"), "dataset": cfg.get("dataset"),
+        "eps": cfg.get("eps"), "epochs": len(metrics) or cfg.get("epochs"), "ACC": summary.get("test_acc"),
+    }
+    era = ev.get("era") or {}
+    if isinstance(era, dict):
+        for name, value in era.items():
+            if name != "all" or len(era) > 2:
+                row[f"ERA {name}"] = value
+    vra = ev.get("vra")
+    if isinstance(vra, dict):
+        for name, value in vra.items():
+            row[f"VRA {name}"] = value
+    elif vra is not None:
+        row["VRA"] = vra  # "n/a" for methods without sound bounds (e.g. WRM with ELU)
+    row["eval n"] = ev.get("n")
+    times = [m["batch_time"] for m in metrics if "batch_time" in m]
+    row["batch ms"] = 1000 * sum(times) / len(times) if times else None
+    mems = [m["peak_mem_mb"] for m in metrics if "peak_mem_mb" in m]
+    row["peak MB"] = max(mems) if mems else None
+    train_s = (summary.get("time_s") or {}).get("train")
+    row["train min"] = train_s / 60 if train_s is not None else None
+    return row
+
+
+def runs_table(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Rows of several runs with the union of their columns, in a stable order."""
+    rows = [run_row(d) for d in run_dirs]
+    columns: list[str] = []
+    for r in rows:
+        columns.extend(c for c in r if c not in columns)
+    return [{c: r.get(c) for c in columns} for r in rows]
+
+
+__all__ = ["run_row", "runs_table"]
