@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from veritrain.bounds.ops import AffineOp, AvgPool2dOp, Conv2dOp, Op, ReLUOp, ScaleShiftOp
+from veritrain.bounds.ops import AvgPool2dOp, Conv2dOp, Op, ReLUOp, ScaleShiftOp
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Colouring:
         return g.index_select(1, self.colour) * self.inside
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # the masks are d x (neurons): a few MB for MNIST/CIFAR Small
 def _colouring(in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
                device: torch.device, dtype: torch.dtype) -> Colouring:
     return Colouring(in_shape, out_shape, wh, ww, torch.empty(0, device=device, dtype=dtype))
@@ -108,8 +108,7 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     if len(in_shape) != 3:
         return None
     n, wh, ww = local_prefix(ops)
-    if n == 0 or not any(isinstance(op, ReLUOp) for op in ops[:n]) or any(
-            not isinstance(op, (AffineOp, ReLUOp)) for op in ops[:n]):
+    if not any(isinstance(op, ReLUOp) for op in ops[:n]):
         return None
     c, h, w = in_shape
     if c * min(wh.size, h) * min(ww.size, w) * 2 > math.prod(in_shape):
