@@ -199,7 +199,7 @@ def _check_names(module: str, registry: str, names: list[str]) -> None:
 
 
 def _check_data(ds: TensorDataset, what: str) -> None:
-    x, y = ds.tensors[0], ds.tensors[1]
+    x = ds.tensors[0]
     if len(x) == 0:
         raise TrainingError(f"the {what} set is empty; check --dataset/--train-size")
     if not torch.isfinite(x).all():
