@@ -185,6 +185,11 @@ def test_train_writes_run_and_resume_of_finished_run(tiny_run, capsys):
     # README: `veritrain train --out RUN --resume` takes the other options from RUN/config.json
     cfg = parse_train("--out", str(tiny_run), "--resume", "--epochs", "2")
     assert (cfg.dataset, cfg.train_size, cfg.epochs, cfg.resume) == ("mnist-mini", 100, 2, True)
+    # a run started with --overwrite resumes too: how it was started is not one of its options
+    saved = json.loads((tiny_run / "config.json").read_text())
+    (tiny_run / "config.json").write_text(json.dumps({**saved, "overwrite": True}))
+    assert parse_train("--out", str(tiny_run), "--resume").overwrite is False
+    (tiny_run / "config.json").write_text(json.dumps(saved))
     rc, out, err = run_main(capsys, "train", "--out", str(tiny_run), "--resume", "--no-progress")
     assert rc == 0, err  # already finished: evaluates again, weights unchanged
     assert (tiny_run / "model.pt").read_bytes() == before["model.pt"]

@@ -255,7 +255,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 raise ValueError(f"{saved} is unreadable ({e}); pass all options again or train into a new --out")
             if not isinstance(run_values, dict):
                 raise ValueError(f"{saved} is not a run configuration; train into a new --out")
-            values = {**{k: v for k, v in run_values.items() if k in _FIELDS}, **values}
+            # how the run was started (--overwrite) is not an option of the run: never carried into a resume
+            run_values = {k: v for k, v in run_values.items() if k in _FIELDS and k != "overwrite"}
+            values = {**run_values, **values}
     return TrainConfig.from_dict(values)
 
 
