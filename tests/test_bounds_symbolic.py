@@ -211,3 +211,22 @@ def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: fl
     pts = (x.unsqueeze(1) + eps * (2 * torch.rand(3, 64, *shape, dtype=torch.float64) - 1)).clamp(0, 1)
     out = model(pts.flatten(0, 1)).view(3, 64, -1)
     assert (out >= lower.unsqueeze(1) - 1e-9).all() and (out <= upper.unsqueeze(1) + 1e-9).all()
+
+
+def test_vra_skips_attacked_samples_and_spot_checks_them() -> None:
+    """Samples with a counterexample are not bounded (same VRA, less work); if a sound domain proves one of
+    them anyway, an attack or a bound is wrong and the evaluation says so instead of printing a number."""
+    from veritrain.evaluation.evaluate import evaluate_tensors
+
+    model = conv_net(11).float()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(12))
+    y = model(x).argmax(1)
+    for eps in (0.02, 0.3):
+        full = evaluate_tensors(model, x, y, eps, attacks=[], domains=["symbolic-linear"])
+        skipped = evaluate_tensors(model, x, y, eps, attacks=["pgd"], domains=["symbolic-linear"])
+        assert full["vra"] == skipped["vra"] and skipped["vra"]["symbolic-linear"] <= skipped["era"]["pgd"]
+    tiny = 1e-4  # everything is provable at this eps: claiming "broken" must be caught
+    assert verified_mask(model, x, y, tiny, "symbolic-linear", progress=False).all()
+    with pytest.raises(RuntimeError, match="unsound"):
+        verified_mask(model, x, y, tiny, "symbolic-linear", progress=False,
+                      candidates=torch.zeros(len(x), dtype=torch.bool))

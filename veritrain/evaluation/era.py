@@ -65,7 +65,8 @@ def estimate_robust_accuracy(
     per_attack: bool = True,
     **attack_kwargs: Any,
 ) -> dict[str, Any]:
-    """ERA under each attack and under all of them: `{"acc": %, "era": {name: %, ..., "all": %}, "n": n}`.
+    """ERA under each attack and under all of them: `{"acc": %, "era": {name: %, ..., "all": %}, "n": n,
+    "robust_mask": bool per sample, robust to every attack}`.
 
     A sample counts as robust for an attack iff it is correctly classified clean and the attack's
     x_adv is not misclassified (checked here with a fresh forward; points outside the attack's ball are
@@ -110,7 +111,7 @@ def estimate_robust_accuracy(
     pct = lambda m: 100.0 * m.sum().item() / n  # noqa: E731
     era = {a: pct(robust[a]) for a in attacks} if per_attack else {}
     era["all"] = pct(worst)
-    return {"acc": pct(correct), "era": era, "n": n}
+    return {"acc": pct(correct), "era": era, "n": n, "robust_mask": worst}
 
 
 def _check_in_ball(name: str, x_adv: Tensor, x: Tensor, eps: float | None, norm: str) -> None:

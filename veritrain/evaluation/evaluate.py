@@ -34,6 +34,16 @@ def _split(names: str | Sequence[str] | None) -> list[str]:
     return [s.strip() for s in names if s and s.strip()]
 
 
+def _attack_norm(name: str, eps: float) -> str | None:
+    """The norm of the ball an attack searches (None when it cannot be built)."""
+    try:
+        from veritrain.attacks import make_attack
+
+        return make_attack(name, eps).norm
+    except Exception:  # noqa: BLE001 - an unknown attack fails in the ERA step with its own message
+        return None
+
+
 def evaluate_tensors(
     model: nn.Module,
     x: torch.Tensor,
@@ -67,15 +77,18 @@ def evaluate_tensors(
     out["acc"] = accuracy(model, x, y, batch_size=batch_size)
     out["time_s"]["acc"] = time.perf_counter() - t0
 
+    broken_known = None
     if attacks and eps > 0:
         era_fn = _optional("veritrain.evaluation.era", "estimate_robust_accuracy")
         t0 = time.perf_counter()
         if isinstance(era_fn, str):
             out["era"] = era_fn
         else:
-            # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n"}
-            out["era"] = dict(era_fn(model, x, y, attacks, eps, batch_size=batch_size, seed=seed,
-                                     progress=progress)["era"])
+            # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
+            res = era_fn(model, x, y, attacks, eps, batch_size=batch_size, seed=seed, progress=progress)
+            out["era"] = dict(res["era"])
+            if all(_attack_norm(a, eps) == norm for a in attacks):  # counterexamples in the VRA ball itself
+                broken_known = res.get("robust_mask")
         out["time_s"]["era"] = time.perf_counter() - t0
 
     if curves:
@@ -100,6 +113,8 @@ def evaluate_tensors(
                 kw: dict[str, Any] = {"norm": norm, "progress": progress, "batch_size": batch_size}
                 if chunk_size is not None:
                     kw["chunk_size"] = chunk_size
+                if broken_known is not None:  # samples an attack broke cannot be proved: not bounded
+                    kw["candidates"] = broken_known
                 out["vra"] = dict(vra_fn(model, x, y, eps, domains, **kw))
             out["time_s"]["vra"] = time.perf_counter() - t0
     return out

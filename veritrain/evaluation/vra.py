@@ -3,7 +3,10 @@ and proved robust by a sound bound domain over B_eps(x) ∩ [0, 1].
 
 Memory is bounded by `chunk_size` (samples per bound computation): symbolic domains carry d input
 columns plus one error column per unstable ReLU per sample, so their memory grows linearly in it.
-Misclassified samples are never bounded (they cannot count).
+Misclassified samples are never bounded (they cannot count), nor are samples with a known counterexample
+in the same ball (`candidates`, e.g. the ERA attacks' robust mask): no sound bound can prove them. As a
+guard against unsound bounds or attacks, a few of those skipped samples are bounded anyway
+(`spot_checks`), and proving any of them raises.
 """
 from __future__ import annotations
 
@@ -29,8 +32,14 @@ def verified_mask(
     chunk_size: int = 25,
     progress: bool = True,
     device: str | torch.device | None = None,
+    candidates: Tensor | None = None,
+    spot_checks: int = 8,
 ) -> Tensor:
-    """Bool per sample (on x's device): correctly classified and verified by `domain`."""
+    """Bool per sample (on x's device): correctly classified and verified by `domain`.
+
+    `candidates` (bool per sample): False marks samples known NOT to be robust in this very ball (an
+    attack found a misclassified point in B_eps(x) ∩ [0, 1]); they are not bounded, except `spot_checks`
+    of them, whose proof would expose an unsound bound or attack (RuntimeError)."""
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}; pass one label per image")
     if chunk_size < 1 or batch_size < 1:
@@ -46,6 +55,19 @@ def verified_mask(
             xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
             ok[i:i + len(xb)] = (model(xb).argmax(1) == yb).cpu()
         todo = ok.nonzero().flatten()
+        if candidates is not None:
+            if candidates.shape != (len(x),):
+                raise ValueError(f"candidates must hold one bool per sample ({len(x)}), got {tuple(candidates.shape)}")
+            broken = todo[~candidates.cpu()[todo]]
+            todo = todo[candidates.cpu()[todo]]
+            check = broken[torch.randperm(len(broken), generator=torch.Generator().manual_seed(0))[:spot_checks]]
+            if len(check):
+                proved = verify(model, Ball(x[check].to(dev), eps, norm), y[check].to(dev), domain).cpu()
+                if proved.any():
+                    raise RuntimeError(
+                        f"domain {domain!r} proved sample(s) {check[proved].tolist()} robust at eps={eps:g}, "
+                        "but an attack found a misclassified point in the same ball: a bound or an attack is unsound")
+            ok[broken] = False
         bar = tqdm(total=len(x), desc=f"vra {domain} eps={eps:g}", disable=not progress, leave=False)
         bar.update(len(x) - len(todo))
         for j in range(0, len(todo), chunk_size):
@@ -70,14 +92,17 @@ def verified_robust_accuracy(
     chunk_size: int = 25,
     progress: bool = True,
     device: str | torch.device | None = None,
+    candidates: Tensor | None = None,
 ) -> dict[str, float]:
-    """VRA in percent per domain: correctly classified AND verified over B_eps(x) ∩ [0, 1]."""
+    """VRA in percent per domain: correctly classified AND verified over B_eps(x) ∩ [0, 1]
+    (`candidates`: see `verified_mask`)."""
     if len(x) == 0:
         raise ValueError("VRA of an empty set is undefined; pass at least one sample")
     if isinstance(domains, str):
         domains = [domains]
     return {
-        d: verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device).float().mean().item() * 100
+        d: verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
+                         candidates=candidates).float().mean().item() * 100
         for d in domains
     }
 
