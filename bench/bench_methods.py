@@ -34,6 +34,7 @@ CASES: list[tuple[str, str, dict]] = [
     ("wrm (elu, 15+1 steps)", "wrm", {"activation": "elu"}),
     ("wong exact", "wong", {}),
     ("wong projections=50", "wong", {"projections": 50}),
+    ("wong projections=10", "wong", {"projections": 10}),
     ("diffai (box)", "diffai", {}),
 ]
 
