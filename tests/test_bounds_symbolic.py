@@ -19,6 +19,8 @@ from veritrain.bounds.symbolic_linear import concretize_blocks, relax_relu
 from veritrain.evaluation.vra import verified_mask, verified_robust_accuracy
 from veritrain.models.layers import Residual
 
+from test_bounds_common import assert_inside, pgd_points
+
 
 def conv_net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -211,6 +213,13 @@ def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: fl
     pts = (x.unsqueeze(1) + eps * (2 * torch.rand(3, 64, *shape, dtype=torch.float64) - 1)).clamp(0, 1)
     out = model(pts.flatten(0, 1)).view(3, 64, -1)
     assert (out >= lower.unsqueeze(1) - 1e-9).all() and (out <= upper.unsqueeze(1) + 1e-9).all()
+    # PGD points (each margin pushed up and down) inside the coloured bounds of both domains
+    pts = pgd_points(model, ball, spec, steps=15)
+    with torch.no_grad():
+        out = torch.einsum("bsk,bpk->bps", spec, model(pts.flatten(0, 1)).view(3, pts.shape[1], -1))
+    for domain in (SymbolicLinear, Symbolic):
+        lower, upper = compute_bounds(model, ball, spec, domain(colour=True))
+        assert_inside(lower, upper, out, f"{domain.name} coloured, PGD points")
 
 
 def test_vra_skips_attacked_samples_and_spot_checks_them() -> None:

@@ -207,6 +207,26 @@ def test_fixed_alpha_does_not_move():
     assert _epoch(obj, tiny_net())["alpha"] == 0.5 and obj.alpha == 0.5
 
 
+def test_warmup_epochs_are_regular_training_and_freeze_alpha():
+    model = tiny_net()
+    x, y = data(20)
+    obj = MixTrain(cfg(alpha0=0.8, acc0=100.0, warmup_epochs=2, k_per_batch=5))
+    for epoch in range(2):  # warm-up: the loss is the batch cross-entropy, alpha stays at alpha0
+        loss, m = obj.loss(model, x, y, ctx(epoch))
+        assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item())
+        assert m["alpha"] == 0.0 and "verified_loss" in m  # still logged
+        out = obj.end_epoch(model, EpochContext(0.05, epoch, TensorDataset(x, y), torch.Generator().manual_seed(0),
+                                                torch.device("cpu")))
+        assert out["alpha"] == 0.8 and obj.alpha == 0.8
+    loss, m = obj.loss(model, x, y, ctx(2))  # then Eqn. 9 with alpha0, and alpha moves
+    assert m["alpha"] == 0.8 and loss.item() != pytest.approx(F.cross_entropy(model(x), y).item())
+    out = obj.end_epoch(model, EpochContext(0.05, 2, TensorDataset(x, y), torch.Generator().manual_seed(0),
+                                            torch.device("cpu")))
+    assert out["alpha"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        MixTrain(cfg(warmup_epochs=-1))
+
+
 def test_default_alpha0_and_acc0_per_dataset():
     assert MixTrain(cfg(dataset="mnist")).alpha == 0.8
     assert MixTrain(cfg(dataset="cifar10")).alpha == 0.5

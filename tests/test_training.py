@@ -61,6 +61,9 @@ def test_paper_defaults_per_dataset():
     c = TrainConfig(dataset="cifar10").resolved()
     assert (m.optimizer, m.lr, m.eps_start) == ("adam", 1e-3, 0.01)
     assert (c.optimizer, c.lr, c.eps_start) == ("sgd", 0.05, 0.001)
+    mix = TrainConfig(dataset="cifar10", method="mixtrain").resolved()  # SGD 0.05 collapses it at k' = 1
+    assert (mix.optimizer, mix.lr, mix.eps_start) == ("adam", 1e-3, 0.001)
+    assert TrainConfig(dataset="cifar10", method="mixtrain", optimizer="sgd").resolved().lr == 0.05
     assert m.epochs == 60 and m.batch_size == 50 and m.lr_step == 5 and m.lr_gamma == 0.6
 
 
@@ -95,6 +98,19 @@ def test_lr_schedule_steps_every_lr_step_epochs(tmp_path):
     train(cfg_for(tmp_path, epochs=5, lr=0.1, lr_step=2, lr_gamma=0.5), model=tiny_model(), train_data=data)
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_grad_clip_bounds_each_step(tmp_path):
+    """With plain SGD (no momentum) each step moves the weights by lr x (clipped gradient): at most lr x clip."""
+    data = tiny_data(50)
+    start = tiny_model()
+    before = torch.cat([p.detach().flatten().clone() for p in start.parameters()])
+    train(cfg_for(tmp_path, epochs=1, batch_size=50, optimizer="sgd", momentum=0.0, lr=1.0, grad_clip=1e-3),
+          model=start, train_data=data)
+    after = torch.cat([p.detach().flatten() for p in start.parameters()])
+    assert 0 < (after - before).norm().item() <= 1e-3 + 1e-7
+    with pytest.raises(TrainingError, match="grad-clip"):
+        train(cfg_for(tmp_path, grad_clip=0.0, overwrite=True), model=tiny_model(), train_data=data)
 
 
 def test_eps_ramp_is_logged(tmp_path):

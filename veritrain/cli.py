@@ -28,12 +28,15 @@ TRAIN_HELP: dict[str, str] = {
     "train_subset_seed": "with --train-size: draw the N images at random with this seed instead of the first N",
     "epochs": "number of epochs (paper: 60)",
     "batch_size": "images per batch (paper: 50)",
-    "optimizer": "adam or sgd (default: adam for MNIST-like data, lr 1e-3; sgd for CIFAR/ImageNet, lr 0.05)",
+    "optimizer": "adam or sgd (default: adam for MNIST-like data, lr 1e-3; sgd for CIFAR/ImageNet, lr 0.05, as in "
+                 "the paper, except MixTrain: adam everywhere, since SGD 0.05 collapsed CIFAR MixTrain at k'=1)",
     "lr": "initial learning rate (default: 1e-3 with adam, 0.05 with sgd; Section V-A)",
     "lr_step": "multiply the learning rate by --lr-gamma every this many epochs (paper: 5)",
     "lr_gamma": "learning-rate decay factor applied every --lr-step epochs (paper: 0.6)",
     "momentum": "SGD momentum (paper: 0.9)",
     "weight_decay": "L2 weight decay of the optimiser",
+    "grad_clip": "clip the global L2 norm of the gradient to this value before each optimiser step "
+                 "(default: no clipping)",
     "augment": "training-data augmentation: none, crop (4-pixel shifts) or crop-flip (shifts and left-right "
                "mirroring) (default: crop-flip for CIFAR/ImageNet, none for MNIST-like data)",
     "seed": "random seed (python, numpy, torch, data shuffling and the method's own sampling)",
@@ -59,6 +62,8 @@ TRAIN_HELP: dict[str, str] = {
             "where the training accuracy is about acc0, so it is the clean accuracy you accept (default: MNIST 95, "
             "Fashion-MNIST 80, CIFAR-10 65, ImageNet-200 25: just under the paper's MixTrain accuracies) [mixtrain]",
     "acc_subsample": "dynamic alpha: training images sub-sampled each epoch to measure accuracy [mixtrain]",
+    "warmup_epochs": "epochs of plain cross-entropy (alpha = 0, the verified loss only logged) before Eqn. 9 "
+                     "and the dynamic alpha start; the eps ramp runs as usual (default: 0) [mixtrain]",
     "pgd_steps": "PGD iterations of the inner maximisation (paper: 40) [madry]",
     "pgd_step_size": "PGD step size in pixel space (paper: 0.01) [madry]",
     "gamma": "Lagrangian penalty gamma of the distributional robustness objective [wrm]",

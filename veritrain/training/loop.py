@@ -173,6 +173,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
+        (cfg.grad_clip is None or cfg.grad_clip > 0, f"--grad-clip must be positive, got {cfg.grad_clip}"),
         (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
         (cfg.augment in AUGMENTATIONS, f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
@@ -387,6 +388,8 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

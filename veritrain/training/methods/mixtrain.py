@@ -93,6 +93,8 @@ class MixTrain(Objective):
     cross-entropy reuses the batch's ordinary forward pass. After each epoch, alpha moves by
     `cfg.alpha_step` (0.05) up if the clean accuracy on `cfg.acc_subsample` random training images
     (eval mode) beats acc0, else down, kept in [0, 1]; `cfg.alpha` fixes it instead (Fig. 8, Table IX).
+    During the first `cfg.warmup_epochs` epochs (default 0, not in the paper) alpha is 0 and does not move:
+    plain cross-entropy, with the verified loss only logged.
 
     Default acc0 (the paper gives no value). The rule makes alpha settle where the training accuracy is
     about acc0, so acc0 is the clean accuracy we are willing to end at; everything above it is spent on
@@ -133,6 +135,9 @@ class MixTrain(Objective):
             raise ValueError(f"acc0 is a percentage in (1, 100] (e.g. 95 for 95%), got {self.acc0}")
         if cfg.acc_subsample < 1:
             raise ValueError(f"acc_subsample must be >= 1, got {cfg.acc_subsample}")
+        if cfg.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
+        self.warmup_epochs = int(cfg.warmup_epochs)
         self._plan: SamplePlan | None = None
         self._plan_epoch = -1
         # this epoch's verified loss, summed over the bounded samples (batches with k' = 0 have none)
@@ -158,7 +163,7 @@ class MixTrain(Objective):
         idx = self.choose(x.shape[0], ctx).to(x.device)
         logits = model(x)
         regular = F.cross_entropy(logits, y)
-        alpha = self.alpha
+        alpha = 0.0 if ctx.epoch < self.warmup_epochs else self.alpha
         if idx.numel() == 0:
             verified = None
         elif alpha > 0.0:
@@ -215,7 +220,7 @@ class MixTrain(Objective):
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
         acc = self.subsample_accuracy(model, ctx.train_data, ctx.generator, ctx.device)
         prev = self.alpha
-        if not self.fixed:
+        if not self.fixed and ctx.epoch >= self.warmup_epochs:
             self.alpha = update_alpha(prev, acc, self.acc0, self.cfg.alpha_step)
         out = {"alpha": self.alpha, "alpha_prev": prev, "subsample_acc": acc, "acc0": self.acc0,
                # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
