@@ -239,3 +239,27 @@ def test_vra_skips_attacked_samples_and_spot_checks_them() -> None:
     with pytest.raises(RuntimeError, match="unsound"):
         verified_mask(model, x, y, tiny, "symbolic-linear", progress=False,
                       candidates=torch.zeros(len(x), dtype=torch.bool))
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), variant=st.integers(0, 2))
+def test_fused_expansion_equals_expansion_then_dense_layer(seed: int, variant: int) -> None:
+    """`Colouring.expand_linear` (the expansion fused with the flatten + Linear after the local layers) gives
+    the numbers of `expand` followed by those ops."""
+    from veritrain.bounds.colouring import colouring_for, dense_head
+
+    model, shape = _local_net(seed, variant)
+    x = torch.rand(2, *shape, dtype=torch.float64)
+    ops = to_ops(model, shape)
+    colouring, n = colouring_for(ops, shape, x)
+    k = dense_head(ops[n:], colouring.out_shape)
+    assert k == 2  # Flatten, Linear
+    g = torch.randn(2, colouring.n, *colouring.out_shape, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed))
+    expected = colouring.expand(g)
+    for op in ops[n:n + k]:
+        expected = op.linear(expected)
+    got = colouring.expand_linear(g, ops[n + k - 1].layer.weight)
+    assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-12)
+    assert dense_head(ops[n + 2:], colouring.out_shape) == 0  # a ReLU first: nothing to fuse
+    assert dense_head(ops[n:], (1, 2, 3)) == 0  # a Linear of another input size: not fused

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from veritrain.bounds.ops import AvgPool2dOp, Conv2dOp, Op, ReLUOp, ScaleShiftOp
+from veritrain.bounds.ops import AvgPool2dOp, Conv2dOp, LinearOp, Op, ReLUOp, ReshapeOp, ScaleShiftOp
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,23 @@ class Colouring:
         co, ho, wo = out_shape
         inside = wh.mask(h, ho, dev).view(1, h, 1, 1, ho, 1) & ww.mask(w, wo, dev).view(1, 1, w, 1, 1, wo)
         self.inside = inside.expand(c, h, w, co, ho, wo).reshape(c * h * w, *out_shape).to(like.dtype)
+        # for `expand_linear`: the pixels of each colour (padded with the dummy index d), the window mask of
+        # those pixels over the output positions, and where each pixel sits in the (colour, member) order
+        d, n_pos = c * h * w, ho * wo
+        counts = torch.bincount(self.colour, minlength=self.n)
+        order = torch.argsort(self.colour, stable=True)
+        rank = torch.arange(d, device=dev) - (torch.cumsum(counts, 0) - counts)[self.colour[order]]
+        width = int(counts.max())
+        members = torch.full((self.n, width), d, dtype=torch.long, device=dev)
+        members[self.colour[order], rank] = order
+        spatial = inside[0, :, :, 0].reshape(h * w, n_pos)  # pixel (y, x) inside the window of position (i, j)
+        spatial = torch.cat([spatial.repeat(c, 1), spatial.new_zeros(1, n_pos)])  # + the dummy pixel's row
+        self.member_mask = spatial[members].to(like.dtype)  # (n, width, positions)
+        slot = torch.empty(d, dtype=torch.long, device=dev)
+        real = members.reshape(-1) < d
+        slot[members.reshape(-1)[real]] = torch.arange(self.n * width, device=dev)[real]
+        self.slot = slot  # pixel -> its row in the (n * width) member order
+        self.out_shape = tuple(out_shape)
 
     def start(self, scale: Tensor) -> Tensor:
         """Columns (B, n, C, H, W) of the input variables t in [0, 1]^d, x' = lo + scale·t."""
@@ -95,11 +112,35 @@ class Colouring:
         """(B, n, *shape) colour columns -> (B, d, *shape) pixel columns."""
         return g.index_select(1, self.colour) * self.inside
 
+    def expand_linear(self, g: Tensor, weight: Tensor) -> Tensor:
+        """W · expand(g) for a dense layer W (O, C'·H'·W') applied to the flattened prefix output, without
+        forming the (B, d, C', H', W') pixel columns: per output position p, M_p = W_p g_p (the layer's slice
+        times the colour columns), then pixel q of colour k gets the sum of M_p[k] over the positions p whose
+        window holds q. The same numbers as `expand` followed by the layer (up to rounding), in about
+        d·P·O + n·C'·P·O instead of d·C'·P·O multiply-adds (CIFAR Small: 8x fewer)."""
+        b, n = g.shape[0], g.shape[1]
+        co, ho, wo = self.out_shape
+        out = weight.shape[0]
+        m = torch.einsum("ocp,bncp->bnpo", weight.reshape(out, co, ho * wo), g.reshape(b, n, co, ho * wo))
+        per_member = torch.matmul(self.member_mask, m)  # (B, n, width, O)
+        return per_member.reshape(b, -1, out).index_select(1, self.slot)  # (B, d, O)
+
 
 @functools.lru_cache(maxsize=4)  # the masks are d x (neurons): a few MB for MNIST/CIFAR Small
 def _colouring(in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
                device: torch.device, dtype: torch.dtype) -> Colouring:
     return Colouring(in_shape, out_shape, wh, ww, torch.empty(0, device=device, dtype=dtype))
+
+
+def dense_head(ops: list[Op], shape: tuple[int, ...]) -> int:
+    """Length of a leading [reshape..., Linear] run of `ops` applied to a `shape` output (0 if none): the
+    ops `Colouring.expand_linear` can fuse with the expansion."""
+    i = 0
+    while i < len(ops) and isinstance(ops[i], ReshapeOp):
+        i += 1
+    if i < len(ops) and isinstance(ops[i], LinearOp) and ops[i].in_shape == (math.prod(shape),):
+        return i + 1
+    return 0
 
 
 def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tuple[Colouring, int] | None:
@@ -116,4 +157,4 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     return _colouring((c, h, w), tuple(ops[n - 1].out_shape), wh, ww, like.device, like.dtype), n
 
 
-__all__ = ["Colouring", "Window", "colouring_for", "local_prefix"]
+__all__ = ["Colouring", "Window", "colouring_for", "dense_head", "local_prefix"]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
+from veritrain.bounds.colouring import dense_head
 from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
@@ -88,8 +89,14 @@ class SymbolicLinear(Domain):
             colouring, n_local = found
             g, c = space.start_coloured(chain, colouring)
             (blocks, c), box = self._run(ops[len(chain):n_local], ([g], c), box, space)
-            blocks = [colouring.expand(blocks[0]), *blocks[1:]]
-            (blocks, c), box = self._run(ops[n_local:], (blocks, c), box, space)
+            head = ops[n_local:n_local + dense_head(ops[n_local:], colouring.out_shape)]
+            if head:  # expansion fused with the dense layer after it; error symbols, c, box go through it
+                first = colouring.expand_linear(blocks[0], head[-1].layer.weight)
+                (rest, c), box = self._run(head, (blocks[1:], c), box, space)
+                blocks = [first, *rest]
+            else:
+                blocks = [colouring.expand(blocks[0]), *blocks[1:]]
+            (blocks, c), box = self._run(ops[n_local + len(head):], (blocks, c), box, space)
         else:
             g, c = space.start(chain)
             (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
