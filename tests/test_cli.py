@@ -271,7 +271,7 @@ def test_table_of_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     for name, method, vra in (("a", "regular", {"interval": 0.0}), ("b", "wrm", "n/a")):
         run = tmp_path / name
         run.mkdir()
-        (run / "config.json").write_text(json.dumps({"method": method, "net": "mnist-small", "eps": 0.1}))
+        (run / "config.json").write_text(json.dumps({"method": method, "net": "mnist-small", "eps": 0.00784}))
         (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "batch_time": 0.01, "peak_mem_mb": 700}) + "\n")
         (run / "summary.json").write_text(json.dumps({"test_acc": 98.5, "eval": {"n": 10, "era": {"pgd": 12.0, "all": 12.0},
                                                                              "vra": vra}, "time_s": {"train": 60}}))
@@ -279,5 +279,6 @@ def test_table_of_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                  "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "t.json")]) == 0
     out = capsys.readouterr().out
     assert "| regular |" in out and "n/a" in out and "98.50" in out and "10.00" in out  # batch ms
+    assert "| 0.00784 |" in out and "| 0.00 |" in out  # eps 2/255 is not rounded to 0.01; VRA 0 stays 0.00
     assert len(json.loads((tmp_path / "t.json").read_text())) == 2 and (tmp_path / "t.csv").exists()
     assert main(["table", str(tmp_path)]) == 2

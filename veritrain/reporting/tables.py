@@ -9,8 +9,8 @@ def _cell(v: Any) -> str:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.2f}"
+    if isinstance(v, float):  # two decimals; small values (eps = 2/255 = 0.00784) keep 3 significant digits
+        return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.2f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
