@@ -209,6 +209,11 @@ def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: fl
         for dense, coloured in zip(compute_bounds(model, ball, spec, domain(colour=False)),
                                    compute_bounds(model, ball, spec, domain(colour=True))):
             assert torch.allclose(dense, coloured, rtol=1e-9, atol=1e-9), domain.name
+    # the error symbols of the ReLUs inside the local layers by colour as well (forced; by default only
+    # when that means fewer columns): still the same bounds
+    for dense, coloured in zip(compute_bounds(model, ball, spec, SymbolicLinear(colour=False)),
+                               compute_bounds(model, ball, spec, SymbolicLinear(colour_errors=True))):
+        assert torch.allclose(dense, coloured, rtol=1e-9, atol=1e-9), "coloured error symbols"
     lower, upper = compute_bounds(model, ball, None, SymbolicLinear())
     pts = (x.unsqueeze(1) + eps * (2 * torch.rand(3, 64, *shape, dtype=torch.float64) - 1)).clamp(0, 1)
     out = model(pts.flatten(0, 1)).view(3, 64, -1)
@@ -217,8 +222,8 @@ def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: fl
     pts = pgd_points(model, ball, spec, steps=15)
     with torch.no_grad():
         out = torch.einsum("bsk,bpk->bps", spec, model(pts.flatten(0, 1)).view(3, pts.shape[1], -1))
-    for domain in (SymbolicLinear, Symbolic):
-        lower, upper = compute_bounds(model, ball, spec, domain(colour=True))
+    for domain in (SymbolicLinear(colour_errors=True), SymbolicLinear(), Symbolic()):
+        lower, upper = compute_bounds(model, ball, spec, domain)
         assert_inside(lower, upper, out, f"{domain.name} coloured, PGD points")
 
 
@@ -263,3 +268,22 @@ def test_fused_expansion_equals_expansion_then_dense_layer(seed: int, variant: i
     assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-12)
     assert dense_head(ops[n + 2:], colouring.out_shape) == 0  # a ReLU first: nothing to fuse
     assert dense_head(ops[n:], (1, 2, 3)) == 0  # a Linear of another input size: not fused
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 1000), eps=st.floats(0.02, 0.4))
+def test_coloured_error_symbols_before_a_residual_block(seed: int, eps: float) -> None:
+    """Local layers followed by a residual block (no dense layer to fuse): the coloured input and error
+    columns are expanded on their own, and the bounds equal the dense ones."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 4, 2, 1), nn.ReLU(),
+                        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1))), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(64, 5)).double().eval()
+    x = torch.rand(3, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    ball, spec = Ball(x, eps), margin_spec(torch.tensor([0, 1, 4]), 5).double()
+    from veritrain.bounds.symbolic_linear import SymbolicLinear
+
+    dense = compute_bounds(net, ball, spec, SymbolicLinear(colour=False))
+    for domain in (SymbolicLinear(), SymbolicLinear(colour_errors=True)):
+        for d, c in zip(dense, compute_bounds(net, ball, spec, domain)):
+            assert torch.allclose(d, c, rtol=1e-9, atol=1e-9)

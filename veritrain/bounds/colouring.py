@@ -11,6 +11,10 @@ as each window holds at most one pixel of each colour, a sum of |G| over columns
 unit-box concretisation (`InputSpace`, L-inf) is the same number. At the first non-local op (a
 flatten, a dense layer, a residual sum, the specification) the columns are expanded back to one per
 pixel: pixel p gets its colour's column on the neurons whose window holds p, and 0 elsewhere.
+
+The error symbols of `symbolic-linear` (variables in [0, 1], one per unstable neuron) are coloured the same
+way when a ReLU inside the local layers has many of them (`error_colouring`): a symbol is used by one
+neuron, so symbols one window of the later local layers apart share a column.
 """
 from __future__ import annotations
 
@@ -112,18 +116,21 @@ class Colouring:
         """(B, n, *shape) colour columns -> (B, d, *shape) pixel columns."""
         return g.index_select(1, self.colour) * self.inside
 
-    def expand_linear(self, g: Tensor, weight: Tensor) -> Tensor:
+    def expand_linear(self, g: Tensor, weight: Tensor, rows: Tensor | None = None) -> Tensor:
         """W · expand(g) for a dense layer W (O, C'·H'·W') applied to the flattened prefix output, without
         forming the (B, d, C', H', W') pixel columns: per output position p, M_p = W_p g_p (the layer's slice
         times the colour columns), then pixel q of colour k gets the sum of M_p[k] over the positions p whose
         window holds q. The same numbers as `expand` followed by the layer (up to rounding), in about
-        d·P·O + n·C'·P·O instead of d·C'·P·O multiply-adds (CIFAR Small: 8x fewer)."""
+        d·P·O + n·C'·P·O instead of d·C'·P·O multiply-adds (CIFAR Small: 8x fewer). `rows` (B, r): only
+        these pixel columns of each sample, (B, r, O)."""
         b, n = g.shape[0], g.shape[1]
         co, ho, wo = self.out_shape
         out = weight.shape[0]
         m = torch.einsum("ocp,bncp->bnpo", weight.reshape(out, co, ho * wo), g.reshape(b, n, co, ho * wo))
-        per_member = torch.matmul(self.member_mask, m)  # (B, n, width, O)
-        return per_member.reshape(b, -1, out).index_select(1, self.slot)  # (B, d, O)
+        per_member = torch.matmul(self.member_mask, m).reshape(b, -1, out)  # (B, n * width, O)
+        if rows is None:
+            return per_member.index_select(1, self.slot)  # (B, d, O)
+        return per_member.gather(1, self.slot[rows].unsqueeze(2).expand(-1, -1, out))
 
 
 @functools.lru_cache(maxsize=4)  # the masks are d x (neurons): a few MB for MNIST/CIFAR Small
@@ -143,6 +150,22 @@ def dense_head(ops: list[Op], shape: tuple[int, ...]) -> int:
     return 0
 
 
+def error_colouring(rest: list[Op], shape: tuple[int, ...], like: Tensor) -> Colouring | None:
+    """The colouring of the error symbols of a ReLU with output `shape` inside the local prefix, `rest` being
+    the local ops after it: each symbol is a variable in [0, 1] used by one neuron, just like an input pixel,
+    so symbols one window of `rest` apart share a column. None when `rest` holds no convolution or pooling,
+    or the colours would not halve the neurons."""
+    if len(shape) != 3 or not rest:
+        return None
+    n, wh, ww = local_prefix(rest)
+    if n != len(rest):
+        return None
+    c, h, w = shape
+    if c * min(wh.size, h) * min(ww.size, w) * 2 > c * h * w:
+        return None
+    return _colouring((c, h, w), tuple(rest[-1].out_shape), wh, ww, like.device, like.dtype)
+
+
 def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tuple[Colouring, int] | None:
     """The colouring of the local prefix of `ops` and the prefix length; None when it saves less than half
     the columns or the prefix holds no ReLU (nothing to gain over the shared weight matrix)."""
@@ -157,4 +180,4 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     return _colouring((c, h, w), tuple(ops[n - 1].out_shape), wh, ww, like.device, like.dtype), n
 
 
-__all__ = ["Colouring", "Window", "colouring_for", "dense_head", "local_prefix"]
+__all__ = ["Colouring", "Window", "colouring_for", "dense_head", "error_colouring", "local_prefix"]

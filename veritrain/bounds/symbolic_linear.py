@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.colouring import dense_head
+from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
 from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
@@ -40,11 +40,21 @@ def concretize_blocks(space: InputSpace, blocks: list[Tensor], c: Tensor) -> tup
     return lower, upper
 
 
-def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor) -> tuple[Form, int]:
+def use_colours(n_new: int, colouring: Colouring | None, always: bool = False) -> bool:
+    """Whether `relax_relu` gives its n_new error symbols one column per colour of `colouring`: when there
+    are more than twice as many symbols as colours, because expanding the colour columns back to one per
+    neuron costs about as much again (measured on MNIST and CIFAR Small), or `always`."""
+    return colouring is not None and n_new > 0 and (always or n_new > 2 * colouring.n)
+
+
+def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor,
+               colouring: Colouring | None = None, always: bool = False) -> tuple[Form, int]:
     """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols.
 
     relu(z) = lambda·z + (-lambda·l)·e_new: the existing blocks are scaled by lambda per neuron and one block
     of new columns (one per unstable neuron of each sample, zero-padded to the batch maximum) is appended.
+    With a `colouring` of the ReLU's neurons (`error_colouring`) and `use_colours`, the new block has one
+    column per colour instead: column k holds the offsets of the unstable neurons of colour k.
     """
     unstable = (lower < 0) & (upper > 0)
     safe = torch.where(unstable, upper - lower, torch.ones_like(upper))
@@ -56,11 +66,24 @@ def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor) ->
     n_new = int(mask.sum(1).max()) if mask.numel() else 0  # one host sync per ReLU: the new column count
     if n_new == 0:
         return (blocks, c), 0
+    if use_colours(n_new, colouring, always):
+        return (blocks + [colouring.start(offset)], c), n_new  # type: ignore[union-attr]
     b, n = mask.shape
     idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
     vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off unstable neurons)
     cols = torch.zeros(b, n_new, n, dtype=c.dtype, device=c.device).scatter(2, idx.unsqueeze(2), vals.unsqueeze(2))
     return (blocks + [cols.reshape(b, n_new, *c.shape[1:])], c), n_new
+
+
+def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor | None) -> Tensor:
+    """Colour columns -> one column per pixel or neuron (only `rows` of them, if given), fused with the dense
+    layer `weight` when there is one (`Colouring.expand_linear`)."""
+    if weight is not None:
+        return colouring.expand_linear(g, weight, rows)
+    full = colouring.expand(g)
+    if rows is None:
+        return full
+    return full.gather(1, rows.view(*rows.shape, *[1] * (full.dim() - 2)).expand(-1, -1, *full.shape[2:]))
 
 
 @DOMAINS.register("symbolic-linear")
@@ -74,9 +97,12 @@ class SymbolicLinear(Domain):
 
     name = "symbolic-linear"
 
-    def __init__(self, colour: bool = True) -> None:
+    def __init__(self, colour: bool = True, colour_errors: bool | None = None) -> None:
         self.error_symbols = 0
         self.colour = colour  # compress the input columns through the local layers (`colouring`)
+        # error symbols of ReLUs inside those layers by colour too (with `colour`): None = when that means
+        # much fewer columns (`use_colours`), True = always, False = never
+        self.colour_errors = colour_errors
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
@@ -88,15 +114,14 @@ class SymbolicLinear(Domain):
         if found is not None:  # one column per colour through the local layers, per pixel after them
             colouring, n_local = found
             g, c = space.start_coloured(chain, colouring)
-            (blocks, c), box = self._run(ops[len(chain):n_local], ([g], c), box, space)
+            (blocks, c), box, coloured = self._run_local(ops[len(chain):n_local], ([g], c), box, space)
+            coloured[0] = (colouring, None)
             head = ops[n_local:n_local + dense_head(ops[n_local:], colouring.out_shape)]
-            if head:  # expansion fused with the dense layer after it; error symbols, c, box go through it
-                first = colouring.expand_linear(blocks[0], head[-1].layer.weight)
-                (rest, c), box = self._run(head, (blocks[1:], c), box, space)
-                blocks = [first, *rest]
-            else:
-                blocks = [colouring.expand(blocks[0]), *blocks[1:]]
-            (blocks, c), box = self._run(ops[n_local + len(head):], (blocks, c), box, space)
+            plain = [b for i, b in enumerate(blocks) if i not in coloured]
+            (plain, c), box = self._run(head, (plain, c), box, space)  # c, box, per-neuron error symbols
+            weight = head[-1].layer.weight if head else None  # fuse the expansion with the dense layer
+            expanded = [expand(col, blocks[i], weight, rows) for i, (col, rows) in sorted(coloured.items())]
+            (blocks, c), box = self._run(ops[n_local + len(head):], ([*expanded, *plain], c), box, space)
         else:
             g, c = space.start(chain)
             (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
@@ -108,14 +133,34 @@ class SymbolicLinear(Domain):
             form, box = self._step(op, form, box, space)
         return form, box
 
-    def _step(self, op: Op, form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
+    def _run_local(self, ops: list[Op], form: Form, box: Box,
+                   space: InputSpace) -> tuple[Form, Box, dict[int, tuple[Colouring, Tensor | None]]]:
+        """`_run` through the local layers, where a ReLU's error symbols may share columns by colour
+        (`error_colouring`); returns, per coloured block index, its colouring and the neurons (B, r) whose
+        symbols it carries (the unstable ones, padded), so that only those are expanded."""
+        coloured: dict[int, tuple[Colouring, Tensor | None]] = {}
+        for i, op in enumerate(ops):
+            col = None
+            if isinstance(op, ReLUOp) and self.colour_errors is not False:
+                col = error_colouring(ops[i + 1:], op.out_shape, form[1])
+            before = self.error_symbols
+            form, box = self._step(op, form, box, space, col)
+            if use_colours(self.error_symbols - before, col, bool(self.colour_errors)):
+                # after the ReLU the box is [max(l, 0), max(u, 0)]: l <= 0 < u holds every unstable neuron
+                mask = ((box[0] <= 0) & (box[1] > 0)).flatten(1)
+                rows = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
+                coloured[len(form[0]) - 1] = (col, rows[:, :int(mask.sum(1).max())])  # type: ignore[arg-type]
+        return form, box, coloured
+
+    def _step(self, op: Op, form: Form, box: Box, space: InputSpace,
+              colouring: Colouring | None = None) -> tuple[Form, Box]:
         blocks, c = form
         if isinstance(op, AffineOp):
             return ([op.linear(b) for b in blocks], affine_const(op, c)), interval_step(op, *box)
         if isinstance(op, ReLUOp):
             lower, upper = concretize_blocks(space, blocks, c)
             lower, upper = torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
-            form, n_new = relax_relu(blocks, c, lower, upper)
+            form, n_new = relax_relu(blocks, c, lower, upper, colouring, bool(self.colour_errors))
             self.error_symbols += n_new
             return form, (lower.clamp(min=0), upper.clamp(min=0))
         if isinstance(op, ResidualOp):
