@@ -89,7 +89,7 @@ class Colouring:
         # (d, *out_shape) 0/1: pixel (c, y, x) inside the window of output neuron (c', i, j)
         co, ho, wo = out_shape
         inside = wh.mask(h, ho, dev).view(1, h, 1, 1, ho, 1) & ww.mask(w, wo, dev).view(1, 1, w, 1, 1, wo)
-        self.inside = inside.expand(c, h, w, co, ho, wo).reshape(c * h * w, *out_shape).to(like.dtype)
+        self._inside, self._dtype, self.in_shape = inside, like.dtype, (c, h, w)
         # for `expand_linear`: the pixels of each colour (padded with the dummy index d), the window mask of
         # those pixels over the output positions, and where each pixel sits in the (colour, member) order
         d, n_pos = c * h * w, ho * wo
@@ -107,6 +107,14 @@ class Colouring:
         slot[members.reshape(-1)[real]] = torch.arange(self.n * width, device=dev)[real]
         self.slot = slot  # pixel -> its row in the (n * width) member order
         self.out_shape = tuple(out_shape)
+
+    @functools.cached_property
+    def inside(self) -> Tensor:
+        """(d, *out_shape) 0/1: pixel (c, y, x) inside the window of output neuron (c', i, j); built on first
+        use only (`expand`), as it is d x neurons large and `expand_linear` does not need it."""
+        c, h, w = self.in_shape
+        co, ho, wo = self.out_shape
+        return self._inside.expand(c, h, w, co, ho, wo).reshape(c * h * w, co, ho, wo).to(self._dtype)
 
     def start(self, scale: Tensor) -> Tensor:
         """Columns (B, n, C, H, W) of the input variables t in [0, 1]^d, x' = lo + scale·t."""
