@@ -147,6 +147,16 @@ def _colouring(in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: W
     return Colouring(in_shape, out_shape, wh, ww, torch.empty(0, device=device, dtype=dtype))
 
 
+def _coloured(shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
+              like: Tensor) -> Colouring | None:
+    """The (cached) colouring of a (C, H, W) grid under windows wh x ww, or None when it would not at least
+    halve the columns."""
+    c, h, w = shape
+    if c * min(wh.size, h) * min(ww.size, w) * 2 > c * h * w:
+        return None
+    return _colouring((c, h, w), tuple(out_shape), wh, ww, like.device, like.dtype)
+
+
 def dense_head(ops: list[Op], shape: tuple[int, ...]) -> int:
     """Length of a leading [reshape..., Linear] run of `ops` applied to a `shape` output (0 if none): the
     ops `Colouring.expand_linear` can fuse with the expansion."""
@@ -168,10 +178,7 @@ def error_colouring(rest: list[Op], shape: tuple[int, ...], like: Tensor) -> Col
     n, wh, ww = local_prefix(rest)
     if n != len(rest):
         return None
-    c, h, w = shape
-    if c * min(wh.size, h) * min(ww.size, w) * 2 > c * h * w:
-        return None
-    return _colouring((c, h, w), tuple(rest[-1].out_shape), wh, ww, like.device, like.dtype)
+    return _coloured(shape, rest[-1].out_shape, wh, ww, like)  # type: ignore[arg-type]
 
 
 def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tuple[Colouring, int] | None:
@@ -182,10 +189,8 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     n, wh, ww = local_prefix(ops)
     if not any(isinstance(op, ReLUOp) for op in ops[:n]):
         return None
-    c, h, w = in_shape
-    if c * min(wh.size, h) * min(ww.size, w) * 2 > math.prod(in_shape):
-        return None
-    return _colouring((c, h, w), tuple(ops[n - 1].out_shape), wh, ww, like.device, like.dtype), n
+    found = _coloured(in_shape, ops[n - 1].out_shape, wh, ww, like)  # type: ignore[arg-type]
+    return None if found is None else (found, n)
 
 
 __all__ = ["Colouring", "Window", "colouring_for", "dense_head", "error_colouring", "local_prefix"]

@@ -8,8 +8,8 @@ from typing import Any
 # Paper Section V-A: MNIST-like data sets use Adam 1e-3, CIFAR/ImageNet SGD 0.05; x0.6 every 5 epochs.
 # MixTrain departs from it on colour data: with k' = 1 the one bounded image weighs alpha = 0.5 in Eqn. 9
 # against 0.01 for each clean image, and SGD at lr 0.05 collapsed CIFAR Small to constant logits within the
-# first epoch in every run we made (lr 0.01 stayed near chance), while Adam 1e-3 learns (results/README.md). MixTrain
-# therefore defaults to Adam 1e-3 on every data set; --optimizer sgd restores the paper's setting.
+# first epoch in every run we made (lr 0.01 stayed near chance), while Adam 1e-3 learns (results/README.md).
+# MixTrain therefore defaults to Adam 1e-3 on every data set; --optimizer sgd restores the paper's setting.
 _GREY = {"mnist", "fashion-mnist", "mnist-mini"}
 
 
