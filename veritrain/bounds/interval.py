@@ -61,10 +61,38 @@ def interval_step(op: Op, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]
     raise TypeError(f"interval domain: unsupported op {type(op).__name__}")
 
 
-def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor,
+                 record: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
+    """Interval propagation through ops; with `record`, the input box of every ReLU is appended to it
+    (network order, nested blocks included) for bound regularisers (Shi et al. 2021)."""
     for op in ops:
+        if record is not None and isinstance(op, ReLUOp):
+            record.append((lower, upper))
+        if record is not None and isinstance(op, ResidualOp):
+            outs = [interval_ops(branch, lower, upper, record) for branch in op.branches]
+            lower, upper = sum(o[0] for o in outs), sum(o[1] for o in outs)  # type: ignore[assignment]
+            continue
         lower, upper = interval_step(op, lower, upper)
     return lower, upper
+
+
+def interval_preactivations(
+    model: "torch.nn.Module", ball: Ball, spec: Tensor | None = None
+) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    """Interval bounds of `spec @ model(x')` over the ball (as the `interval` domain computes them) and the
+    pre-activation box (lower, upper) of every ReLU, in network order: what IBP training and its
+    regularisers need from one pass."""
+    from veritrain.bounds.base import with_spec
+    from veritrain.bounds.ops import to_ops
+
+    ops = fold_spec(with_spec(to_ops(model, tuple(ball.x.shape[1:])), spec))
+    record: list[tuple[Tensor, Tensor]] = []
+    lower, upper = ball.box()
+    if ball.norm == "l2" and ops and isinstance(ops[0], AffineOp):
+        lower, upper = Interval._first_affine_l2(ops[0], ball)
+        ops = ops[1:]
+    lower, upper = interval_ops(ops, lower, upper, record)
+    return lower, upper, record
 
 
 @DOMAINS.register("interval")
