@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds.ops import AffineOp, LinearOp, Op, SpecOp, to_ops
 from veritrain.registry import Registry
+from veritrain.validation import check_eps, check_labels, check_pixels
 
 
 @dataclass
@@ -28,6 +29,9 @@ class Ball:
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {self.norm!r}; choose linf or l2")
+        # a negative eps is an empty set, where every bound would "prove" anything: refuse it and NaN/inf
+        check_pixels(self.x, self.lo, self.hi, "Ball: x")
+        check_eps(self.eps, self.x.shape[0], "Ball: eps")
 
     def eps_view(self) -> Tensor:
         """eps as a tensor broadcastable to x: (B, 1, ..., 1)."""
@@ -73,6 +77,11 @@ class Domain:
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def lower(self, ops: list[Op], ball: Ball) -> Tensor:
+        """The lower bounds only (what verification and the verified loss need); domains that can skip
+        the upper bound's work override this."""
+        return self.bounds(ops, ball)[0]
+
 
 DOMAINS: Registry[type[Domain]] = Registry("bound domain")
 
@@ -88,7 +97,27 @@ def compute_bounds(
     model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear"
 ) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec)."""
-    return _bounds_of_ops(to_ops(model, tuple(ball.x.shape[1:])), ball, spec, domain)
+    ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))
+    if spec is not None:
+        check_spec(spec, ball.x.shape[0], math.prod(ops[-1].out_shape))
+    return _bounds_of_ops(ops, ball, spec, domain)
+
+
+def _checked(ball: Ball) -> Ball:
+    if not isinstance(ball, Ball):
+        raise ValueError(f"ball must be a veritrain.bounds.Ball, got {type(ball).__name__}")
+    return ball
+
+
+def check_spec(spec: Tensor, batch: int, num_outputs: int) -> None:
+    """spec is a finite float tensor (B, S, K) matching the batch and the model's K outputs."""
+    if not isinstance(spec, Tensor) or not torch.is_floating_point(spec):
+        raise ValueError(f"spec must be a float tensor (B, S, K), got {getattr(spec, 'dtype', type(spec).__name__)}")
+    if spec.dim() != 3 or spec.shape[0] != batch or spec.shape[2] != num_outputs:
+        raise ValueError(f"spec must have shape ({batch}, S, {num_outputs}) (batch, rows, model outputs), "
+                         f"got {tuple(spec.shape)}")
+    if not bool(torch.isfinite(spec.detach()).all()):
+        raise ValueError("spec holds NaN or inf values")
 
 
 def _bounds_of_ops(ops: list[Op], ball: Ball, spec: Tensor | None, domain: str | Domain) -> tuple[Tensor, Tensor]:
@@ -104,10 +133,12 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
 
 def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
     """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0."""
-    ops = to_ops(model, tuple(ball.x.shape[1:]))  # converted once: the spec needs the number of classes
-    spec = margin_spec(y, math.prod(ops[-1].out_shape)).to(ball.x.dtype)
-    lower, _ = _bounds_of_ops(ops, ball, spec, domain)
-    return lower
+    ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))  # converted once: the spec needs the number of classes
+    num_classes = math.prod(ops[-1].out_shape)
+    check_labels(y, ball.x.shape[0], num_classes)
+    spec = margin_spec(y, num_classes).to(ball.x.dtype)
+    dom = DOMAINS.get(domain)() if isinstance(domain, str) else domain
+    return dom.lower(with_spec(ops, spec), ball)
 
 
 def verified_loss(

@@ -326,6 +326,14 @@ class BackwardDomain(Domain):
             a = torch.cat([a, -a], 1)
         return backward_terms(ops, a, bounds, self.rule)
 
+    def lower(self, ops: list[Op], ball: Ball) -> Tensor:
+        """The lower bound alone: one backward pass of the S spec rows instead of 2 S."""
+        if not ops:
+            raise ValueError("bound domain: the network has no layers")
+        bounds, (ibp_lower, _) = self.layer_bounds(ops, ball)
+        lower = self.terms(ops, ball, bounds, upper=False).lower(ball).expand(ball.x.shape[0], -1)
+        return torch.maximum(lower, ibp_lower.flatten(1)) if self.intersect else lower
+
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         if not ops:
             raise ValueError("bound domain: the network has no layers")
