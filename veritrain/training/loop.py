@@ -1,27 +1,17 @@
 """The one training loop every method shares (Section V-A): a method only supplies its `Objective`.
 
-Run folder layout (`cfg.out`):
-  config.json     the resolved options, written when training starts
-  metrics.jsonl   one JSON line per finished epoch
-  checkpoint.pt   everything needed to continue (model, optimiser, schedule, RNG states, objective),
-                  rewritten atomically at every epoch boundary
-  model.pt        the latest weights as a plain state_dict (`veritrain.models.load_weights`)
-  summary.json    final metrics and the evaluation (ACC, ERA, VRA), written at the end
+The run folder (its files, checkpoints, random states) is `veritrain.training.run_dir`; devices are
+`veritrain.device`.
 
 A run killed at any point and restarted with `resume=True` replays the interrupted epoch from the last
 checkpoint with the same random numbers, so it ends exactly as an uninterrupted run would.
 """
 from __future__ import annotations
 
-import io
 import math
-import os
-import random
-import resource
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,129 +20,31 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from veritrain.data.augment import AUGMENTATIONS, augment
-from veritrain.reporting.io import append_jsonl, atomic_write_bytes, read_jsonl, write_json, write_jsonl
+from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, synchronize
+from veritrain.errors import TrainingError
+from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
+from veritrain.training.run_dir import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    RunFiles,
+    get_rng_state,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    save_weights,
+    seed_everything,
+    set_rng_state,
+)
 from veritrain.training.schedules import OPTIMIZERS, eps_at_epoch, make_optimizer, make_scheduler
 
-CHECKPOINT_VERSION = 1
 NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
      "eval_n", "eval_attacks", "eval_domains", "full_eval"}
 )
-
-
-class TrainingError(ValueError):
-    """A training run cannot start or continue; the message says what is wrong and what to do."""
-
-
-class RunFiles:
-    """The paths of one run folder."""
-
-    def __init__(self, out: str | os.PathLike) -> None:
-        self.dir = Path(out)
-        self.config = self.dir / "config.json"
-        self.metrics = self.dir / "metrics.jsonl"
-        self.checkpoint = self.dir / "checkpoint.pt"
-        self.model = self.dir / "model.pt"
-        self.summary = self.dir / "summary.json"
-
-    def started(self) -> bool:
-        return self.checkpoint.exists() or self.metrics.exists()
-
-
-# ----------------------------------------------------------------------------- devices and seeds
-
-
-def select_device(name: str) -> torch.device:
-    """`cpu`, `cuda`, `cuda:N` or `auto` (cuda when available, else cpu); a clear error when cuda is absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(
-                f"device {name!r} requested but CUDA is not available in this torch build/machine; "
-                "use --device cpu (or auto)"
-            )
-        index = device.index if device.index is not None else 0
-        if index >= torch.cuda.device_count():
-            raise TrainingError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif device.type != "cpu":
-        backend = getattr(torch.backends, device.type, None)
-        if backend is None or not getattr(backend, "is_available", lambda: False)():
-            raise TrainingError(f"device {name!r} is not available here; use cpu, cuda, cuda:N or auto")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python `random`, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def get_rng_state(shuffle_gen: torch.Generator, method_gen: torch.Generator) -> dict[str, Any]:
-    """Every random state the loop depends on, in types `torch.load(weights_only=True)` accepts."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-        "shuffle": shuffle_gen.get_state(),
-        "method": method_gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], shuffle_gen: torch.Generator, method_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    shuffle_gen.set_state(state["shuffle"])
-    method_gen.set_state(state["method"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """torch.save to memory, then an atomic replace (tmp file in the same folder, fsync, os.replace)."""
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (weights only); TrainingError if it is unreadable."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainingError(f"no checkpoint at {path}") from None
-    except Exception as e:  # torch raises many types for truncated/garbled files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrainingError(
-            f"checkpoint {path} is corrupt or not a veritrain checkpoint ({msg[:200]}); "
-            "restart without --resume into a new --out"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "veritrain-checkpoint" or "model" not in ckpt:
-        raise TrainingError(f"{path} is not a veritrain training checkpoint; restart into a new --out")
-    return ckpt
 
 
 # ----------------------------------------------------------------------------- validation
@@ -256,21 +148,6 @@ def load_test_data(cfg: TrainConfig) -> TensorDataset:
     return load_dataset(cfg.dataset, "test", root=cfg.data_dir)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated (cuda) or the process's peak resident set size (cpu), in MB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:  # Linux: this process's own high-water mark (ru_maxrss of a forked child starts at the parent's)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
-
 def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -303,7 +180,7 @@ class Trainer:
     # -- checkpoints
     def state(self) -> dict[str, Any]:
         return {
-            "format": "veritrain-checkpoint",
+            "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
@@ -352,9 +229,7 @@ class Trainer:
 
     def save(self) -> None:
         save_checkpoint(self.files.checkpoint, self.state())
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
-        atomic_write_bytes(self.files.model, buf.getvalue())
+        save_weights(self.files.model, self.model)
 
     # -- one epoch
     def run_epoch(self) -> dict[str, Any]:
@@ -368,8 +243,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         seen = 0
         batch_times: list[float] = []
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_memory(self.device)
         self.model.train()
         bar = _progress(range(num_batches), cfg.progress, f"epoch {e + 1}/{cfg.epochs}")
         t_epoch = time.perf_counter()
@@ -391,8 +265,7 @@ class Trainer:
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             batch_times.append(time.perf_counter() - t0)
             m = dict(m)
             acc = m.pop("acc", None)
@@ -501,7 +374,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     if ckpt is not None:
         write_jsonl(files.metrics, trainer.metrics)  # drop lines of an epoch that did not checkpoint
     else:
-        for p in (files.metrics, files.checkpoint, files.model, files.summary):
+        for p in files.training_outputs():
             if p.exists():
                 p.unlink()
     write_json(files.config, cfg.to_dict())
@@ -522,11 +395,6 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     }
     write_json(files.summary, summary)
     return summary
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a run folder."""
-    return read_jsonl(RunFiles(run_dir).metrics)
 
 
 __all__ = [
