@@ -152,8 +152,8 @@ def test_contains_exact_range_of_tiny_networks(seed: int, hidden: tuple[int, ...
 @pytest.mark.parametrize("seed", [0, 1])
 def test_single_affine_layer_is_exact(domain: str, seed: int) -> None:
     model = tiny_net(seed, (), n_in=3, n_out=4)
-    ball = Ball(torch.rand(2, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.2 - 0.1, 0.2)
-    ball.x.clamp_(0, 1)
+    x = torch.rand(2, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.2 - 0.1
+    ball = Ball(x.clamp(0, 1), 0.2)
     lower, upper = compute_bounds(model, ball, None, domain)
     for b in range(2):
         ex_lo, ex_hi = exact_range(model, *(t[b].numpy() for t in ball.box()))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from veritrain.registry import Registry
+from veritrain.validation import check_eps, check_labels, check_pixels
 
 NORMS = ("linf", "l2", "l0")
 
@@ -64,18 +65,11 @@ def check_norm(norm: str, allowed: Sequence[str] = ("linf", "l2")) -> str:
     return norm
 
 
-def check_inputs(x: Tensor, y: Tensor) -> None:
-    """One-line errors for the usual mistakes: wrong dtypes, shapes, or pixels outside [0, 1]."""
-    if not torch.is_floating_point(x):
-        raise TypeError(f"x must be a float tensor of pixels in [0, 1], got dtype {x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"x must be batched (B, ...), got shape {tuple(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError("x must hold pixels in [0, 1]; the model carries its own normalisation")
+def check_inputs(x: Tensor, y: Tensor, num_classes: int | None = None) -> None:
+    """One-line ValueErrors for the usual mistakes: wrong dtypes or shapes, NaN/inf, pixels outside [0, 1],
+    labels that are not class indices in [0, num_classes)."""
+    check_pixels(x, 0.0, 1.0, "x")
+    check_labels(y, x.shape[0], num_classes, "y")
 
 
 def flat_norm(d: Tensor, norm: str) -> Tensor:
@@ -172,8 +166,8 @@ class Attack:
 
     def __init__(self, eps: float | None, norm: str = "linf", seed: int | None = 0) -> None:
         check_norm(norm, self.norms)
-        if eps is not None and not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        if eps is not None:
+            check_eps(eps, what=f"{self.name}: eps")
         self.eps = eps
         self.norm = norm
         self.seed = seed
@@ -186,6 +180,9 @@ class Attack:
         x = x.detach()
         y = y.detach().to(device=x.device, dtype=torch.long)
         with eval_mode(model), torch.enable_grad():
+            if len(x):
+                with torch.no_grad():
+                    check_labels(y, x.shape[0], model(x[:1]).shape[-1], "y")
             return self._run(model, x, y)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from veritrain.attacks.base import (
     project,
     random_in_ball,
 )
+from veritrain.validation import check_eps
 
 
 def default_step_size(eps: float, steps: int, norm: str) -> float:
@@ -99,6 +100,7 @@ def pgd_attack(
     The model runs in eval mode and its previous modes are restored; no parameter gradients are made.
     """
     check_norm(norm)
+    check_eps(eps, x.shape[0], "pgd_attack: eps")
     step_size = default_step_size(eps, steps, norm) if step_size is None else step_size
     x = x.detach()
     y = y.detach().to(device=x.device, dtype=torch.long)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from veritrain.attacks import ATTACKS, make_attack, robust_curve
 from veritrain.attacks.base import eval_mode, flat_norm
+from veritrain.evaluation.accuracy import percent
 
 #: default radii of `robustness_curves` (Figure 7a: L2; Figure 7b: L0 in pixels)
 DEFAULT_RADII: dict[str, list[float]] = {
@@ -108,10 +109,9 @@ def estimate_robust_accuracy(
             bar.update(1)
         worst[s : s + len(ok)] = alive
     bar.close()
-    pct = lambda m: 100.0 * m.sum().item() / n  # noqa: E731
-    era = {a: pct(robust[a]) for a in attacks} if per_attack else {}
-    era["all"] = pct(worst)
-    return {"acc": pct(correct), "era": era, "n": n, "robust_mask": worst}
+    era = {a: percent(robust[a]) for a in attacks} if per_attack else {}
+    era["all"] = percent(worst)
+    return {"acc": percent(correct), "era": era, "n": n, "robust_mask": worst}
 
 
 def _check_in_ball(name: str, x_adv: Tensor, x: Tensor, eps: float | None, norm: str) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from veritrain.evaluation.accuracy import accuracy, model_device
+from veritrain.validation import check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int
 
 NOT_AVAILABLE = "not available"
 # Sinha et al.'s WRM needs smooth activations (ELU); the sound domains here bound ReLU networks only,
@@ -67,10 +68,21 @@ def evaluate_tensors(
     A part whose module is missing is reported as "not available (...)"; VRA is "n/a" when `sound`
     is False (models trained with smooth activations, e.g. WRM with ELU).
     """
+    check_pixels(x, 0.0, 1.0, "x")
+    if len(x) == 0:
+        raise ValueError("x holds no images; pass at least one")
+    check_labels(y, x.shape[0], None, "y")
+    check_eps(eps, what="eps")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"unknown norm {norm!r}; choose linf or l2")
+    check_positive_int(batch_size, "batch_size")
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
     attacks, domains, curves = _split(attacks), _split(domains), _split(curves)
     device = model_device(model)
     model.eval()
     x, y = x.to(device), y.to(device)
+    check_model_accepts(model, x, y)
     out: dict[str, Any] = {"acc": None, "n": len(x), "eps": float(eps), "norm": norm,
                            "era": {}, "vra": {}, "curves": {}, "time_s": {}}
     t0 = time.perf_counter()

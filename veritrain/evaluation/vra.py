@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from veritrain.bounds import DOMAINS, Ball, verify
-from veritrain.evaluation.accuracy import model_device
+from veritrain.evaluation.accuracy import model_device, percent
 
 
 @torch.no_grad()
@@ -101,8 +101,8 @@ def verified_robust_accuracy(
     if isinstance(domains, str):
         domains = [domains]
     return {
-        d: verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
-                         candidates=candidates).float().mean().item() * 100
+        d: percent(verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
+                         candidates=candidates).cpu())
         for d in domains
     }
 
