@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from veritrain import __version__
-from veritrain.registry import UnknownNameError
+from veritrain.registry import UnknownNameError, split_names
 from veritrain.training.config import TrainConfig
+from veritrain.training.run_dir import RunFiles
 
 # ----------------------------------------------------------------------------- `train` options
 
@@ -41,7 +42,8 @@ TRAIN_HELP: dict[str, str] = {
                "mirroring) (default: crop-flip for CIFAR/ImageNet, none for MNIST-like data)",
     "seed": "random seed (python, numpy, torch, data shuffling and the method's own sampling)",
     "device": "cpu, cuda, cuda:N, or auto (cuda when available)",
-    "out": "run folder: config.json, metrics.jsonl, checkpoint.pt, model.pt and summary.json go here",
+    "out": f"run folder: {RunFiles.CONFIG}, {RunFiles.METRICS}, {RunFiles.CHECKPOINT}, {RunFiles.MODEL} and "
+           f"{RunFiles.SUMMARY} go here",
     "resume": "continue the run in --out from its last checkpoint (the interrupted epoch is replayed exactly)",
     "overwrite": "start afresh in an --out that already holds a run, replacing its files",
     "progress": "show a progress bar and per-epoch lines on stderr",
@@ -252,7 +254,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values.update(given)
     if values.get("resume"):
         # `veritrain train --out RUN --resume`: options not given again come from RUN/config.json
-        saved = Path(values.get("out", TrainConfig.out)) / "config.json"
+        saved = RunFiles(values.get("out", TrainConfig.out)).config
         if saved.is_file():
             try:
                 run_values = json.loads(saved.read_text(encoding="utf-8"))
@@ -365,35 +367,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     ev = summary.get("eval", {})
     row = {"method": cfg.method, "ACC (test)": summary.get("test_acc")}
     if ev:
-        row.update({k: v for k, v in eval_row(ev, _split(cfg.eval_attacks), _split(cfg.eval_domains)).items()
+        row.update({k: v for k, v in eval_row(ev, split_names(cfg.eval_attacks), split_names(cfg.eval_domains)).items()
                     if k != "ACC"})
     print(format_table([row]))
-    print(f"run folder: {cfg.out} (summary.json, metrics.jsonl, model.pt)")
+    files = RunFiles(cfg.out)
+    print(f"run folder: {files.dir} ({files.SUMMARY}, {files.METRICS}, {files.MODEL})")
     return 0
-
-
-def _split(s: str | None) -> list[str]:
-    return [p.strip() for p in (s or "").split(",") if p.strip()]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from veritrain.evaluation.evaluate import evaluate
     from veritrain.models import load_weights, resolve_model
     from veritrain.reporting import format_table, read_json, write_json
-    from veritrain.training.loop import select_device
+    from veritrain.device import select_device
     from veritrain.training.methods import METHODS
 
     run_cfg: dict[str, Any] = {}
     weights = args.weights
     if args.run:
-        run = Path(args.run)
-        if not (run / "config.json").is_file():
-            raise ValueError(f"{run} is not a training run folder (no config.json); pass --net and --weights instead")
-        run_cfg = read_json(run / "config.json")
+        run = RunFiles(args.run)
+        if not run.config.is_file():
+            raise ValueError(f"{run.dir} is not a training run folder (no {run.CONFIG}); "
+                             "pass --net and --weights instead")
+        run_cfg = read_json(run.config)
         if weights is None:
-            weights = str(run / "model.pt")
-            if not Path(weights).is_file():
-                raise ValueError(f"{run} has no model.pt yet; wait for the first epoch to finish")
+            weights = str(run.model)
+            if not run.model.is_file():
+                raise ValueError(f"{run.dir} has no {run.MODEL} yet; wait for the first epoch to finish")
     net = args.net or run_cfg.get("net")
     dataset = args.dataset or run_cfg.get("dataset")
     if not net or not dataset:
@@ -401,7 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     activation = args.activation or run_cfg.get("activation", "relu")
     eps = args.eps if args.eps is not None else run_cfg.get("eps", 0.0)
     norm = args.norm or run_cfg.get("norm", "linf")
-    attacks, domains = _split(args.attacks), _split(args.domains)
+    attacks, domains = split_names(args.attacks), split_names(args.domains)
     if (attacks or domains) and not eps > 0:
         raise ValueError("--attacks/--domains need --eps > 0")
     sound = METHODS.get(run_cfg["method"]).sound if run_cfg.get("method") in METHODS else True
@@ -415,12 +415,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
-    res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=_split(args.curves), data_dir=data_dir,
+    res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves), data_dir=data_dir,
                    random_subset=args.random_subset, norm=norm, sound=sound, batch_size=args.batch_size,
                    chunk_size=args.chunk_size, seed=args.seed, progress=args.progress)
     res = {"net": net, "weights": weights, **res}
     print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
-    out = args.json or (str(Path(args.run) / "evaluation.json") if args.run else None)
+    out = args.json or (str(RunFiles(args.run).evaluation) if args.run else None)
     if out:
         write_json(out, res)
         print(f"written: {out}")

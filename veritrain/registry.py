@@ -1,7 +1,7 @@
 """A tiny name -> object registry shared by models, datasets, bound domains, attacks and methods."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -48,3 +48,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+
+def split_names(names: str | Iterable[str] | None) -> list[str]:
+    """Registry names from "a,b, c" (an option value) or a list; blanks dropped, order kept."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    return [s.strip() for s in names if s and s.strip()]

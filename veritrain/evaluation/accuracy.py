@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from veritrain.attacks.base import eval_mode
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); cpu for a model without either."""
@@ -17,13 +19,14 @@ def model_device(model: nn.Module) -> torch.device:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Predicted labels of `x` (on x's device), evaluated in batches on the model's device."""
     device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = [model(x[i:i + batch_size].to(device)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Percent of the rows of `logits` (B, K) whose largest entry is the label: a training step's accuracy."""
+    return (logits.detach().argmax(1) == y).float().mean().item() * 100.0
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> torch.Tensor:

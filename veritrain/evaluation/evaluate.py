@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from veritrain.evaluation.accuracy import accuracy, model_device
+from veritrain.registry import split_names
 from veritrain.validation import check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int
 
 NOT_AVAILABLE = "not available"
@@ -25,14 +26,6 @@ def _optional(module: str, name: str) -> Callable[..., Any] | str:
         if e.name and (e.name == module or module.startswith(e.name + ".")):
             return f"{NOT_AVAILABLE} ({module} is missing)"
         raise
-
-
-def _split(names: str | Sequence[str] | None) -> list[str]:
-    if names is None:
-        return []
-    if isinstance(names, str):
-        names = names.split(",")
-    return [s.strip() for s in names if s and s.strip()]
 
 
 def _attack_norm(name: str, eps: float) -> str | None:
@@ -78,7 +71,7 @@ def evaluate_tensors(
     check_positive_int(batch_size, "batch_size")
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    attacks, domains, curves = _split(attacks), _split(domains), _split(curves)
+    attacks, domains, curves = split_names(attacks), split_names(domains), split_names(curves)
     device = model_device(model)
     model.eval()
     x, y = x.to(device), y.to(device)

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from veritrain.reporting.io import read_jsonl
+from veritrain.training.run_dir import RunFiles
 
 # what to draw, if the run logged it: (metric key, panel title)
 PANELS = (
@@ -26,8 +27,8 @@ def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None =
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("plotting needs matplotlib: pip install 'veritrain[plot]'") from e
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
+    files = RunFiles(run_dir)
+    path = files.metrics
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a training run folder?")
     rows = read_jsonl(path)
@@ -47,7 +48,7 @@ def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None =
         if len(keys) > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out_png) if out_png is not None else run_dir / "metrics.png"
+    out = Path(out_png) if out_png is not None else files.plot
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)

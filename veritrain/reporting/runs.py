@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from veritrain.reporting.io import read_json, read_jsonl
+from veritrain.training.run_dir import RunFiles
 
 
 def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The headline numbers of a finished run folder (config.json, metrics.jsonl, summary.json)."""
-    run = Path(run_dir)
-    if not (run / "summary.json").exists():
-        raise FileNotFoundError(f"{run} has no summary.json (not a finished veritrain run)")
-    summary, cfg = read_json(run / "summary.json"), read_json(run / "config.json")
-    metrics = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+    files = RunFiles(run_dir)
+    if not files.summary.exists():
+        raise FileNotFoundError(f"{files.dir} has no {files.SUMMARY} (not a finished veritrain run)")
+    summary, cfg = read_json(files.summary), read_json(files.config)
+    metrics = read_jsonl(files.metrics) if files.metrics.exists() else []
     ev = summary.get("eval", {}) or {}
     method = cfg.get("method")
     if method == "mixtrain":
@@ -22,7 +22,7 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     elif method == "wong" and cfg.get("projections"):
         method = f"wong ({cfg['projections']} projections)"
     row: dict[str, Any] = {
-        "run": run.name, "method": method, "net": cfg.get("net"), "dataset": cfg.get("dataset"),
+        "run": files.dir.name, "method": method, "net": cfg.get("net"), "dataset": cfg.get("dataset"),
         "eps": cfg.get("eps"), "epochs": len(metrics) or cfg.get("epochs"), "ACC": summary.get("test_acc"),
     }
     era = ev.get("era") or {}

@@ -19,9 +19,15 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from veritrain.attacks import ATTACKS
+from veritrain.attacks.base import eval_mode
+from veritrain.bounds import DOMAINS
 from veritrain.data.augment import AUGMENTATIONS, augment
 from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, synchronize
 from veritrain.errors import TrainingError
+from veritrain.evaluation.accuracy import accuracy, batch_accuracy
+from veritrain.evaluation.evaluate import evaluate_tensors
+from veritrain.registry import split_names
 from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
@@ -74,21 +80,11 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             raise TrainingError(msg)
     METHODS.get(cfg.method)  # UnknownNameError listing the methods
-    _check_names("veritrain.attacks", "ATTACKS", _split(cfg.eval_attacks))
-    _check_names("veritrain.bounds", "DOMAINS", _split(cfg.eval_domains))
+    for name in split_names(cfg.eval_attacks):  # unknown evaluation names fail before training, not after it
+        ATTACKS.get(name)
+    for name in split_names(cfg.eval_domains):
+        DOMAINS.get(name)
     return cfg
-
-
-def _check_names(module: str, registry: str, names: list[str]) -> None:
-    """Unknown evaluation attacks/domains fail before training, not after it (UnknownNameError)."""
-    if not names:
-        return
-    try:
-        reg = getattr(__import__(module, fromlist=[registry]), registry)
-    except (ImportError, AttributeError):
-        return  # reported as "not available" in the summary
-    for name in names:
-        reg.get(name)
 
 
 def _check_data(ds: TensorDataset, what: str) -> None:
@@ -104,16 +100,14 @@ def _check_data(ds: TensorDataset, what: str) -> None:
 def _check_model_fits(model: nn.Module, ds: TensorDataset, net: str, dataset: str, device: torch.device) -> None:
     x, y = ds.tensors[0][:2].to(device), ds.tensors[1]
     try:
-        with torch.no_grad():
-            out = model.eval()(x)
+        with torch.no_grad(), eval_mode(model):
+            out = model(x)
     except RuntimeError as e:
         msg = str(e).splitlines()[0][:160]
         raise TrainingError(
             f"network {net!r} does not accept {dataset!r} images of shape {tuple(x.shape[1:])} ({msg}); "
             "pick a network for this data set (veritrain models)"
         ) from None
-    finally:
-        model.train()
     if out.dim() != 2 or int(y.max()) >= out.shape[1]:
         raise TrainingError(
             f"network {net!r} outputs {tuple(out.shape[1:])} logits but {dataset!r} has labels up to {int(y.max())}"
@@ -271,7 +265,7 @@ class Trainer:
             acc = m.pop("acc", None)
             if acc is None:  # the objective did not report clean batch accuracy: measure it
                 with torch.no_grad():
-                    acc = (self.model(x).argmax(1) == y).float().mean().item() * 100.0
+                    acc = batch_accuracy(self.model(x), y)
             bs = len(y)
             seen += bs
             sums["loss"] += loss.item() * bs
@@ -309,32 +303,20 @@ class Trainer:
 
 def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
     """ACC on the whole test set; ERA/VRA on the first eval_n test images (all with full_eval)."""
-    from veritrain.evaluation.evaluate import evaluate_tensors
-
     cfg = trainer.cfg
     if trainer.test_data is None:
         return {"test_acc": "not available (no test data given)"}
     x, y = trainer.test_data.tensors[0], trainer.test_data.tensors[1]
-    from veritrain.evaluation.accuracy import accuracy
-
     model = trainer.model.eval()
     out: dict[str, Any] = {"test_acc": accuracy(model, x, y, batch_size=max(cfg.batch_size, 500))}
     if cfg.eps > 0:
         n = len(x) if cfg.full_eval else min(cfg.eval_n, len(x))
         out["eval"] = evaluate_tensors(
             model, x[:n], y[:n], eps=cfg.eps, norm=cfg.norm,
-            attacks=_split(cfg.eval_attacks), domains=_split(cfg.eval_domains),
+            attacks=split_names(cfg.eval_attacks), domains=split_names(cfg.eval_domains),
             sound=trainer.objective.sound, progress=cfg.progress, seed=cfg.seed,
         )
     return out
-
-
-def _split(names: str | list[str] | None) -> list[str]:
-    if names is None:
-        return []
-    if isinstance(names, str):
-        names = names.split(",")
-    return [s.strip() for s in names if s.strip()]
 
 
 def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: TensorDataset | None = None,

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from veritrain.attacks.base import random_in_ball
 from veritrain.attacks.pgd import pgd_attack
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 
 
@@ -50,5 +51,5 @@ class Madry(Objective):
             clean = model(x).argmax(1)
         return loss, {
             "acc": (clean == y).float().mean().item() * 100.0,
-            "adv_acc": (logits.detach().argmax(1) == y).float().mean().item() * 100.0,
+            "adv_acc": batch_accuracy(logits, y),
         }

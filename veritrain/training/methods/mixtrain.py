@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from veritrain.bounds import DOMAINS, Ball, verified_loss
+from veritrain.attacks.base import eval_mode
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
 
@@ -180,7 +182,7 @@ class MixTrain(Objective):
         metrics = {
             "regular_loss": regular.item(),
             "alpha": alpha,
-            "acc": (logits.detach().argmax(1) == y).float().mean().item() * 100.0,
+            "acc": batch_accuracy(logits, y),
         }
         if verified is not None:
             v = verified.item()
@@ -206,15 +208,11 @@ class MixTrain(Objective):
             items = [train_data[i] for i in idx.tolist()]
             xs = torch.stack([torch.as_tensor(it[0]) for it in items])
             ys = torch.as_tensor([int(it[1]) for it in items])
-        was_training = model.training
-        model.eval()
-        try:
-            hits = 0
+        hits = 0
+        with eval_mode(model):
             for i in range(0, m, batch_size):
                 xb, yb = xs[i:i + batch_size].to(device), ys[i:i + batch_size].to(device)
                 hits += int((model(xb).argmax(1) == yb).sum())
-        finally:
-            model.train(was_training)
         return 100.0 * hits / m
 
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:

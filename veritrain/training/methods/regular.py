@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 
 
@@ -20,5 +21,5 @@ class Regular(Objective):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(x)
         loss = F.cross_entropy(logits, y)
-        acc = (logits.detach().argmax(1) == y).float().mean().item() * 100.0
+        acc = batch_accuracy(logits, y)
         return loss, {"acc": acc}

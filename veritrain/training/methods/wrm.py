@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from veritrain.attacks.base import eval_mode
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 
@@ -87,6 +88,6 @@ class WRM(Objective):
             dist = (x_adv - x).flatten(1).norm(dim=1).mean().item()
         return loss, {
             "acc": (clean == y).float().mean().item() * 100.0,
-            "adv_acc": (logits.detach().argmax(1) == y).float().mean().item() * 100.0,
+            "adv_acc": batch_accuracy(logits, y),
             "wrm_l2": dist,
         }
