@@ -184,12 +184,12 @@ def test_diffai_kappa_ramps_with_eps() -> None:
     x, y = synthetic(10)
     obj = METHODS.get("diffai")(TrainConfig(method="diffai", eps_ramp_epochs=2, diffai_kappa=0.8))
     first = StepContext(eps=0.05, epoch=0, step=0, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
-    assert obj.kappa_at(first) == pytest.approx(0.08)
+    assert obj.kappa_at(first) == pytest.approx(0.92)  # ibp's kappa: the weight of the clean CE
     loss, metrics = obj.loss(net, x, y, first)
     clean, robust = F.cross_entropy(net(x), y), verified_loss(net, Ball(x, 0.05), y, "interval")
     torch.testing.assert_close(loss, 0.92 * clean + 0.08 * robust)
     later = StepContext(eps=0.05, epoch=3, step=15, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
-    assert obj.kappa_at(later) == pytest.approx(0.8)
+    assert obj.kappa_at(later) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="kappa"):
         METHODS.get("diffai")(TrainConfig(method="diffai", diffai_kappa=2.0))
 

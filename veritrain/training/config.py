@@ -32,6 +32,7 @@ class TrainConfig:
     lr: float | None = None
     lr_step: int = 5
     lr_gamma: float = 0.6
+    lr_milestones: str | None = None  # comma-separated epochs at which lr *= lr_gamma (replaces --lr-step)
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step
@@ -47,6 +48,21 @@ class TrainConfig:
     norm: str = "linf"
     eps_start: float | None = None  # paper: 0.01 MNIST, 0.001 CIFAR
     eps_ramp_epochs: int = 10
+    eps_train: float | None = None  # eps the training schedule ramps to (default: --eps)
+    eps_schedule: str = "epoch"  # epoch | linear | smooth
+    clean_epochs: int = 0  # epochs at eps = 0 before the eps ramp starts
+    # certified training (ibp, crown-ibp, sabr, mtl-ibp, diffai; mixtrain with --batch-domain)
+    kappa_start: float | None = None  # weight of the clean cross-entropy when the ramp starts
+    kappa_end: float | None = None  # weight of the clean cross-entropy after the ramp
+    beta_start: float = 1.0  # crown-ibp: weight of the CROWN-IBP bound (1 - beta: IBP) at the ramp start
+    beta_end: float = 0.0  # crown-ibp: the same after the ramp
+    ibp_init: bool = False  # Shi et al. 2021's initialisation
+    bound_reg: float = 0.0  # weight of Shi et al.'s bound regularisers during the ramp
+    l1_reg: float = 0.0  # L1 penalty on the weights (every method)
+    sabr_lambda: float = 0.4  # sabr: the small box has radius lambda * eps
+    mtl_alpha: float = 0.5  # mtl-ibp: weight of the IBP loss (1 - alpha: adversarial)
+    adv_steps: int = 8  # sabr, mtl-ibp: PGD steps of the training attack
+    batch_domain: str | None = None  # mixtrain: cheap sound bound on every sample of the batch
     # MixTrain (Section IV)
     domain: str = "symbolic-linear"
     k: int | None = None  # total sound samples per epoch (Eqn. 8)

@@ -43,7 +43,7 @@ from veritrain.training.run_dir import (
     seed_everything,
     set_rng_state,
 )
-from veritrain.training.schedules import OPTIMIZERS, eps_at_epoch, make_optimizer, make_scheduler
+from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS, make_optimizer, make_scheduler, step_schedule
 
 NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
@@ -68,6 +68,12 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.eps >= 0, f"--eps must be >= 0 (pixel space), got {cfg.eps}"),
         (cfg.eps_start is None or cfg.eps_start >= 0, f"--eps-start must be >= 0, got {cfg.eps_start}"),
         (cfg.eps_ramp_epochs >= 0, f"--eps-ramp-epochs must be >= 0, got {cfg.eps_ramp_epochs}"),
+        (cfg.eps_train is None or cfg.eps_train >= 0, f"--eps-train must be >= 0, got {cfg.eps_train}"),
+        (cfg.eps_schedule in EPS_SCHEDULES,
+         f"unknown eps schedule {cfg.eps_schedule!r}; choose one of: {', '.join(EPS_SCHEDULES)}"),
+        (cfg.clean_epochs >= 0, f"--clean-epochs must be >= 0, got {cfg.clean_epochs}"),
+        (cfg.l1_reg >= 0, f"--l1-reg must be >= 0, got {cfg.l1_reg}"),
+        (not (cfg.ibp_init and cfg.weights), "--ibp-init re-initialises the network: it contradicts --weights"),
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
@@ -142,6 +148,12 @@ def load_test_data(cfg: TrainConfig) -> TensorDataset:
     return load_dataset(cfg.dataset, "test", root=cfg.data_dir)
 
 
+def l1_norm(model: nn.Module) -> torch.Tensor:
+    """Sum of |w| over the weight matrices and kernels (not biases, not normalisation): the L1 penalty."""
+    return sum((p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1),
+               torch.zeros((), device=next(model.parameters()).device))
+
+
 def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -170,6 +182,7 @@ class Trainer:
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         self.files = RunFiles(cfg.out)
+        self.objective.prepare(self.model, torch.Generator().manual_seed(cfg.seed + 2))
 
     # -- checkpoints
     def state(self) -> dict[str, Any]:
@@ -228,12 +241,13 @@ class Trainer:
     # -- one epoch
     def run_epoch(self) -> dict[str, Any]:
         cfg, e = self.cfg, self.epoch
-        eps = eps_at_epoch(e, cfg.eps, cfg.eps_start, cfg.eps_ramp_epochs)
         lr = self.optimizer.param_groups[0]["lr"]
         x_all, y_all = self.train_data.tensors[0], self.train_data.tensors[1]
         n = len(x_all)
         perm = torch.randperm(n, generator=self.shuffle_gen)
         num_batches = math.ceil(n / cfg.batch_size)
+        schedule = step_schedule(cfg, num_batches)
+        eps = schedule.eps_at(e, self.step)
         sums: dict[str, float] = defaultdict(float)
         seen = 0
         batch_times: list[float] = []
@@ -246,9 +260,12 @@ class Trainer:
             x = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen).to(self.device, non_blocking=True)
             y = y_all[idx].to(self.device, non_blocking=True)
             t0 = time.perf_counter()
+            eps = schedule.eps_at(e, self.step)
             ctx = StepContext(eps=eps, epoch=e, step=self.step, num_batches=num_batches,
                               generator=self.method_gen, device=self.device)
             loss, m = self.objective.loss(self.model, x, y, ctx)
+            if cfg.l1_reg > 0:
+                loss = loss + cfg.l1_reg * l1_norm(self.model)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} at epoch {e + 1}, batch {b + 1}; "

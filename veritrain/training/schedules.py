@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
 from veritrain.training.config import TrainConfig
 
 OPTIMIZERS = ("adam", "sgd")
@@ -22,6 +24,65 @@ def eps_at_epoch(epoch: int, eps: float, eps_start: float | None, ramp_epochs: i
     return start + (float(eps) - start) * t
 
 
+EPS_SCHEDULES = ("epoch", "linear", "smooth")
+
+#: Shi et al. (2021)'s smoothed ramp: exponential growth over the first quarter, then linear (auto_LiRPA's
+#: SmoothedScheduler, mid point 0.25, exponent 4); the joint is where both pieces have the same slope.
+_SMOOTH_MID, _SMOOTH_POWER = 0.25, 4.0
+_SMOOTH_AT_MID = _SMOOTH_MID / (_SMOOTH_POWER * (1.0 - _SMOOTH_MID) + _SMOOTH_MID)
+
+
+def smooth_ramp(p: float) -> float:
+    """Shi et al.'s eps shape on the ramp progress p in [0, 1]: (p/m)^4 scaled, then linear; 0 -> 0, 1 -> 1."""
+    p = min(max(p, 0.0), 1.0)
+    if p <= _SMOOTH_MID:
+        return _SMOOTH_AT_MID * (p / _SMOOTH_MID) ** _SMOOTH_POWER
+    return _SMOOTH_AT_MID + (1.0 - _SMOOTH_AT_MID) * (p - _SMOOTH_MID) / (1.0 - _SMOOTH_MID)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """eps and the ramp progress of one optimisation step.
+
+    `clean_epochs` epochs at eps = 0 come first; then the ramp of `ramp_epochs` epochs to `eps` (the training
+    eps): `epoch` is the paper's (Section V-A: linear from eps_start, one value per epoch; `eps_at_epoch`),
+    `linear` and `smooth` move at every step from 0 (Gowal et al. 2018; Shi et al. 2021). `progress(step)` is
+    the share of the ramp done after this step, in [0, 1], per step for every schedule: kappa and beta ramps
+    (IBP, CROWN-IBP, DiffAI) follow it.
+    """
+
+    eps: float
+    eps_start: float | None
+    ramp_epochs: int
+    num_batches: int
+    schedule: str = "epoch"
+    clean_epochs: int = 0
+
+    def progress(self, step: int) -> float:
+        ramp_steps = self.ramp_epochs * self.num_batches
+        done = step + 1 - self.clean_epochs * self.num_batches
+        if ramp_steps <= 0:
+            return 1.0 if done > 0 else 0.0
+        return min(1.0, max(0.0, done / ramp_steps))
+
+    def eps_at(self, epoch: int, step: int) -> float:
+        if epoch < self.clean_epochs:
+            return 0.0
+        if self.schedule == "epoch":
+            return eps_at_epoch(epoch - self.clean_epochs, self.eps, self.eps_start, self.ramp_epochs)
+        if self.ramp_epochs <= 0:
+            return float(self.eps)
+        p = (step - self.clean_epochs * self.num_batches) / (self.ramp_epochs * self.num_batches)
+        shape = smooth_ramp(p) if self.schedule == "smooth" else min(max(p, 0.0), 1.0)
+        return float(self.eps) * shape
+
+
+def step_schedule(cfg: TrainConfig, num_batches: int) -> StepSchedule:
+    """The eps schedule of a run (`cfg` resolved): ramps to `eps_train` (default: `eps`)."""
+    return StepSchedule(cfg.eps if cfg.eps_train is None else cfg.eps_train, cfg.eps_start, cfg.eps_ramp_epochs,
+                        num_batches, cfg.eps_schedule, cfg.clean_epochs)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (MNIST-like, lr 1e-3) or SGD with momentum (CIFAR, lr 0.05); `cfg` must be resolved."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -32,6 +93,23 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
-    """lr x lr_gamma every lr_step epochs (paper: x0.6 every 5 epochs); stepped once per epoch."""
+def lr_milestones(text: str | None) -> list[int]:
+    """The epochs of `--lr-milestones` ('50,60'), increasing and positive; ValueError otherwise."""
+    if not text:
+        return []
+    try:
+        epochs = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--lr-milestones expects comma-separated epochs such as 50,60, got {text!r}") from None
+    if any(e < 1 for e in epochs) or epochs != sorted(set(epochs)):
+        raise ValueError(f"--lr-milestones must be increasing positive epochs, got {text!r}")
+    return epochs
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """lr x lr_gamma every lr_step epochs (paper: x0.6 every 5 epochs), or at each of `lr_milestones`
+    (certified training's usual schedule); stepped once per epoch."""
+    milestones = lr_milestones(cfg.lr_milestones)
+    if milestones:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)

@@ -50,6 +50,14 @@ class Objective:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def prepare(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Called once on the fresh model before training (a resumed run then loads its weights over it).
+        With `ibp_init`, re-initialises the model as Shi et al. (2021) do for IBP-based training."""
+        if self.cfg.ibp_init:
+            from veritrain.training.methods.ibp import shi_init
+
+            shi_init(model, generator)
+
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
         """Called after each epoch; returns metrics to log (e.g. alpha)."""
         return {}

@@ -7,11 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from veritrain.bounds import DOMAINS, Ball, verified_loss
+from veritrain.bounds import DOMAINS, Ball, margin_lower, verified_loss
 from veritrain.attacks.base import eval_mode
 from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
+from veritrain.training.methods.crown_ibp import CrownIBPTraining
+from veritrain.training.methods.ibp import IBP, shi_regulariser, verified_metrics
+
+#: cheap sound domains MixTrain can put on the whole batch (`--batch-domain`)
+BATCH_DOMAINS = ("interval", "crown-ibp")
 
 #: Default target accuracy acc0 (percent, like every accuracy in veritrain) per data set; see `MixTrain`.
 DEFAULT_ACC0: dict[str, float] = {
@@ -140,6 +145,12 @@ class MixTrain(Objective):
         if cfg.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
         self.warmup_epochs = int(cfg.warmup_epochs)
+        self.batch_domain = cfg.batch_domain
+        if self.batch_domain is not None and self.batch_domain not in BATCH_DOMAINS:
+            raise ValueError(f"unknown --batch-domain {self.batch_domain!r}; choose one of: {', '.join(BATCH_DOMAINS)}")
+        if self.batch_domain is not None:
+            # the batch bounds (and crown-ibp's beta ramp) are those of the ibp / crown-ibp objectives
+            self._ibp = IBP(cfg) if self.batch_domain == "interval" else CrownIBPTraining(cfg)
         self._plan: SamplePlan | None = None
         self._plan_epoch = -1
         # this epoch's verified loss, summed over the bounded samples (batches with k' = 0 have none)
@@ -166,12 +177,14 @@ class MixTrain(Objective):
         logits = model(x)
         regular = F.cross_entropy(logits, y)
         alpha = 0.0 if ctx.epoch < self.warmup_epochs else self.alpha
-        if idx.numel() == 0:
-            verified = None
-        elif alpha > 0.0:
-            verified = verified_loss(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
-        else:  # alpha = 0: exactly regular training; the verified loss is only logged
-            with torch.no_grad():
+        extra: dict[str, float] = {}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and alpha > 0.0):
+            # alpha = 0: exactly regular training; the verified loss is only logged
+            if self.batch_domain is not None:
+                verified, extra = self.batch_verified(model, x, y, logits, idx, ctx)
+            elif idx.numel() == 0:
+                verified = None
+            else:
                 verified = verified_loss(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
         if verified is None or alpha == 0.0:
             loss = regular
@@ -187,9 +200,35 @@ class MixTrain(Objective):
         if verified is not None:
             v = verified.item()
             metrics["verified_loss"] = v
-            self._vsum += v * idx.numel()
-            self._vcount += idx.numel()
+            n = x.shape[0] if self.batch_domain is not None else idx.numel()
+            self._vsum += v * n
+            self._vcount += n
+        metrics.update(extra)
         return loss, metrics
+
+    def batch_verified(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, idx: Tensor,
+                       ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        """The verified loss over the whole batch (`--batch-domain`), tightened on the k' chosen samples.
+
+        Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
+        beta as in `crown-ibp`); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
+        the larger of the two (both are sound, so their maximum is). With `--bound-reg`, Shi et al.'s
+        regularisers of the IBP pass are added, scaled by 1 / alpha so that Eqn. 9 leaves their weight as set.
+        """
+        if ctx.eps <= 0:
+            return F.cross_entropy(logits, y), {}
+        lower_all, pre, ball = self._ibp.robust_lower(model, x, y, logits, ctx)
+        if idx.numel() > 0:
+            tight = margin_lower(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
+            lower_all = lower_all.index_put((idx,), torch.maximum(lower_all[idx], tight))
+        verified = F.cross_entropy(-lower_all, y)
+        metrics = verified_metrics(lower_all, y)
+        reg_weight = self.cfg.bound_reg * max(0.0, 1.0 - float(ctx.eps) / self._ibp.eps_train)
+        if reg_weight > 0 and self.alpha > 0:
+            reg = shi_regulariser(ball, pre)
+            metrics["bound_reg"] = reg.item()
+            verified = verified + (reg_weight / self.alpha) * reg
+        return verified, metrics
 
     # -- Section V-A: dynamic alpha ----------------------------------------------------------------
     @torch.no_grad()

@@ -39,7 +39,7 @@ from veritrain.bounds.interval import interval_step
 from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, to_ops
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, Objective, StepContext
-from veritrain.training.methods.diffai import verified_metrics
+from veritrain.training.methods.ibp import verified_metrics
 
 
 @dataclass
