@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from veritrain.attacks.base import eval_mode
 from veritrain.bounds import DOMAINS, Ball, verify
 from veritrain.evaluation.accuracy import model_device, percent
 
@@ -46,9 +47,7 @@ def verified_mask(
         raise ValueError(f"chunk_size and batch_size must be >= 1 (got {chunk_size}, {batch_size})")
     DOMAINS.get(domain)  # fail early with the list of domains
     dev = torch.device(device) if device is not None else model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         model.to(dev)
         ok = torch.zeros(len(x), dtype=torch.bool)
         for i in range(0, len(x), batch_size):
@@ -76,8 +75,6 @@ def verified_mask(
             ok[idx] = verify(model, ball, y[idx].to(dev), domain).cpu()
             bar.update(len(idx))
         bar.close()
-    finally:
-        model.train(was_training)
     return ok.to(x.device)
 
 
