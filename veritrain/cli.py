@@ -461,6 +461,21 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from veritrain.experiments.frontier import RECIPES, run_frontier
+    from veritrain.registry import split_names
+
+    recipes = split_names(args.methods) or list(RECIPES)
+    budgets = [float(b) for b in split_names(args.budgets)]
+    if not budgets or any(b <= 0 for b in budgets):
+        raise ValueError(f"--budgets expects positive CPU-minutes such as 15,30,60, got {args.budgets!r}")
+    rows = run_frontier(args.setting, recipes, budgets, Path(args.out), eval_n=args.eval_n, dry_run=args.dry_run,
+                        progress=args.progress)
+    if rows:
+        print((Path(args.out) / args.setting / "frontier.md").read_text(), end="")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from veritrain.reporting import plot_metrics
 
@@ -535,6 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
     tb.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     tb.set_defaults(func=cmd_table)
+
+    fr = sub.add_parser("frontier", help="VRA against training CPU-minutes: every method trained for fixed "
+                                         "budgets, then a table and a plot")
+    from veritrain.experiments.frontier import RECIPES, SETTINGS
+
+    fr.add_argument("setting", help=f"network, data set and eps: {', '.join(SETTINGS)}")
+    fr.add_argument("--methods", default="", help=f"comma-separated recipes (default: all): {', '.join(RECIPES)}")
+    fr.add_argument("--budgets", default="15,30,60,120", help="CPU-minutes of one thread per run (default: 15,30,60,120)")
+    fr.add_argument("--out", default="results/frontier", help="folder of the runs and tables (default: results/frontier)")
+    fr.add_argument("--eval-n", type=int, default=1000, help="test images for ERA and VRA (default: 1000; ACC: all)")
+    fr.add_argument("--dry-run", action="store_true", help="print the runs (epochs from a short calibration) only")
+    fr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="show progress bars")
+    fr.set_defaults(func=cmd_frontier)
 
     pl = sub.add_parser("plot", help="plot a run's metrics (alpha, eps, losses over epochs); needs matplotlib")
     pl.add_argument("run", help="training run folder")

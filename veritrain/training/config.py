@@ -38,6 +38,7 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step
     augment: str | None = None  # none | crop | crop-flip (None: crop-flip for colour data, none for MNIST-like)
     seed: int = 0
+    budget_minutes: float | None = None  # stop after the epoch in which the training CPU time reaches this (minutes)
     device: str = "cpu"
     out: str = "runs/run"
     resume: bool = False

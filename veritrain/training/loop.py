@@ -49,7 +49,7 @@ NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
-     "eval_n", "eval_attacks", "eval_domains", "full_eval"}
+     "eval_n", "eval_attacks", "eval_domains", "full_eval", "budget_minutes"}
 )
 
 
@@ -73,6 +73,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
          f"unknown eps schedule {cfg.eps_schedule!r}; choose one of: {', '.join(EPS_SCHEDULES)}"),
         (cfg.clean_epochs >= 0, f"--clean-epochs must be >= 0, got {cfg.clean_epochs}"),
         (cfg.l1_reg >= 0, f"--l1-reg must be >= 0, got {cfg.l1_reg}"),
+        (cfg.budget_minutes is None or cfg.budget_minutes > 0, f"--budget-minutes must be positive, got {cfg.budget_minutes}"),
         (not (cfg.ibp_init and cfg.weights), "--ibp-init re-initialises the network: it contradicts --weights"),
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
@@ -254,7 +255,7 @@ class Trainer:
         reset_peak_memory(self.device)
         self.model.train()
         bar = _progress(range(num_batches), cfg.progress, f"epoch {e + 1}/{cfg.epochs}")
-        t_epoch = time.perf_counter()
+        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen).to(self.device, non_blocking=True)
@@ -300,12 +301,19 @@ class Trainer:
         row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in (end or {}).items()})
         row["batch_time"] = float(np.mean(batch_times))
         row["epoch_time"] = time.perf_counter() - t_epoch
+        row["cpu_time"] = time.process_time() - cpu_epoch  # CPU seconds of this process (all its threads)
         row["peak_mem_mb"] = peak_memory_mb(self.device)
         self.epoch += 1
         return row
 
+    def budget_spent(self) -> bool:
+        """Whether the training CPU time of the run (all epochs, across resumes) reached `budget_minutes`."""
+        if self.cfg.budget_minutes is None:
+            return False
+        return sum(float(r.get("cpu_time", 0.0)) for r in self.metrics) >= 60.0 * self.cfg.budget_minutes
+
     def fit(self) -> None:
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.cfg.epochs and not self.budget_spent():
             row = self.run_epoch()
             self.metrics.append(row)
             # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
@@ -387,6 +395,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
         "train_size": len(train_data),
         "final": trainer.metrics[-1] if trainer.metrics else {},
         **evaluation,
+        "epochs_trained": trainer.epoch,
+        "stopped_by_budget": trainer.epoch < cfg.epochs,
+        "train_cpu_s": sum(float(r.get("cpu_time", 0.0)) for r in trainer.metrics),
         "time_s": {"train": train_time, "eval": time.perf_counter() - t_eval,
                    "total": train_time + time.perf_counter() - t_eval,
                    "this_process": time.perf_counter() - t_start},

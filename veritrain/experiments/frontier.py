@@ -1,0 +1,256 @@
+"""The frontier: verified robust accuracy against training CPU-minutes, one run per (method, budget).
+
+Each method is a recipe (`RECIPES`): its options plus a schedule written as shares of the run's epochs
+(clean warm-up, eps ramp, learning-rate milestones), so that a run of any length keeps its shape. For a budget
+of B CPU-minutes (one thread), the number of epochs is chosen from a calibration: the CPU time of a few
+training steps of the method on real images, during the ramp and after it (`calibrate`). The run then trains
+with `budget_minutes=B` as a hard stop (after the epoch that reaches it), so no run gets more than its
+budget plus one epoch; the table reports the CPU minutes each run really used.
+
+VRA is measured on the first `eval_n` test images with every domain of `EVAL_DOMAINS`; the table's VRA is the
+best of them (each is sound, so each is a valid certificate). ACC is on the whole test set.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from veritrain.training.config import TrainConfig
+
+#: sound domains whose best VRA the frontier reports (symbolic-linear: the paper's; crown: the tightest backward)
+EVAL_DOMAINS = "crown,symbolic-linear"
+#: the shares of a run's epochs spent in the eps ramp and where the learning rate drops (certified recipes)
+RAMP_SHARE, MILESTONES = 1 / 3, (0.73, 0.9)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A network, data set and radius; `eps_train` is what the certified recipes train with."""
+
+    net: str
+    dataset: str
+    eps: float
+    eps_train: float
+    acc0: float  # MixTrain's target accuracy for this setting (percent)
+
+
+SETTINGS: dict[str, Setting] = {
+    "mnist-0.1": Setting("mnist-small", "mnist", 0.1, 0.15, 98.0),
+    "mnist-0.3": Setting("mnist-small", "mnist", 0.3, 0.3, 94.0),
+    "cifar-2of255": Setting("cifar-small", "cifar10", 2 / 255, 2 / 255, 60.0),
+}
+
+_CERTIFIED = dict(ibp_init=True, bound_reg=0.5, l1_reg=2e-6, grad_clip=10.0, eps_schedule="smooth",
+                  batch_size=100, lr=5e-4, lr_gamma=0.2)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method with its options; `paper_schedule` scales the paper's MixTrain schedule instead of the
+    certified-training one (eps ramp over 1/6 of the epochs, lr x0.6 every 1/12)."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    paper_schedule: bool = False
+    uses_acc0: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    # the paper's MixTrain: symbolic-linear on k' = 1 sample of each batch of 50, dynamic alpha
+    "mixtrain-paper": Recipe("mixtrain", dict(domain="symbolic-linear", k_per_batch=1), True, True),
+    # MixTrain over certified training (recommended): CROWN-IBP/IBP on the batch, symbolic-linear on k' = 1
+    "mixtrain": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", domain="symbolic-linear",
+                                        k_per_batch=1), uses_acc0=True),
+    # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
+    "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
+    "ibp": Recipe("ibp", dict(_CERTIFIED)),
+    "crown-ibp": Recipe("crown-ibp", dict(_CERTIFIED)),
+    "sabr": Recipe("sabr", dict(_CERTIFIED)),
+    "mtl-ibp": Recipe("mtl-ibp", dict(_CERTIFIED)),
+    "diffai": Recipe("diffai", {}, True),
+}
+
+
+def scaled_config(recipe: Recipe, setting: Setting, epochs: int, **overrides: Any) -> TrainConfig:
+    """The recipe's TrainConfig for a run of `epochs` epochs in `setting`."""
+    values: dict[str, Any] = dict(net=setting.net, dataset=setting.dataset, method=recipe.method,
+                                  eps=setting.eps, epochs=epochs, **recipe.options)
+    if recipe.uses_acc0:
+        values["acc0"] = setting.acc0
+    if recipe.paper_schedule:
+        values.update(eps_ramp_epochs=max(1, round(epochs / 6)), lr_step=max(1, round(epochs / 12)))
+    else:
+        values.update(eps_train=setting.eps_train, clean_epochs=1 if epochs >= 6 else 0,
+                      eps_ramp_epochs=max(1, round(epochs * RAMP_SHARE)))
+        stones = sorted({max(1, round(epochs * m)) for m in MILESTONES} - {epochs}) if epochs >= 5 else []
+        values["lr_milestones"] = ",".join(map(str, stones)) or None
+        if not stones:
+            values["lr_step"] = epochs + 1  # no decay in very short runs
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple[float, float, int]:
+    """CPU seconds per step during the ramp (eps_train / 2, half-way) and after it, and batches per epoch.
+
+    Measured on fresh weights with real training images, after one untimed step per phase; symbolic domains
+    are slower on fresh weights than on trained ones, so budgets are rather under- than over-used.
+    """
+    from veritrain.training.loop import build_model, load_train_data, validate_config
+    from veritrain.training.methods import METHODS, StepContext
+
+    cfg = validate_config(cfg)
+    data = train_data if train_data is not None else load_train_data(cfg)
+    x_all, y_all = data.tensors
+    num_batches = math.ceil(len(x_all) / cfg.batch_size)
+    model = build_model(cfg)
+    objective = METHODS.get(cfg.method)(cfg)
+    objective.prepare(model, torch.Generator().manual_seed(cfg.seed + 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    eps_train = cfg.eps if cfg.eps_train is None else cfg.eps_train
+    clean_steps = cfg.clean_epochs * num_batches
+    ramp_steps = max(1, cfg.eps_ramp_epochs) * num_batches
+    times = []
+    for eps, step in ((eps_train / 2, clean_steps + ramp_steps // 2), (eps_train, clean_steps + ramp_steps + 1)):
+        spent = 0.0
+        for i in range(steps + 1):
+            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=torch.Generator().manual_seed(i))
+            ctx = StepContext(eps=eps, epoch=step // num_batches, step=step, num_batches=num_batches,
+                              generator=torch.Generator().manual_seed(i), device=torch.device("cpu"))
+            t0 = time.process_time()
+            loss, _ = objective.loss(model, x_all[idx], y_all[idx], ctx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if i > 0:
+                spent += time.process_time() - t0
+        times.append(spent / steps)
+    return times[0], times[1], num_batches
+
+
+def epochs_for_budget(recipe: Recipe, setting: Setting, minutes: float, per_step: tuple[float, float, int],
+                      max_epochs: int = 200) -> int:
+    """The largest number of epochs whose estimated CPU time fits `minutes` (at least 1)."""
+    ramp_t, post_t, nb = per_step
+    best = 1
+    for e in range(1, max_epochs + 1):
+        cfg = scaled_config(recipe, setting, e)
+        ramp = min(cfg.eps_ramp_epochs, e - cfg.clean_epochs)
+        cost = nb * (cfg.clean_epochs * post_t * 0.3 + ramp * ramp_t + max(0, e - cfg.clean_epochs - ramp) * post_t)
+        if cost > minutes * 60:
+            break
+        best = e
+    return best
+
+
+@dataclass
+class FrontierRow:
+    setting: str
+    recipe: str
+    budget_min: float
+    epochs: int
+    epochs_trained: int
+    cpu_min: float
+    acc: float
+    vra: float
+    vra_domain: str
+    era: float | None
+    eval_n: int
+    run: str
+
+
+def _summary_row(setting: str, recipe: str, budget: float, epochs: int, run: Path) -> FrontierRow:
+    summary = json.loads((run / "summary.json").read_text())
+    ev = summary.get("eval", {}) or {}
+    vras = {k: float(v) for k, v in (ev.get("vra") or {}).items() if isinstance(v, (int, float))}
+    best = max(vras, key=lambda k: vras[k]) if vras else ""
+    eras = [float(v) for v in (ev.get("era") or {}).values() if isinstance(v, (int, float))]
+    return FrontierRow(setting, recipe, budget, epochs, int(summary.get("epochs_trained", epochs)),
+                       float(summary.get("train_cpu_s", 0.0)) / 60.0, float(summary.get("test_acc", float("nan"))),
+                       vras.get(best, float("nan")), best, min(eras) if eras else None,
+                       int(ev.get("n", 0) or 0), str(run))
+
+
+def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], out: Path, eval_n: int = 1000,
+                 dry_run: bool = False, progress: bool = False) -> list[FrontierRow]:
+    """Train every (recipe, budget) into out/SETTING/RECIPE-Bm (skipping finished runs), then write the
+    table (frontier.md, frontier.csv) and the plot (frontier.png) in out/SETTING."""
+    from veritrain.registry import UnknownNameError
+    from veritrain.training.loop import train
+
+    if setting_name not in SETTINGS:
+        raise UnknownNameError(f"unknown frontier setting {setting_name!r}; choose one of: {', '.join(SETTINGS)}")
+    setting = SETTINGS[setting_name]
+    for r in recipes:
+        if r not in RECIPES:
+            raise UnknownNameError(f"unknown frontier recipe {r!r}; choose one of: {', '.join(RECIPES)}")
+    rows = []
+    base = out / setting_name
+    for name in recipes:
+        recipe = RECIPES[name]
+        per_step = None
+        for minutes in budgets:
+            run = base / f"{name}-{minutes:g}m"
+            done = (run / "summary.json").exists()
+            if not done:
+                per_step = per_step or calibrate(scaled_config(recipe, setting, 30))
+                epochs = epochs_for_budget(recipe, setting, minutes, per_step)
+            else:
+                epochs = int(json.loads((run / "config.json").read_text())["epochs"])
+            cfg = scaled_config(recipe, setting, epochs, budget_minutes=float(minutes), out=str(run),
+                                eval_n=eval_n, eval_attacks="pgd", eval_domains=EVAL_DOMAINS, progress=progress,
+                                resume=(run / "checkpoint.pt").exists() and not done)
+            if dry_run:
+                print(f"{setting_name} {name} {minutes:g} min: {epochs} epochs -> {run}"
+                      + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step)"))
+                continue
+            if not done:
+                train(cfg)
+            rows.append(_summary_row(setting_name, name, float(minutes), epochs, run))
+    if not dry_run and rows:
+        write_frontier(rows, base)
+    return rows
+
+
+def write_frontier(rows: list[FrontierRow], out: Path) -> None:
+    """frontier.csv, frontier.md (VRA and ACC per method and budget) and frontier.png (VRA vs CPU minutes)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fields = [f.name for f in dataclasses.fields(FrontierRow)]
+    with open(out / "frontier.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow(dataclasses.asdict(r))
+    lines = ["| method | budget (CPU min) | epochs (trained) | CPU min used | ACC | VRA | VRA domain | ERA pgd | eval n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        era = "-" if r.era is None else f"{r.era:.2f}"
+        lines.append(f"| {r.recipe} | {r.budget_min:g} | {r.epochs} ({r.epochs_trained}) | {r.cpu_min:.1f} | "
+                     f"{r.acc:.2f} | {r.vra:.2f} | {r.vra_domain} | {era} | {r.eval_n} |")
+    (out / "frontier.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r.recipe for r in rows):
+        pts = sorted((r.cpu_min, r.vra, r.acc) for r in rows if r.recipe == name)
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        ax2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=name)
+    ax1.set(xlabel="training CPU minutes (one thread)", ylabel="VRA (%)", title=f"VRA, {rows[0].setting}")
+    ax2.set(xlabel="training CPU minutes (one thread)", ylabel="ACC (%)", title="clean accuracy")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "frontier.png", dpi=120)
+    plt.close(fig)
