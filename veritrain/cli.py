@@ -6,123 +6,75 @@ import dataclasses
 import json
 import os
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 from veritrain import __version__
 from veritrain.registry import UnknownNameError, split_names
-from veritrain.training.config import TrainConfig
+from veritrain.training.config import OPTION_GROUPS, TrainConfig
 from veritrain.training.run_dir import RunFiles
 
 # ----------------------------------------------------------------------------- `train` options
-
-#: help text of every TrainConfig field; `[method]` marks options only that method reads
-TRAIN_HELP: dict[str, str] = {
-    "net": "network: a registered name (see `veritrain models`) or path/to/file.py:build_fn",
-    "dataset": "data set: mnist, fashion-mnist, cifar10, imagenet200 or mnist-mini (embedded, no download)",
-    "method": "training method: regular, mixtrain, madry, wrm, wong or diffai (those installed)",
-    "weights": "initial weights: a plain state_dict file (.pt) for --net, e.g. a previous RUN/model.pt",
-    "activation": "activation of the registered networks: relu, or elu [wrm: Sinha et al. need a smooth one]",
-    "data_dir": "data root holding the data sets (default: $VERITRAIN_DATA, else ~/.cache/veritrain)",
-    "train_size": "train on the first N training images only (default: all)",
-    "train_subset_seed": "with --train-size: draw the N images at random with this seed instead of the first N",
-    "epochs": "number of epochs (paper: 60)",
-    "batch_size": "images per batch (paper: 50)",
-    "optimizer": "adam or sgd (default: adam for MNIST-like data, lr 1e-3; sgd for CIFAR/ImageNet, lr 0.05, as in "
-                 "the paper, except MixTrain: adam everywhere, since SGD 0.05 collapsed CIFAR MixTrain at k'=1)",
-    "lr": "initial learning rate (default: 1e-3 with adam, 0.05 with sgd; Section V-A)",
-    "lr_step": "multiply the learning rate by --lr-gamma every this many epochs (paper: 5)",
-    "lr_gamma": "learning-rate decay factor applied every --lr-step epochs (paper: 0.6)",
-    "momentum": "SGD momentum (paper: 0.9)",
-    "weight_decay": "L2 weight decay of the optimiser",
-    "grad_clip": "clip the global L2 norm of the gradient to this value before each optimiser step "
-                 "(default: no clipping)",
-    "augment": "training-data augmentation: none, crop (4-pixel shifts) or crop-flip (shifts and left-right "
-               "mirroring) (default: crop-flip for CIFAR/ImageNet, none for MNIST-like data)",
-    "seed": "random seed (python, numpy, torch, data shuffling and the method's own sampling)",
-    "device": "cpu, cuda, cuda:N, or auto (cuda when available)",
-    "out": f"run folder: {RunFiles.CONFIG}, {RunFiles.METRICS}, {RunFiles.CHECKPOINT}, {RunFiles.MODEL} and "
-           f"{RunFiles.SUMMARY} go here",
-    "resume": "continue the run in --out from its last checkpoint (the interrupted epoch is replayed exactly)",
-    "overwrite": "start afresh in an --out that already holds a run, replacing its files",
-    "progress": "show a progress bar and per-epoch lines on stderr",
-    "eps": "final perturbation radius eps in pixel space [0, 1] (e.g. 0.1, 0.3 MNIST; 2/255 = 0.00784 CIFAR) "
-           "[robust methods; also used by the final ERA/VRA evaluation]",
-    "norm": "norm of the perturbation ball: linf or l2 [robust methods]",
-    "eps_start": "eps of the first epoch; eps ramps linearly to --eps over --eps-ramp-epochs "
-                 "(default: 0.01 MNIST-like, 0.001 CIFAR) [robust methods]",
-    "eps_ramp_epochs": "number of epochs of the linear eps ramp (paper: 10; 0 or 1: no ramp) [robust methods]",
-    "domain": "sound over-approximation used in training: interval, symbolic, symbolic-linear, crown-ibp, crown, "
-              "dual (paper: symbolic-linear) [mixtrain]",
-    "k": "sound training samples per epoch, k in Eqn. 8 (default: k' per batch x batches) [mixtrain]",
-    "k_per_batch": "sound training samples per batch, k' = k / (n / m) (default 1) [mixtrain]",
-    "alpha0": "initial weight alpha of the verified loss in Eqn. 9 (default: 0.8 MNIST-like, 0.5 CIFAR) [mixtrain]",
-    "alpha": "fixed alpha for Eqn. 9 instead of the dynamic schedule (Fig. 8, Table IX) [mixtrain]",
-    "alpha_step": "dynamic alpha: +/- this much per epoch depending on accuracy vs --acc0 (paper: 0.05) [mixtrain]",
-    "acc0": "dynamic alpha: target training accuracy acc_0 in percent; the paper gives no value. alpha settles "
-            "where the training accuracy is about acc0, so it is the clean accuracy you accept (default: MNIST 95, "
-            "Fashion-MNIST 80, CIFAR-10 65, ImageNet-200 25: just under the paper's MixTrain accuracies) [mixtrain]",
-    "acc_subsample": "dynamic alpha: training images sub-sampled each epoch to measure accuracy [mixtrain]",
-    "warmup_epochs": "epochs of plain cross-entropy (alpha = 0, the verified loss only logged) before Eqn. 9 "
-                     "and the dynamic alpha start; the eps ramp runs as usual (default: 0) [mixtrain]",
-    "pgd_steps": "PGD iterations of the inner maximisation (paper: 40) [madry]",
-    "pgd_step_size": "PGD step size in pixel space (paper: 0.01) [madry]",
-    "gamma": "Lagrangian penalty gamma of the distributional robustness objective [wrm]",
-    "wrm_steps": "gradient-ascent steps of the inner WRM maximisation [wrm]",
-    "wrm_clip": "clip WRM's perturbed x' to [0, 1] (Sinha et al.'s reference code does not) [wrm]",
-    "projections": "random projections for the dual bound (paper: 50; default: exact bound) [wong]",
-    "diffai_kappa": "final weight of the box-domain verified loss (1 - kappa weighs the clean cross-entropy); it ramps "
-                    "from 0 over --eps-ramp-epochs [diffai]",
-    "eval_n": "final evaluation: ERA and VRA on the first N test images (ACC always on the whole test set)",
-    "eval_attacks": "final evaluation: comma-separated attacks for ERA (e.g. pgd,cw,interval; empty: none)",
-    "eval_domains": "final evaluation: comma-separated bound domains for VRA (e.g. interval,symbolic-linear; "
-                    "empty: none)",
-    "full_eval": "final evaluation: ERA and VRA on the whole test set instead of --eval-n images",
-    "extra": "KEY=VALUE options for methods added outside veritrain (repeatable; VALUE is parsed as YAML)",
-}
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
 
 
+class _DefaultsText:
+    """`{defaults.acc0}` in a help text: that `TrainingDefaults` field per data set."""
+
+    def __getattr__(self, name: str) -> str:
+        from veritrain.data.info import defaults_text
+
+        return defaults_text(name)
+
+
+def help_names() -> dict[str, Any]:
+    """What a TrainConfig help text may name in braces: registry names and per-data-set defaults."""
+    from veritrain.attacks import ATTACKS
+    from veritrain.bounds import DOMAINS
+    from veritrain.data import DATASETS
+    from veritrain.data.augment import AUGMENTATIONS
+    from veritrain.device import DEVICE_CHOICES
+    from veritrain.models import MODELS
+    from veritrain.models.zoo import ACTIVATIONS
+    from veritrain.training.config import DEFAULT_LR
+    from veritrain.training.loop import NORMS
+    from veritrain.training.methods import METHODS
+    from veritrain.training.methods.mixtrain import BATCH_DOMAINS
+    from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS
+
+    def names(items: Any) -> str:
+        return ", ".join(items)
+
+    return {
+        "models": "see `veritrain models`", "datasets": names(DATASETS), "methods": names(METHODS),
+        "activations": names(ACTIVATIONS), "optimizers": names(OPTIMIZERS), "augmentations": names(AUGMENTATIONS),
+        "learning_rates": names(f"{lr:g} with {opt}" for opt, lr in DEFAULT_LR.items()),
+        "devices": DEVICE_CHOICES, "norms": names(NORMS), "eps_schedules": names(EPS_SCHEDULES),
+        "batch_domains": names(BATCH_DOMAINS), "domains": names(DOMAINS), "attacks": names(ATTACKS),
+        "run_files": names((RunFiles.CONFIG, RunFiles.METRICS, RunFiles.CHECKPOINT, RunFiles.MODEL,
+                            RunFiles.SUMMARY)),
+        "defaults": _DefaultsText(),
+    }
+
+
 def _base_type(tp: Any) -> Any:
     """int | None -> int, etc."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return tp
 
 
-def _source_help() -> dict[str, str]:
-    """Help for fields added to TrainConfig without an entry in TRAIN_HELP: the inline comment in
-    config.py, tagged with the comment heading its section (e.g. "WRM (Sinha et al.)")."""
-    import inspect
-    import re
-
-    out: dict[str, str] = {}
-    section = ""
-    try:
-        lines = inspect.getsource(TrainConfig).splitlines()
-    except (OSError, TypeError):
-        return out
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            section = stripped.lstrip("# ").strip()
-            continue
-        m = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", stripped)
-        if m and m.group(1) in _FIELDS:
-            text = m.group(2) or "option"
-            out[m.group(1)] = f"{text} [{section}]" if section else text
-    return out
-
-
-def train_help(name: str) -> str:
-    """The help text of a TrainConfig field."""
-    if name in TRAIN_HELP:
-        return TRAIN_HELP[name]
-    return _source_help().get(name, "see the documentation of the method that reads it")
+def train_help(name: str, names: dict[str, Any] | None = None) -> str:
+    """The help text of a TrainConfig field (its `option` metadata), registry names filled in, [methods] tagged."""
+    meta = _FIELDS[name].metadata
+    text = str(meta.get("help", "")).format(**(names if names is not None else help_names()))
+    methods = meta.get("methods", ())
+    return f"{text} [{', '.join(methods)}]" if methods else text
 
 
 def _default_text(name: str) -> str:
@@ -133,21 +85,17 @@ def _default_text(name: str) -> str:
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, with its type and help; booleans as --flag/--no-flag.
+    """One option per TrainConfig field, with its type, help and group; booleans as --flag/--no-flag.
 
     Defaults are suppressed so that only options given on the command line override --config FILE.
     """
-    groups = {
-        "general": parser.add_argument_group("what and how to train"),
-        "robust": parser.add_argument_group("robust training (eps; method-specific options are marked [method])"),
-        "eval": parser.add_argument_group("final evaluation written to RUN/summary.json"),
-    }
-    for name in _FIELDS:
+    groups = {key: parser.add_argument_group(title) for key, title in OPTION_GROUPS.items()}
+    names = help_names()
+    for name, f in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
         tp = _base_type(_TYPES[name])
-        help_ = train_help(name) + _default_text(name)
-        group = groups["eval" if name.startswith(("eval_", "full_eval")) else
-                       "robust" if "[" in help_ or name in ("eps", "norm") else "general"]
+        help_ = train_help(name, names) + _default_text(name)
+        group = groups[f.metadata.get("group", "general")]
         if tp is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_)

@@ -14,12 +14,15 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from veritrain.data.info import DATASETS
 from veritrain.models.layers import Normalize, Residual
 from veritrain.registry import Registry, UnknownNameError
 
-# Section V-A: CIFAR / ImageNet-200 inputs are normalised with these statistics.
-CIFAR_MEAN = (0.485, 0.456, 0.406)
-CIFAR_STD = (0.225, 0.225, 0.225)
+
+def _normalize(dataset: str) -> Normalize:
+    """The data set's normalisation (Section V-A; `DatasetInfo.mean/std`) as the model's first layer."""
+    info = DATASETS.get(dataset)
+    return Normalize(info.mean, info.std)
 
 
 class ModelError(ValueError):
@@ -85,7 +88,7 @@ def _small(channels: int, side: int, normalize: bool) -> Callable[[str, int], nn
     """Conv16 4x4/2 - Conv32 4x4/2 - FC100 (Wong & Kolter's small net), padding 1."""
 
     def build(activation: str, num_classes: int) -> nn.Sequential:
-        pre = [Normalize(CIFAR_MEAN, CIFAR_STD)] if normalize else []
+        pre = [_normalize("cifar10")] if normalize else []
         return nn.Sequential(
             *pre,
             nn.Conv2d(channels, 16, 4, stride=2, padding=1), _act(activation),
@@ -101,7 +104,7 @@ def _large(channels: int, side: int, normalize: bool) -> Callable[[str, int], nn
     """Conv32 3x3/1 - Conv32 4x4/2 - Conv64 3x3/1 - Conv64 4x4/2 - FC512 - FC512, padding 1."""
 
     def build(activation: str, num_classes: int) -> nn.Sequential:
-        pre = [Normalize(CIFAR_MEAN, CIFAR_STD)] if normalize else []
+        pre = [_normalize("cifar10")] if normalize else []
         return nn.Sequential(
             *pre,
             nn.Conv2d(channels, 32, 3, stride=1, padding=1), _act(activation),
@@ -129,13 +132,14 @@ def res_block(c_in: int, c_out: int, stride: int, activation: str) -> list[nn.Mo
     return [Residual(branch, shortcut), _act(activation)]
 
 
-def _resnet(side: int, conv1_stride: int, strides: Sequence[int]) -> Callable[[str, int], nn.Sequential]:
+def _resnet(dataset: str, side: int, conv1_stride: int,
+            strides: Sequence[int]) -> Callable[[str, int], nn.Sequential]:
     """Conv16 3x3 - Res16 - Res32 - Res32 - Res64 - Res64 - FC1000 (Appendix B) with the given strides."""
     widths = (16, 32, 32, 64, 64)
 
     def build(activation: str, num_classes: int) -> nn.Sequential:
         layers: list[nn.Module] = [
-            Normalize(CIFAR_MEAN, CIFAR_STD),
+            _normalize(dataset),
             nn.Conv2d(3, 16, 3, stride=conv1_stride, padding=1),
             _act(activation),
         ]
@@ -253,14 +257,14 @@ _add("cifar-small", "cifar10", _small(3, 32, normalize=True), _CIFAR, 10, (6_244
 _add("cifar-large", "cifar10", _large(3, 32, normalize=True), _CIFAR, 10, (62_464, 2_466_858),
      (62_464, 2_466_858),
      "CIFAR Large (Table II): as MNIST Large with 3 input channels, after Normalize.")
-_add("cifar-resnet", "cifar10", _resnet(32, 2, (1, 2, 1, 1, 2)), _CIFAR, 10, (31_720, 1_208_578),
+_add("cifar-resnet", "cifar10", _resnet("cifar10", 32, 2, (1, 2, 1, 1, 2)), _CIFAR, 10, (31_720, 1_208_578),
      (31_720, 1_145_410),
      "CIFAR Resnet (Table II): Conv16 3x3/2 - Res16 - Res32/2 - Res32 - Res64 - Res64/2 - FC1000; "
      "Res = conv3x3-ReLU-conv3x3 + identity (1x1 conv when the shape changes), then ReLU. "
      "Hidden units match Table II (31,720); parameters are 1,208,578, 5.5% above its 1,145,410: "
      "no choice we searched (strides, padding 0/1, 3x3 or 4x4 first convs, identity/1x1/strided "
      "conv shortcuts, one or two ReLUs per module) gives both counts; this is the closest.")
-_add("imagenet-resnet", "imagenet200", _resnet(32, 1, (1, 1, 2, 2, 2)), _CIFAR, 200, (142_312, 1_399_824),
+_add("imagenet-resnet", "imagenet200", _resnet("imagenet200", 32, 1, (1, 1, 2, 2, 2)), _CIFAR, 200, (142_312, 1_399_824),
      (172_544, 2_310_664),
      "ImageNet-200 Resnet (Table II): 32x32 crops, 200 classes; Conv16 3x3/1 - Res16 - Res32 - "
      "Res32/2 - Res64/2 - Res64/2 - FC1000, same modules as cifar-resnet. Table II's counts "

@@ -1,114 +1,192 @@
-"""Every option of `veritrain train`, in one flat dataclass; paper defaults are filled per dataset."""
+"""Every option of `veritrain train`, in one flat dataclass; paper defaults are filled per dataset.
+
+Each field carries its `veritrain train --help` text and option group as metadata (`option`): the CLI builds
+its parser from these fields alone. A help text may name a registry or a per-data-set default in braces
+(`{methods}`, `{defaults.acc0}`, see `veritrain.cli.help_names`), so name lists are never written by hand.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from veritrain.data.info import DATASETS, training_defaults
+from veritrain.errors import ConfigError
+
 # Paper Section V-A: MNIST-like data sets use Adam 1e-3, CIFAR/ImageNet SGD 0.05; x0.6 every 5 epochs.
 # MixTrain departs from it on colour data: with k' = 1 the one bounded image weighs alpha = 0.5 in Eqn. 9
 # against 0.01 for each clean image, and SGD at lr 0.05 collapsed CIFAR Small to constant logits within the
 # first epoch in every run we made (lr 0.01 stayed near chance), while Adam 1e-3 learns (results/README.md).
 # MixTrain therefore defaults to Adam 1e-3 on every data set; --optimizer sgd restores the paper's setting.
-_GREY = {"mnist", "fashion-mnist", "mnist-mini"}
+#: methods that use Adam on every data set, whatever the data set's default optimiser
+ADAM_EVERYWHERE = ("mixtrain",)
+#: the initial learning rate of each optimiser (Section V-A)
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
+
+#: the option groups of `veritrain train --help`, in order
+OPTION_GROUPS = {
+    "general": "what and how to train",
+    "robust": "robust training (eps; method-specific options are marked [method])",
+    "eval": "final evaluation written to RUN/summary.json",
+}
+
+
+def option(default: Any = None, help: str = "", *, group: str = "general", methods: tuple[str, ...] = (),
+           factory: Any = None) -> Any:
+    """A TrainConfig field with its help text and group; `methods` (those that read it) makes it a robust
+    training option tagged [method] in the help."""
+    if methods and group == "general":
+        group = "robust"
+    meta = {"help": help, "group": group, "methods": methods}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_CERTIFIED = ("ibp", "crown-ibp", "sabr", "mtl-ibp", "diffai")
 
 
 @dataclass
 class TrainConfig:
     # what to train
-    net: str = "mnist-small"  # registry name or path/to/file.py:build_fn
-    dataset: str = "mnist"
-    method: str = "regular"
-    weights: str | None = None  # initial weights (plain state_dict)
-    activation: str = "relu"  # relu | elu (WRM needs a smooth activation)
+    net: str = option("mnist-small", "network: a registered name ({models}) or path/to/file.py:build_fn")
+    dataset: str = option("mnist", "data set: {datasets} (mnist-mini is embedded: no download)")
+    method: str = option("regular", "training method: {methods}")
+    weights: str | None = option(None, "initial weights: a plain state_dict file (.pt) for --net, "
+                                       "e.g. a previous RUN/model.pt")
+    activation: str = option("relu", "activation of the registered networks: {activations} "
+                                     "(wrm: Sinha et al. need a smooth one, elu)")
     # data
-    data_dir: str | None = None
-    train_size: int | None = None  # first N training images (None: all)
-    train_subset_seed: int | None = None  # draw the N at random with this seed instead
+    data_dir: str | None = option(None, "data root holding the data sets (default: $VERITRAIN_DATA, "
+                                        "else ~/.cache/veritrain)")
+    train_size: int | None = option(None, "train on the first N training images only (default: all)")
+    train_subset_seed: int | None = option(None, "with --train-size: draw the N images at random with this seed "
+                                                 "instead of the first N")
     # loop
-    epochs: int = 60
-    batch_size: int = 50
-    optimizer: str | None = None  # adam | sgd (None: paper default for the data set)
-    lr: float | None = None
-    lr_step: int = 5
-    lr_gamma: float = 0.6
-    lr_milestones: str | None = None  # comma-separated epochs at which lr *= lr_gamma (replaces --lr-step)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step
-    augment: str | None = None  # none | crop | crop-flip (None: crop-flip for colour data, none for MNIST-like)
-    seed: int = 0
-    budget_minutes: float | None = None  # stop after the epoch in which the training CPU time reaches this (minutes)
-    device: str = "cpu"
-    out: str = "runs/run"
-    resume: bool = False
-    overwrite: bool = False  # start afresh in an existing RUN folder, replacing its files
-    progress: bool = True
+    epochs: int = option(60, "number of epochs (paper: 60)")
+    batch_size: int = option(50, "images per batch (paper: 50)")
+    optimizer: str | None = option(None, "{optimizers} (default per data set: {defaults.optimizer}, as in the "
+                                         "paper; MixTrain: adam everywhere, since SGD 0.05 collapsed CIFAR "
+                                         "MixTrain at k'=1)")
+    lr: float | None = option(None, "initial learning rate (default: {learning_rates}; Section V-A)")
+    lr_step: int = option(5, "multiply the learning rate by --lr-gamma every this many epochs (paper: 5)")
+    lr_gamma: float = option(0.6, "learning-rate decay factor applied every --lr-step epochs (paper: 0.6)")
+    lr_milestones: str | None = option(None, "comma-separated epochs at which the learning rate is multiplied "
+                                             "by --lr-gamma (replaces --lr-step)")
+    momentum: float = option(0.9, "SGD momentum (paper: 0.9)")
+    weight_decay: float = option(0.0, "L2 weight decay of the optimiser")
+    grad_clip: float | None = option(None, "clip the global L2 norm of the gradient to this value before each "
+                                           "optimiser step (default: no clipping)")
+    augment: str | None = option(None, "training-data augmentation: {augmentations} (crop: 4-pixel shifts; "
+                                       "crop-flip: shifts and left-right mirroring) (default per data set: "
+                                       "{defaults.augment})")
+    seed: int = option(0, "random seed (python, numpy, torch, data shuffling and the method's own sampling)")
+    budget_minutes: float | None = option(None, "stop after the epoch in which the training CPU time reaches this "
+                                                "many minutes (default: no limit)")
+    device: str = option("cpu", "{devices}")
+    out: str = option("runs/run", "run folder: {run_files} go here")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint (the interrupted epoch is "
+                                 "replayed exactly)")
+    overwrite: bool = option(False, "start afresh in an --out that already holds a run, replacing its files")
+    progress: bool = option(True, "show a progress bar and per-epoch lines on stderr")
     # robustness (all robust methods)
-    eps: float = 0.1  # final eps, pixel space [0, 1]
-    norm: str = "linf"
-    eps_start: float | None = None  # paper: 0.01 MNIST, 0.001 CIFAR
-    eps_ramp_epochs: int = 10
-    eps_train: float | None = None  # eps the training schedule ramps to (default: --eps)
-    eps_schedule: str = "epoch"  # epoch | linear | smooth
-    clean_epochs: int = 0  # epochs at eps = 0 before the eps ramp starts
+    eps: float = option(0.1, "final perturbation radius eps in pixel space [0, 1] (e.g. 0.1, 0.3 MNIST; "
+                             "2/255 = 0.00784 CIFAR); also the radius of the final ERA/VRA evaluation",
+                        group="robust")
+    norm: str = option("linf", "norm of the perturbation ball: {norms}", group="robust")
+    eps_start: float | None = option(None, "eps of the first epoch; eps ramps linearly to --eps over "
+                                           "--eps-ramp-epochs (default per data set: {defaults.eps_start})",
+                                     group="robust")
+    eps_ramp_epochs: int = option(10, "number of epochs of the eps ramp (paper: 10; 0 or 1: no ramp)",
+                                  group="robust")
+    eps_train: float | None = option(None, "eps the training schedule ramps to (default: --eps)", group="robust")
+    eps_schedule: str = option("epoch", "eps ramp: {eps_schedules} (epoch: the paper's, one value per epoch from "
+                                        "--eps-start; linear, smooth: per step from 0)", group="robust")
+    clean_epochs: int = option(0, "epochs at eps = 0 before the eps ramp starts", group="robust")
     # certified training (ibp, crown-ibp, sabr, mtl-ibp, diffai; mixtrain with --batch-domain)
-    kappa_start: float | None = None  # weight of the clean cross-entropy when the ramp starts
-    kappa_end: float | None = None  # weight of the clean cross-entropy after the ramp
-    beta_start: float = 1.0  # crown-ibp: weight of the CROWN-IBP bound (1 - beta: IBP) at the ramp start
-    beta_end: float = 0.0  # crown-ibp: the same after the ramp
-    ibp_init: bool = False  # Shi et al. 2021's initialisation
-    bound_reg: float = 0.0  # weight of Shi et al.'s bound regularisers during the ramp
-    l1_reg: float = 0.0  # L1 penalty on the weights (every method)
-    sabr_lambda: float = 0.4  # sabr: the small box has radius lambda * eps
-    mtl_alpha: float = 0.5  # mtl-ibp: weight of the IBP loss (1 - alpha: adversarial)
-    adv_steps: int = 8  # sabr, mtl-ibp: PGD steps of the training attack
-    batch_domain: str | None = None  # mixtrain: cheap sound bound on every sample of the batch
+    kappa_start: float | None = option(None, "weight of the clean cross-entropy when the ramp starts",
+                                       methods=_CERTIFIED)
+    kappa_end: float | None = option(None, "weight of the clean cross-entropy after the ramp", methods=_CERTIFIED)
+    beta_start: float = option(1.0, "weight of the CROWN-IBP bound (1 - beta: IBP) at the ramp start",
+                               methods=("crown-ibp",))
+    beta_end: float = option(0.0, "weight of the CROWN-IBP bound (1 - beta: IBP) after the ramp",
+                             methods=("crown-ibp",))
+    ibp_init: bool = option(False, "Shi et al. 2021's initialisation", methods=_CERTIFIED)
+    bound_reg: float = option(0.0, "weight of Shi et al.'s bound regularisers during the ramp", methods=_CERTIFIED)
+    l1_reg: float = option(0.0, "L1 penalty on the weights (every method)")
+    sabr_lambda: float = option(0.4, "the small box has radius lambda * eps", methods=("sabr",))
+    mtl_alpha: float = option(0.5, "weight of the IBP loss (1 - alpha: adversarial)", methods=("mtl-ibp",))
+    adv_steps: int = option(8, "PGD steps of the training attack", methods=("sabr", "mtl-ibp"))
+    batch_domain: str | None = option(None, "cheap sound bound on every sample of the batch: {batch_domains} "
+                                            "(the --domain bound stays on k' samples)", methods=("mixtrain",))
     # MixTrain (Section IV)
-    domain: str = "symbolic-linear"
-    k: int | None = None  # total sound samples per epoch (Eqn. 8)
-    k_per_batch: int | None = None  # k' per batch (default 1)
-    alpha0: float | None = None  # paper: 0.8 MNIST, 0.5 CIFAR
-    alpha: float | None = None  # fixed alpha (Fig. 8, Table IX)
-    alpha_step: float = 0.05
-    acc0: float | None = None
-    acc_subsample: int = 1000
-    warmup_epochs: int = 0  # epochs of plain cross-entropy (alpha = 0) before Eqn. 9 starts
+    domain: str = option("symbolic-linear", "sound over-approximation used in training: {domains} "
+                                            "(paper: symbolic-linear)", methods=("mixtrain",))
+    k: int | None = option(None, "sound training samples per epoch, k in Eqn. 8 (default: k' per batch x "
+                                 "batches)", methods=("mixtrain",))
+    k_per_batch: int | None = option(None, "sound training samples per batch, k' = k / (n / m) (default 1)",
+                                     methods=("mixtrain",))
+    alpha0: float | None = option(None, "initial weight alpha of the verified loss in Eqn. 9 (default per data "
+                                        "set: {defaults.alpha0})", methods=("mixtrain",))
+    alpha: float | None = option(None, "fixed alpha for Eqn. 9 instead of the dynamic schedule (Fig. 8, Table IX)",
+                                 methods=("mixtrain",))
+    alpha_step: float = option(0.05, "dynamic alpha: +/- this much per epoch depending on accuracy vs --acc0 "
+                                     "(paper: 0.05)", methods=("mixtrain",))
+    acc0: float | None = option(None, "dynamic alpha: target training accuracy acc_0 in percent; the paper gives "
+                                      "no value. alpha settles where the training accuracy is about acc0, so it "
+                                      "is the clean accuracy you accept (default per data set: {defaults.acc0}: "
+                                      "just under the paper's MixTrain accuracies)", methods=("mixtrain",))
+    acc_subsample: int = option(1000, "dynamic alpha: training images sub-sampled each epoch to measure accuracy",
+                                methods=("mixtrain",))
+    warmup_epochs: int = option(0, "epochs of plain cross-entropy (alpha = 0, the verified loss only logged) "
+                                   "before Eqn. 9 and the dynamic alpha start; the eps ramp runs as usual",
+                                methods=("mixtrain",))
     # Madry / attacks
-    pgd_steps: int = 40
-    pgd_step_size: float = 0.01
+    pgd_steps: int = option(40, "PGD iterations of the inner maximisation (paper: 40)", methods=("madry",))
+    pgd_step_size: float = option(0.01, "PGD step size in pixel space (paper: 0.01)", methods=("madry",))
     # WRM (Sinha et al.)
-    gamma: float | None = None
-    wrm_steps: int = 15
-    wrm_clip: bool = False  # clip WRM's x' to [0, 1] (Sinha et al.'s reference code does not)
+    gamma: float | None = option(None, "Lagrangian penalty gamma of the distributional robustness objective",
+                                 methods=("wrm",))
+    wrm_steps: int = option(15, "gradient-ascent steps of the inner WRM maximisation", methods=("wrm",))
+    wrm_clip: bool = option(False, "clip WRM's perturbed x' to [0, 1] (Sinha et al.'s reference code does not)",
+                            methods=("wrm",))
     # Wong et al.
-    projections: int | None = None  # None: exact bound; 50 in the paper
+    projections: int | None = option(None, "random projections for the dual bound (paper: 50; default: exact "
+                                           "bound)", methods=("wong",))
     # DiffAI (Mirman et al.)
-    diffai_kappa: float = 1.0  # weight of the box-domain verified loss; 1 - kappa on clean CE
+    diffai_kappa: float = option(1.0, "final weight of the box-domain verified loss (1 - kappa weighs the clean "
+                                      "cross-entropy); it ramps from 0 over --eps-ramp-epochs", methods=("diffai",))
     # final evaluation written to summary.json
-    eval_n: int = 1000
-    eval_attacks: str = "pgd"
-    eval_domains: str = "symbolic-linear"
-    full_eval: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    eval_n: int = option(1000, "final evaluation: ERA and VRA on the first N test images (ACC always on the "
+                               "whole test set)", group="eval")
+    eval_attacks: str = option("pgd", "final evaluation: comma-separated attacks for ERA: {attacks} (empty: none)",
+                               group="eval")
+    eval_domains: str = option("symbolic-linear", "final evaluation: comma-separated bound domains for VRA: "
+                                                  "{domains} (empty: none)", group="eval")
+    full_eval: bool = option(False, "final evaluation: ERA and VRA on the whole test set instead of --eval-n "
+                                    "images", group="eval")
+    extra: dict[str, Any] = option(help="KEY=VALUE options for methods added outside veritrain (repeatable; "
+                                        "VALUE is parsed as YAML)", factory=dict)
 
     @property
     def grey(self) -> bool:
-        return self.dataset in _GREY
+        """MNIST-like data (one channel): the grey per-data-set defaults apply."""
+        return self.dataset in DATASETS and DATASETS.get(self.dataset).grey
 
     def resolved(self) -> "TrainConfig":
-        """A copy with the paper's per-dataset defaults filled in (Section V-A)."""
+        """A copy with the paper's per-dataset defaults filled in (Section V-A; `veritrain.data.DATASETS`)."""
         c = dataclasses.replace(self)
+        d = training_defaults(c.dataset)
         if c.optimizer is None:
-            c.optimizer = "adam" if c.grey or c.method == "mixtrain" else "sgd"
+            c.optimizer = "adam" if c.method in ADAM_EVERYWHERE else d.optimizer
         if c.lr is None:
-            c.lr = 1e-3 if c.optimizer == "adam" else 0.05
+            c.lr = DEFAULT_LR.get(c.optimizer, DEFAULT_LR["sgd"])
         if c.eps_start is None:
-            c.eps_start = 0.01 if c.grey else 0.001
+            c.eps_start = d.eps_start
         if c.augment is None:
-            c.augment = "none" if c.grey else "crop-flip"
+            c.augment = d.augment
         if c.alpha0 is None:
-            c.alpha0 = 0.8 if c.grey else 0.5
+            c.alpha0 = d.alpha0
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,5 +197,5 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**d)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds import DOMAINS, Ball, margin_lower, verified_loss
 from veritrain.attacks.base import eval_mode
+from veritrain.data.info import DATASETS, training_defaults
 from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
@@ -19,14 +20,10 @@ from veritrain.training.methods.ibp import IBP, shi_regulariser, verified_metric
 BATCH_DOMAINS = ("interval", "crown-ibp")
 
 #: Default target accuracy acc0 (percent, like every accuracy in veritrain) per data set; see `MixTrain`.
+#: A view of the one table, `veritrain.data.DATASETS` (`TrainingDefaults.acc0`).
 DEFAULT_ACC0: dict[str, float] = {
-    "mnist": 95.0,
-    "mnist-mini": 95.0,
-    "fashion-mnist": 80.0,
-    "cifar10": 65.0,
-    "imagenet200": 25.0,
+    name: acc0 for name in DATASETS if (acc0 := DATASETS.get(name).defaults.acc0) is not None
 }
-_GREY = {"mnist", "fashion-mnist", "mnist-mini"}
 
 
 def default_acc0(dataset: str) -> float:
@@ -131,7 +128,7 @@ class MixTrain(Objective):
         self.k = cfg.k
         self.k_per_batch = 1 if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
-        alpha0 = cfg.alpha0 if cfg.alpha0 is not None else (0.8 if cfg.dataset in _GREY else 0.5)
+        alpha0 = cfg.alpha0 if cfg.alpha0 is not None else training_defaults(cfg.dataset).alpha0
         for name, value in (("alpha0", alpha0), ("alpha", cfg.alpha)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
