@@ -78,6 +78,10 @@ def verified_mask(
     return ok.to(x.device)
 
 
+#: the key of the union of every domain's proofs in `verified_robust_accuracy`
+ANY = "any"
+
+
 def verified_robust_accuracy(
     model: nn.Module,
     x: Tensor,
@@ -92,16 +96,19 @@ def verified_robust_accuracy(
     candidates: Tensor | None = None,
 ) -> dict[str, float]:
     """VRA in percent per domain: correctly classified AND verified over B_eps(x) ∩ [0, 1]
-    (`candidates`: see `verified_mask`)."""
+    (`candidates`: see `verified_mask`). With two or more domains, "any" is the share proved by at least
+    one of them: every domain is sound, so the union of their proofs is a sound certificate too (the
+    tightest VRA the given domains establish together)."""
     if len(x) == 0:
         raise ValueError("VRA of an empty set is undefined; pass at least one sample")
     if isinstance(domains, str):
         domains = [domains]
-    return {
-        d: percent(verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
-                         candidates=candidates).cpu())
-        for d in domains
-    }
+    masks = {d: verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
+                              candidates=candidates).cpu() for d in domains}
+    out = {d: percent(m) for d, m in masks.items()}
+    if len(masks) > 1:
+        out[ANY] = percent(torch.stack(list(masks.values())).any(0))
+    return out
 
 
 vra = verified_robust_accuracy

@@ -7,8 +7,9 @@ training steps of the method on real images, during the ramp and after it (`cali
 with `budget_minutes=B` as a hard stop (after the epoch that reaches it), so no run gets more than its
 budget plus one epoch; the table reports the CPU minutes each run really used.
 
-VRA is measured on the first `eval_n` test images with every domain of `EVAL_DOMAINS`; the table's VRA is the
-best of them (each is sound, so each is a valid certificate). ACC is on the whole test set.
+VRA is measured on the first `eval_n` test images with every domain of `EVAL_DOMAINS`; the table's VRA is their
+union ("any": proved by at least one; each is sound, so the union is a sound certificate). ACC is on the whole
+test set.
 """
 from __future__ import annotations
 
