@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from veritrain import __version__
+from veritrain.errors import ConfigError
 from veritrain.registry import UnknownNameError, split_names
 from veritrain.training.config import OPTION_GROUPS, TrainConfig
 from veritrain.training.run_dir import RunFiles
@@ -111,7 +112,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Options from a YAML or TOML file; keys are option names with - or _."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     try:
@@ -126,19 +127,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text) or {}
         else:
-            raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
+            raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
     except ValueError:
         raise
     except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"config file {path} cannot be parsed: {first}") from None
+        raise ConfigError(f"config file {path} cannot be parsed: {first}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of option: value")
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in _FIELDS:
-            raise ValueError(f"config file {path}: unknown option {key!r}; see `veritrain train --help`")
+            raise ConfigError(f"config file {path}: unknown option {key!r}; see `veritrain train --help`")
         out[name] = _coerce(name, value, f"config file {path}")
     return out
 
@@ -150,7 +151,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
-        raise ValueError(f"{where}: option {name!r} cannot be empty")
+        raise ConfigError(f"{where}: option {name!r} cannot be empty")
     try:
         if tp is bool:
             if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
@@ -175,7 +176,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 raise TypeError
             return dict(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: option {name!r} expects {getattr(tp, '__name__', tp)}, got {value!r}") from None
+        raise ConfigError(f"{where}: option {name!r} expects {getattr(tp, '__name__', tp)}, got {value!r}") from None
     return value
 
 
@@ -185,7 +186,7 @@ def _parse_extra(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--extra expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--extra expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -207,9 +208,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             try:
                 run_values = json.loads(saved.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"{saved} is unreadable ({e}); pass all options again or train into a new --out")
+                raise ConfigError(f"{saved} is unreadable ({e}); pass all options again or train into a new --out")
             if not isinstance(run_values, dict):
-                raise ValueError(f"{saved} is not a run configuration; train into a new --out")
+                raise ConfigError(f"{saved} is not a run configuration; train into a new --out")
             # how the run was started (--overwrite) is not an option of the run: never carried into a resume
             run_values = {k: v for k, v in run_values.items() if k in _FIELDS and k != "overwrite"}
             values = {**run_values, **values}

@@ -24,10 +24,10 @@ from veritrain.attacks.base import eval_mode
 from veritrain.bounds import DOMAINS
 from veritrain.data.augment import AUGMENTATIONS, augment
 from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, synchronize
-from veritrain.errors import TrainingError
+from veritrain.errors import ConfigError, TrainingError
 from veritrain.evaluation.accuracy import accuracy, batch_accuracy
 from veritrain.evaluation.evaluate import evaluate_tensors
-from veritrain.registry import split_names
+from veritrain.registry import UnknownNameError, split_names
 from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
@@ -57,7 +57,9 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def validate_config(cfg: TrainConfig) -> TrainConfig:
-    """Resolve the paper defaults and check the numbers; raises TrainingError (a ValueError)."""
+    """The one validation entry point of a training configuration: resolve the paper defaults, check the
+    numbers and names, and build the method's objective (whose constructor checks its own options).
+    Every problem raises `ConfigError` (a TrainingError, a ValueError) with a one-line message."""
     cfg = cfg.resolved()
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
@@ -85,12 +87,18 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     ]
     for ok, msg in checks:
         if not ok:
-            raise TrainingError(msg)
-    METHODS.get(cfg.method)  # UnknownNameError listing the methods
-    for name in split_names(cfg.eval_attacks):  # unknown evaluation names fail before training, not after it
-        ATTACKS.get(name)
-    for name in split_names(cfg.eval_domains):
-        DOMAINS.get(name)
+            raise ConfigError(msg)
+    try:
+        objective = METHODS.get(cfg.method)  # the list of methods when unknown
+        for name in split_names(cfg.eval_attacks):  # unknown evaluation names fail before training, not after it
+            ATTACKS.get(name)
+        for name in split_names(cfg.eval_domains):
+            DOMAINS.get(name)
+        objective(cfg)  # the method's own options (k, alpha0, kappa, ...)
+    except (UnknownNameError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e)) from None
     return cfg
 
 
