@@ -1,0 +1,235 @@
+"""`veritrain reproduce`: the experiment specs, the runner (skip, resume, reuse), the reports, the
+measurements (Table I attacks, Table X child processes), and one MixTrain epoch of each of the paper's
+eight networks through the CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from veritrain.cli import main
+from veritrain.experiments import EXPERIMENTS, Experiment, Run, plan, reproduce
+from veritrain.experiments.measures import attack_comparison, measure_step
+from veritrain.experiments.runner import config_hash, train_command
+from veritrain.models import MODELS
+
+PAPER_NAMES = ("table1", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "fig8")
+
+
+def test_list_names_every_experiment(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in PAPER_NAMES:
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_table3_paper_dry_run_prints_the_papers_runs(tmp_path, capsys):
+    assert main(["reproduce", "table3", "--scale", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    cmds = [line.strip() for line in out.splitlines() if line.strip().startswith("veritrain train")]
+    assert len(cmds) == len(EXPERIMENTS.get("table3").runs) == 26
+    for c in cmds:
+        assert "--epochs 60 " in c and "--batch-size 50 " in c and "--lr-step 5 " in c and "--lr-gamma 0.6 " in c
+        assert "--eps-ramp-epochs 10 " in c and "--full-eval" in c
+        if "--dataset mnist " in c:
+            assert "--optimizer adam --lr 0.001 " in c and "--eps-start 0.01 " in c
+        else:
+            assert "--optimizer sgd --lr 0.05 " in c and "--eps-start 0.001 " in c and "--eps 0.00784" in c
+        if "--method mixtrain" in c:
+            assert "--k-per-batch 1 " in c and "--domain symbolic-linear" in c
+        if "--method madry" in c:
+            assert "--pgd-steps 40 --pgd-step-size 0.01" in c
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_cpu_scale_is_smaller_and_rows_for_a_gpu_are_kept():
+    t3 = EXPERIMENTS.get("table3")
+    assert len(t3.runs_at("cpu")) == 7 and all(r.config["net"] == "mnist-small" for r in t3.runs_at("cpu"))
+    for name in PAPER_NAMES:
+        exp = EXPERIMENTS.get(name)
+        for r in exp.runs_at("cpu"):
+            paper, cpu = exp.config(r, "paper"), exp.config(r, "cpu")
+            assert cpu.get("epochs", 60) <= paper.get("epochs", 60)
+        assert exp.cpu_note or not exp.runs_at("cpu") or exp.kind == "measure", name
+    with pytest.raises(ValueError, match="unknown scale"):
+        t3.config(t3.runs[0], "laptop")
+
+
+def test_shared_runs_share_a_folder(tmp_path):
+    """Table IX's runs are Figure 8's; Table VII's are Table III's: same options, same folder."""
+    t9 = {p.run.key: p.folder for p in plan(EXPERIMENTS.get("table9"), "cpu", tmp_path)}
+    f8 = {p.run.key: p.folder for p in plan(EXPERIMENTS.get("fig8"), "cpu", tmp_path)}
+    assert t9["alpha=0.5"] == f8["alpha=0.5"] and t9["alpha=dynamic"] == f8["alpha=dynamic"]
+    t7 = plan(EXPERIMENTS.get("table7"), "paper", tmp_path)
+    t3 = {p.run.key: p.folder for p in plan(EXPERIMENTS.get("table3"), "paper", tmp_path)}
+    assert all(p.folder == t3[p.run.key] for p in t7) and len(t7) == 5
+
+
+def _tiny(name: str = "tiny", **extra) -> Experiment:
+    base = dict(net="mnist-small", dataset="mnist-mini", epochs=1, train_size=100, eval_n=20, eps=0.1,
+                eval_domains="interval", progress=False)
+    return Experiment(
+        name=name, source="Table T", title="a test",
+        runs=(Run("regular", {**base, "method": "regular"}, labels={"Method": "regular"}, paper={"ACC": 98.6}),
+              Run("mixtrain", {**base, "method": "mixtrain", "domain": "interval"}, labels={"Method": "mixtrain"},
+                  paper={"ACC": 98.5, "VRA": 91.6}, cpu={"train_size": 50}, cpu_skip=None)),
+        columns=("ACC", "ERA", "VRA"), cpu={"epochs": 1}, cpu_note="tiny", **extra)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_reproduce_trains_skips_resumes_and_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    exp = _tiny()
+    files = reproduce(exp, "cpu", tmp_path, device="cpu", progress=False, command="test", log=lambda m: None)
+    md, csv_path = tmp_path / "tiny.md", tmp_path / "tiny.csv"
+    assert set(files) == {md, csv_path}
+    rows = _rows(csv_path)
+    assert [r["Method"] for r in rows] == ["regular", "mixtrain"]
+    assert float(rows[0]["ACC"]) > 0 and rows[0]["ACC (paper)"] == "98.6" and rows[1]["VRA (paper)"] == "91.6"
+    text = md.read_text()
+    assert "scale: **cpu** (tiny)" in text and "machine:" in text and "| Method | ACC | ACC (paper) |" in text
+    planned = plan(exp, "cpu", tmp_path)
+    assert [p.state for p in planned] == ["done", "done"]
+    assert json.loads((planned[1].folder / "config.json").read_text())["train_size"] == 50
+    # a finished run is not trained again
+    stamp = (planned[0].folder / "summary.json").stat().st_mtime_ns
+    reproduce(exp, "cpu", tmp_path, device="cpu", progress=False, log=lambda m: None)
+    assert (planned[0].folder / "summary.json").stat().st_mtime_ns == stamp
+    # a run killed after its checkpoint (no summary yet) is resumed, not restarted
+    (planned[1].folder / "summary.json").unlink()
+    assert [p.state for p in plan(exp, "cpu", tmp_path)] == ["done", "partial"]
+    assert "--resume" in train_command(plan(exp, "cpu", tmp_path)[1])
+    reproduce(exp, "cpu", tmp_path, device="cpu", progress=False, log=lambda m: None)
+    assert json.loads((planned[1].folder / "summary.json").read_text())["resumed"] is True
+    # --no-train on another scale reports the rows as not run
+    reproduce(exp, "paper", tmp_path / "p", device="cpu", train_missing=False, log=lambda m: None)
+    assert _rows(tmp_path / "p" / "tiny.csv")[0]["ACC"] == "not run"
+
+
+def test_reuse_takes_only_a_matching_finished_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    exp = _tiny()
+    reproduce(exp, "cpu", tmp_path / "a", device="cpu", progress=False, log=lambda m: None, only="regular")
+    planned = plan(exp, "cpu", tmp_path / "b", reuse=[tmp_path / "a"])
+    assert [p.state for p in planned] == ["reused", "new"]  # mixtrain was never trained in a
+    assert planned[0].folder.parent.parent == tmp_path / "a"
+    # evaluation options may differ only when the finished run evaluated at least as much
+    other = Experiment(**{**exp.__dict__, "cpu": {"epochs": 1, "eval_n": 10}})
+    assert plan(other, "cpu", tmp_path / "b", reuse=[tmp_path / "a"])[0].state == "reused"
+    more = Experiment(**{**exp.__dict__, "cpu": {"epochs": 1, "eval_n": 500}})
+    assert plan(more, "cpu", tmp_path / "b", reuse=[tmp_path / "a"])[0].state == "new"
+    trained_differently = Experiment(**{**exp.__dict__, "cpu": {"epochs": 1, "lr": 0.01}})
+    assert plan(trained_differently, "cpu", tmp_path / "b", reuse=[tmp_path / "a"])[0].state == "new"
+    assert config_hash(exp.config(exp.runs[0], "cpu")) != config_hash(more.config(more.runs[0], "cpu"))
+
+
+def test_fig8_figure_from_rows(tmp_path):
+    pytest.importorskip("matplotlib")
+    exp = EXPERIMENTS.get("fig8")
+    rows = [{"alpha": a, "ACC": 90 - 10 * a, "ERA": 50 + 20 * a, "VRA": 40 * a, "ACC (paper)": None}
+            for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    rows.append({"alpha": "dynamic", "ACC": 85.0, "ERA": 65.0, "VRA": 30.0})
+    rows[2].update({"ACC (paper)": 71.4, "ERA (paper)": 53.2, "VRA (paper)": 30.9})
+    exp.figure(rows, tmp_path / "fig8.png", "cpu")
+    assert (tmp_path / "fig8.png").stat().st_size > 1000
+
+
+def test_table1_attacks_at_equal_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    exp = _tiny()
+    reproduce(exp, "cpu", tmp_path, device="cpu", progress=False, log=lambda m: None, only="regular")
+    p = plan(exp, "cpu", tmp_path)[0]
+    cfg = {**p.config, "eps": 0.1}
+    res = attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3)
+    for k in ("PGD", "CW", "interval"):
+        assert 0.0 <= res[k] <= 100.0
+    assert res["n"] == 6 and res["attack time s"] > 0 and res["PGD iterations"] >= 40
+    assert attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3) == res  # cached
+
+
+def test_table10_step_in_a_child_process():
+    cfg = {"net": "mnist-small", "dataset": "mnist", "method": "mixtrain", "k_per_batch": 1, "eps": 0.1,
+           "batch_size": 10, "device": "cpu"}
+    res = measure_step(cfg, batches=1, warmup=0, time_limit_s=120)
+    assert "error" not in res, res
+    assert res["batch s"] > 0 and res["peak MB"] > res["base MB"] > 0
+    assert "limit" in measure_step(cfg, batches=1, warmup=0, time_limit_s=120, memory_limit_mb=1.0)
+
+
+# ----------------------------------------------------------------------------- every network trains
+
+#: the networks that take more than a few seconds for one MixTrain epoch on a CPU
+SLOW_NETS = {"mnist-fc2", "mnist-large", "cifar-large", "cifar-resnet", "imagenet-resnet"}
+
+
+def _png_folder(split_dir: Path, classes: list[str], per_class: int, side: int, seed: int, layout: str) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        folder = split_dir / c / ("images" if layout == "tiny" else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                folder / f"{c}_{i}.{'JPEG' if layout == 'tiny' else 'png'}", format="PNG")
+
+
+def make_cifar_folder(root: Path) -> None:
+    from veritrain.data.info import CIFAR10_CLASSES
+
+    for split, n in (("train", 5), ("test", 1)):
+        _png_folder(root / "cifar10" / split, list(CIFAR10_CLASSES), n, 32, seed=len(split), layout="cifar")
+
+
+def make_tiny_imagenet_folder(root: Path) -> None:
+    """The Tiny ImageNet layout: wnids.txt, train/<wnid>/images/*.JPEG, val/images + val_annotations.txt."""
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(200)]
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    _png_folder(base / "train", wnids, 1, 64, seed=0, layout="tiny")
+    (base / "val" / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for i, w in enumerate(wnids[:20]):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            base / "val" / "images" / f"val_{i}.JPEG", format="PNG")
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("net", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_NETS else n for n in MODELS])
+def test_every_network_trains_one_mixtrain_epoch(net, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("PIL")
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    spec = MODELS.get(net)
+    if spec.dataset == "mnist":
+        dataset, data = "mnist-mini", []
+    elif spec.dataset == "cifar10":
+        make_cifar_folder(tmp_path / "data")
+        dataset, data = "cifar10", ["--data-dir", str(tmp_path / "data")]
+    else:
+        make_tiny_imagenet_folder(tmp_path / "data")
+        dataset, data = "imagenet200", ["--data-dir", str(tmp_path / "data")]
+    out = tmp_path / "run"
+    rc = main(["train", "--net", net, "--dataset", dataset, *data, "--method", "mixtrain", "--epochs", "1",
+               "--train-size", "50", "--batch-size", "25", "--k-per-batch", "1", "--eps", "0.01",
+               "--eval-n", "4", "--eval-domains", "symbolic-linear", "--no-progress", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["verified_samples"] == 2  # k' = 1 in each of the 2 batches
+    assert np.isfinite(metrics[0]["verified_loss"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["net"] == net and "symbolic-linear" in summary["eval"]["vra"]
+    assert torch.load(out / "model.pt", weights_only=True)

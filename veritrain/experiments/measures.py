@@ -1,0 +1,259 @@
+"""Measurements that are not a training summary: attacks at equal time (Table I), ERA per attack
+(Table VII), and the time and peak memory of one training batch per method in a child process (Table X).
+
+Each returns the row's columns and caches its result as JSON (in the run folder, or DIR/training-runs for
+Table X) under a name hashed from its parameters, so a finished measurement is not repeated.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from veritrain.reporting.io import read_json, write_json
+
+
+def _cached(path: Path, params: dict[str, Any], compute) -> dict[str, Any]:
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("params") == json.loads(json.dumps(params, default=str)):
+            return saved["result"]
+    result = compute()
+    write_json(path, {"params": params, "result": result})
+    return result
+
+
+def _key(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def load_run_model(run_dir: Path, config: dict[str, Any]) -> torch.nn.Module:
+    """The trained network of a run folder (RUN/model.pt), in eval mode."""
+    from veritrain.models import load_weights, resolve_model
+
+    model = resolve_model(config["net"], activation=config.get("activation", "relu"))
+    load_weights(model, str(run_dir / "model.pt"))
+    return model.eval()
+
+
+def test_images(config: dict[str, Any], n: int | None, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n test images of the run's data set: the first n, or n drawn at random with `seed`; all when n is None."""
+    from veritrain.data import load_dataset
+
+    x, y = load_dataset(config["dataset"], "test", root=config.get("data_dir")).tensors
+    if n is None or n >= len(x):
+        return x, y
+    if seed is None:
+        return x[:n], y[:n]
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+# ----------------------------------------------------------------------------- Table I
+
+
+def _attack_chunks(attack, model, x, y, chunk: int) -> torch.Tensor:
+    return torch.cat([attack.run(model, x[i:i + chunk], y[i:i + chunk]).success for i in range(0, len(x), chunk)])
+
+
+def _equal_time(name: str, model, x, y, eps: float, budget_s: float, steps: int, step_size: float,
+                chunk: int) -> tuple[torch.Tensor, int]:
+    """Success per image of `name` (pgd or cw) restarted from fresh random points with new seeds on the
+    images it has not broken yet, until `budget_s` seconds are spent; returns (success, iterations per image)."""
+    from veritrain.attacks import ATTACKS
+
+    success = torch.zeros(len(x), dtype=torch.bool)
+    t0, restarts = time.perf_counter(), 0
+    while restarts == 0 or time.perf_counter() - t0 < budget_s:
+        rest = (~success).nonzero().squeeze(1)
+        if rest.numel() == 0:
+            break
+        attack = ATTACKS.get(name)(eps, seed=restarts, steps=steps, step_size=step_size)
+        success[rest] = _attack_chunks(attack, model, x[rest], y[rest], chunk)
+        restarts += 1
+    return success, restarts * steps
+
+
+def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
+                      n: int = 1024, iterations: int = 20, domain: str = "symbolic-linear", seed: int = 0,
+                      chunk: int = 100) -> dict[str, Any]:
+    """Attack success rates of the interval attack, and of PGD and CW given the same time (Table I)."""
+    eps = float(config["eps"])
+    params = {"n": n, "iterations": iterations, "domain": domain, "seed": seed, "eps": eps,
+              "model_mtime": os.path.getmtime(run_dir / "model.pt")}
+
+    def compute() -> dict[str, Any]:
+        from veritrain.attacks import ATTACKS
+
+        model = load_run_model(run_dir, config)
+        x, y = test_images(config, n, seed)
+        with torch.no_grad():
+            acc = 100.0 * (model(x).argmax(1) == y).float().mean().item()
+        ia = ATTACKS.get("interval")(eps, seed=seed, iterations=iterations, domain=domain)
+        t0 = time.perf_counter()
+        s_ia = _attack_chunks(ia, model, x, y, chunk)
+        budget = time.perf_counter() - t0
+        s_pgd, it_pgd = _equal_time("pgd", model, x, y, eps, budget, 40, 0.01, chunk)
+        s_cw, it_cw = _equal_time("cw", model, x, y, eps, budget, 40, 0.01, chunk)
+        pct = lambda s: 100.0 * s.float().mean().item()  # noqa: E731
+        return {"ACC": acc, "n": len(x), "PGD": pct(s_pgd), "CW": pct(s_cw), "interval": pct(s_ia),
+                "CW / PGD": pct(s_cw) / max(pct(s_pgd), 1e-9), "interval / PGD": pct(s_ia) / max(pct(s_pgd), 1e-9),
+                "attack time s": budget, "PGD iterations": it_pgd, "CW iterations": it_cw}
+
+    return _cached(run_dir / f"table1-attacks-{_key(params)}.json", params, compute)
+
+
+# ----------------------------------------------------------------------------- Table VII
+
+
+def attack_era(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
+               n: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """ERA under CW and the interval attack on the run's evaluated test images (Table VII)."""
+    if n is None and not config.get("full_eval"):
+        n = config.get("eval_n")
+    params = {"n": n, "seed": seed, "eps": config["eps"], "model_mtime": os.path.getmtime(run_dir / "model.pt")}
+
+    def compute() -> dict[str, Any]:
+        from veritrain.evaluation.evaluate import evaluate_tensors
+
+        model = load_run_model(run_dir, config)
+        x, y = test_images(config, n)
+        ev = evaluate_tensors(model, x, y, eps=float(config["eps"]), attacks=("cw", "interval"), domains=(),
+                              seed=seed, batch_size=100)
+        return {"ERA CW": ev["era"].get("cw"), "ERA interval": ev["era"].get("interval"), "attack n": len(x)}
+
+    return _cached(run_dir / f"table7-attacks-{_key(params)}.json", params, compute)
+
+
+# ----------------------------------------------------------------------------- Table X
+
+
+def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int, queue) -> None:
+    """In a fresh process: `warmup` + `batches` optimiser steps of the method on random pixels; reports the
+    mean step time, the peak resident memory (and its rise over the process's size before the model was
+    built), and on CUDA the peak allocated GPU memory."""
+    try:
+        torch.set_num_threads(threads)
+        from veritrain.models import MODELS, build_model
+        from veritrain.training.config import TrainConfig
+        from veritrain.training.loop import peak_memory_mb, select_device
+        from veritrain.training.methods import METHODS, StepContext
+
+        cfg = TrainConfig.from_dict(config).resolved()
+        device = select_device(cfg.device)
+        spec = MODELS.get(cfg.net)
+        base_rss = _rss_mb()
+        torch.manual_seed(0)
+        model = build_model(cfg.net, activation=cfg.activation).to(device).train()
+        obj = METHODS.get(cfg.method)(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.rand(cfg.batch_size, *spec.in_shape, generator=torch.Generator().manual_seed(0)).to(device)
+        y = torch.randint(0, spec.num_classes, (cfg.batch_size,), generator=torch.Generator().manual_seed(1)).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = []
+        for i in range(warmup + batches):
+            t0 = time.perf_counter()
+            ctx = StepContext(eps=cfg.eps, epoch=0, step=i, num_batches=1000, generator=gen, device=device)
+            loss, _ = obj.loss(model, x, y, ctx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        out = {"batch s": sum(times) / len(times), "peak MB": _hwm_mb(), "base MB": base_rss,
+               "device": str(device)}
+        if device.type == "cuda":
+            out["gpu MB"] = peak_memory_mb(device)
+        queue.put(out)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent as the row's entry
+        queue.put({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
+
+
+def _status_mb(key: str, pid: int | str = "self") -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
+def _hwm_mb() -> float | None:
+    return _status_mb("VmHWM")
+
+
+def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, threads: int = 1,
+                 time_limit_s: float = 300.0, memory_limit_mb: float | None = None) -> dict[str, Any]:
+    """Time and peak memory of one training batch of `config`'s method in a fresh (spawned) child, killed
+    when it runs past `time_limit_s` or its resident memory passes `memory_limit_mb`."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_step_child, args=(config, batches, warmup, threads, queue), daemon=True)
+    t0 = time.perf_counter()
+    child.start()
+    peak_seen = 0.0
+    result: dict[str, Any] | None = None
+    while result is None:
+        try:
+            result = queue.get(timeout=0.2)
+        except Exception:  # queue.Empty
+            rss = _status_mb("VmRSS", child.pid) or 0.0
+            peak_seen = max(peak_seen, rss)
+            if not child.is_alive():
+                result = {"error": f"the child exited with code {child.exitcode}"}
+            elif time.perf_counter() - t0 > time_limit_s:
+                result = {"error": f"> {time_limit_s:.0f} s", "limit": "time"}
+            elif memory_limit_mb is not None and rss > memory_limit_mb:
+                result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory"}
+    if child.is_alive():
+        child.kill()
+    child.join(5)
+    result["wall s"] = time.perf_counter() - t0
+    return result
+
+
+#: Table X's methods: (column label, TrainConfig options)
+STEP_METHODS = (("regular", {"method": "regular"}),
+                ("MixTrain", {"method": "mixtrain", "domain": "symbolic-linear", "k_per_batch": 1}),
+                ("Wong", {"method": "wong", "projections": 50}))
+
+
+def step_costs(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
+               batches: int = 2, warmup: int = 1, threads: int = 1, time_limit_s: float = 300.0,
+               memory_limit_mb: float | None = None, device: str | None = None) -> dict[str, Any]:
+    """Per-batch time and peak memory of regular, MixTrain (k' = 1) and Wong et al. training (Table X),
+    each in its own child process."""
+    row: dict[str, Any] = {}
+    for label, options in STEP_METHODS:
+        cfg = {**config, **options, "device": device or config.get("device", "cpu")}
+        params = {"config": cfg, "batches": batches, "warmup": warmup, "threads": threads,
+                  "time_limit_s": time_limit_s, "memory_limit_mb": memory_limit_mb}
+        cache = out_dir / "training-runs" / f"table10-{scale}-{config['net']}-{label}-{_key(params)}.json"
+        res = _cached(cache, params, lambda: measure_step(cfg, batches=batches, warmup=warmup, threads=threads,
+                                                          time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb))
+        if "error" in res:
+            row[f"{label} MB"] = row[f"{label} s"] = res["error"]
+            continue
+        row[f"{label} s"] = res["batch s"]
+        gpu = res.get("gpu MB")
+        row[f"{label} MB"] = gpu if gpu is not None else res["peak MB"]
+        if gpu is None and res.get("base MB") is not None:
+            row[f"{label} MB over start"] = res["peak MB"] - res["base MB"]
+    return row
