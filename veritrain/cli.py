@@ -326,8 +326,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from veritrain.evaluation.evaluate import evaluate
-    from veritrain.interop.commands import onnx_network
-    from veritrain.interop.onnx_import import is_onnx
     from veritrain.models import load_weights, resolve_model
     from veritrain.reporting import format_table, read_json, write_json
     from veritrain.device import select_device
@@ -359,14 +357,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if activation != "relu" and not run_cfg:
         sound = False  # the sound domains bound ReLU networks
     device = select_device(args.device)
-    if is_onnx(net):  # a third-party network: the ONNX file holds the weights (veritrain.interop)
-        model = onnx_network(net, dataset, weights)
-    else:
-        model = resolve_model(net, activation=activation)
-        if weights:
-            load_weights(model, weights)
-        elif not args.run:
-            print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
+    model = resolve_model(net, activation=activation)
+    if weights:
+        load_weights(model, weights)
+    elif not args.run:
+        print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
     res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves), data_dir=data_dir,
@@ -526,10 +521,6 @@ def build_parser() -> argparse.ArgumentParser:
     from veritrain.experiments.command import add_reproduce_parser
 
     add_reproduce_parser(sub)  # `veritrain reproduce NAME`: the paper's tables and figures
-
-    from veritrain.interop.commands import add_commands
-
-    add_commands(sub)  # `veritrain export|crosscheck|vnnlib`: ONNX, VNN-LIB, Marabou (veritrain.interop)
     return p
 
 
