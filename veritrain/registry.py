@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
+from veritrain.errors import ConfigError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; its message lists the known names."""
+class UnknownNameError(ConfigError, KeyError):
+    """Raised for a name that is not registered; its message lists the known names.
+
+    An invalid option value like any other (a `ConfigError`, hence a ValueError), and a KeyError as a failed
+    lookup."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

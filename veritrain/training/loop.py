@@ -27,7 +27,7 @@ from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, s
 from veritrain.errors import ConfigError, TrainingError
 from veritrain.evaluation.accuracy import accuracy, batch_accuracy
 from veritrain.evaluation.evaluate import evaluate_tensors
-from veritrain.registry import UnknownNameError, split_names
+from veritrain.registry import split_names
 from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
@@ -95,7 +95,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         for name in split_names(cfg.eval_domains):
             DOMAINS.get(name)
         objective(cfg)  # the method's own options (k, alpha0, kappa, ...)
-    except (UnknownNameError, ValueError) as e:
+    except ValueError as e:  # UnknownNameError is a ConfigError already
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(str(e)) from None
