@@ -286,19 +286,24 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 # ----------------------------------------------------------------------------- evaluation composer
 
 
-def test_evaluate_tensors_na_for_unsound_and_not_available(monkeypatch):
-    import importlib
-
-    ev = importlib.import_module("veritrain.evaluation.evaluate")  # the module, not the function
+def test_evaluate_tensors_vra_none_when_the_bound_engine_rejects_the_model():
+    from veritrain.evaluation.evaluate import evaluate_model, evaluate_tensors
+    from veritrain.evaluation.results import EvalSettings, Evaluation
 
     data = tiny_data(20)
     x, y = data.tensors
     model = tiny_model()
-    res = ev.evaluate_tensors(model, x, y, 0.1, attacks=[], domains=["symbolic-linear"], sound=False)
-    assert res["vra"] == {"symbolic-linear": "n/a"} and res["n"] == 20 and 0 <= res["acc"] <= 100
+    res = evaluate_tensors(model, x, y, 0.1, attacks=[], domains=["symbolic-linear"], sound=False)
+    assert res["vra"] == {"symbolic-linear": None} and res["vra_note"] and res["n"] == 20 and 0 <= res["acc"] <= 100
     json.dumps(res)
-    monkeypatch.setattr(ev, "_optional", lambda module, name: f"not available ({module} is missing)")
-    res = ev.evaluate_tensors(model, x, y, 0.1, attacks="pgd", domains="interval")
-    assert res["era"].startswith("not available") and res["vra"].startswith("not available")
-    res = ev.evaluate_tensors(model, x, y, 0.0, attacks="pgd", domains="interval")
+    # soundness is decided by the bound engine: an ELU network is not bounded, whatever trained it
+    elu = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), nn.ELU(), nn.Linear(8, 2))
+    ev = evaluate_model(elu, x, y, EvalSettings(eps=0.1, attacks=["pgd"], domains=["interval"]))
+    assert isinstance(ev, Evaluation) and ev.vra == {"interval": None} and "ELU" in (ev.vra_note or "")
+    assert isinstance(ev.era["pgd"], float) and ev.row()["VRA interval"] == "n/a"
+    res = evaluate_tensors(model, x, y, 0.0, attacks="pgd", domains="interval")
     assert res["era"] == {} and res["vra"] == {}  # eps = 0: nothing to attack or verify
+    # result files of older versions held strings where numbers belong: read as None, shown as n/a
+    old = Evaluation.from_dict({"acc": 90.0, "n": 10, "eps": 0.1, "era": {"pgd": 50.0, "all": 50.0}, "vra": "n/a"})
+    assert old.vra == {} and old.row() == {"ACC": 90.0, "ERA pgd": 50.0, "VRA": "n/a"}
+    assert Evaluation.from_dict(old.to_dict()) == old

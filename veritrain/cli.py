@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from veritrain import __version__
 from veritrain.errors import ConfigError
+from veritrain.evaluation.results import Evaluation, RunSummary
 from veritrain.registry import UnknownNameError, split_names
 from veritrain.training.config import OPTION_GROUPS, TrainConfig
 from veritrain.training.run_dir import RunFiles
@@ -255,35 +256,9 @@ def quickstart_configs(out: str | Path, fast: bool = False, progress: bool = Tru
 # ----------------------------------------------------------------------------- summaries as table rows
 
 
-def _era_value(era: Any, attack: str | None = None) -> Any:
-    """The headline ERA (percent) from an evaluation's `era` entry."""
-    if not isinstance(era, dict):
-        return era  # "not available (...)"
-    for key in ([attack] if attack else []) + ["era", "worst", "all"]:
-        if key in era and isinstance(era[key], (int, float, str)):
-            return era[key]
-    nums = [v for v in era.values() if isinstance(v, (int, float))]
-    return min(nums) if nums else None
-
-
-def _vra_value(vra: Any, domain: str) -> Any:
-    if isinstance(vra, dict):
-        return vra.get(domain)
-    return vra
-
-
 def eval_row(ev: dict[str, Any], attacks: list[str], domains: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"ACC": ev.get("acc")}
-    era = ev.get("era", {})
-    if attacks:
-        if isinstance(era, dict) and len(attacks) > 1:
-            for a in attacks:
-                if a in era:
-                    row[f"ERA {a}"] = era[a]
-        row["ERA"] = _era_value(era, attacks[0] if len(attacks) == 1 else None)
-    for d in domains:
-        row[f"VRA {d}"] = _vra_value(ev.get("vra", {}), d)
-    return row
+    """An evaluation (the JSON of `evaluate`) as a table row: `Evaluation.row`, the one rendering."""
+    return Evaluation.from_dict(ev).row(attacks, domains)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -313,11 +288,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     summary = train(cfg)
-    ev = summary.get("eval", {})
-    row = {"method": cfg.method, "ACC (test)": summary.get("test_acc")}
-    if ev:
-        row.update({k: v for k, v in eval_row(ev, split_names(cfg.eval_attacks), split_names(cfg.eval_domains)).items()
-                    if k != "ACC"})
+    row = {"method": cfg.method,
+           **RunSummary.from_dict(summary).row(split_names(cfg.eval_attacks), split_names(cfg.eval_domains))}
     print(format_table([row]))
     files = RunFiles(cfg.out)
     print(f"run folder: {files.dir} ({files.SUMMARY}, {files.METRICS}, {files.MODEL})")
@@ -329,7 +301,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from veritrain.models import load_weights, resolve_model
     from veritrain.reporting import format_table, read_json, write_json
     from veritrain.device import select_device
-    from veritrain.training.methods import METHODS
 
     run_cfg: dict[str, Any] = {}
     weights = args.weights
@@ -353,9 +324,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     attacks, domains = split_names(args.attacks), split_names(args.domains)
     if (attacks or domains) and not eps > 0:
         raise ValueError("--attacks/--domains need --eps > 0")
-    sound = METHODS.get(run_cfg["method"]).sound if run_cfg.get("method") in METHODS else True
-    if activation != "relu" and not run_cfg:
-        sound = False  # the sound domains bound ReLU networks
     device = select_device(args.device)
     model = resolve_model(net, activation=activation)
     if weights:
@@ -365,7 +333,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
     res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves), data_dir=data_dir,
-                   random_subset=args.random_subset, norm=norm, sound=sound, batch_size=args.batch_size,
+                   random_subset=args.random_subset, norm=norm, batch_size=args.batch_size,
                    chunk_size=args.chunk_size, seed=args.seed, progress=args.progress)
     res = {"net": net, "weights": weights, **res}
     print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
@@ -385,13 +353,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     for cfg in configs:
         print(f"== {cfg.method}: {cfg.net} on {cfg.dataset}, eps {cfg.eps}, {cfg.epochs} epochs", file=sys.stderr)
         s = train(cfg)
-        ev = s.get("eval", {})
+        ev = RunSummary.from_dict(s).eval or Evaluation(acc=None, n=0, eps=cfg.eps)
         rows.append({"method": cfg.method, "ACC": s.get("test_acc"),
-                     "ERA (PGD)": _era_value(ev.get("era"), "pgd"),
-                     "VRA (symbolic-linear)": _vra_value(ev.get("vra"), "symbolic-linear"),
+                     "ERA (PGD)": ev.era.get("pgd"),
+                     "VRA (symbolic-linear)": ev.vra_value("symbolic-linear"),
                      "train s": s["time_s"]["train"]})
     print(f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf), "
-          f"ERA/VRA on {ev.get('n', '?')} test images; percent:")
+          f"ERA/VRA on {ev.n} test images; percent:")
     print(format_table(rows))
     write_json(Path(args.out) / "quickstart.json", rows)
     print(f"runs and quickstart.json in {args.out}")

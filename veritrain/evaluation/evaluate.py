@@ -1,32 +1,18 @@
 """One evaluation of a model: ACC, ERA (attacks) and VRA (sound bounds), as a JSON-able dict (Section II)."""
 from __future__ import annotations
 
-import importlib
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from veritrain.evaluation.accuracy import accuracy, model_device
+from veritrain.evaluation.era import estimate_robust_accuracy, robustness_curves
+from veritrain.evaluation.results import EvalSettings, Evaluation, bound_engine_accepts
+from veritrain.evaluation.vra import verified_robust_accuracy
 from veritrain.registry import split_names
 from veritrain.validation import check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int
-
-NOT_AVAILABLE = "not available"
-# Sinha et al.'s WRM needs smooth activations (ELU); the sound domains here bound ReLU networks only,
-# so for objectives with `sound = False` VRA is reported as n/a, never as 0.
-NOT_APPLICABLE = "n/a"
-
-
-def _optional(module: str, name: str) -> Callable[..., Any] | str:
-    """The function, or a "not available (...)" string when its module is not installed/importable."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == module or module.startswith(e.name + ".")):
-            return f"{NOT_AVAILABLE} ({module} is missing)"
-        raise
-
 
 def _attack_norm(name: str, eps: float) -> str | None:
     """The norm of the ball an attack searches (None when it cannot be built)."""
@@ -58,8 +44,8 @@ def evaluate_tensors(
     robustness curves (Figure 7: minimal-perturbation attacks such as cw-l2, pointwise) for `curves`.
 
     Returns {"acc", "n", "eps", "norm", "era": {...}, "vra": {...}, "curves": {...}, "time_s": {...}}.
-    A part whose module is missing is reported as "not available (...)"; VRA is "n/a" when `sound`
-    is False (models trained with smooth activations, e.g. WRM with ELU).
+    VRA is None per domain, with the reason in "vra_note", when the bound engine does not accept the model
+    (e.g. an ELU network; `sound=False` forces it). `evaluate_model` returns the same as an `Evaluation`.
     """
     check_pixels(x, 0.0, 1.0, "x")
     if len(x) == 0:
@@ -84,45 +70,40 @@ def evaluate_tensors(
 
     broken_known = None
     if attacks and eps > 0:
-        era_fn = _optional("veritrain.evaluation.era", "estimate_robust_accuracy")
-        t0 = time.perf_counter()
-        if isinstance(era_fn, str):
-            out["era"] = era_fn
-        else:
-            # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
-            res = era_fn(model, x, y, attacks, eps, batch_size=batch_size, seed=seed, progress=progress)
-            out["era"] = dict(res["era"])
-            if all(_attack_norm(a, eps) == norm for a in attacks):  # counterexamples in the VRA ball itself
-                broken_known = res.get("robust_mask")
+        # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
+        res = estimate_robust_accuracy(model, x, y, attacks, eps, batch_size=batch_size, seed=seed, progress=progress)
+        out["era"] = dict(res["era"])
+        if all(_attack_norm(a, eps) == norm for a in attacks):  # counterexamples in the VRA ball itself
+            broken_known = res.get("robust_mask")
         out["time_s"]["era"] = time.perf_counter() - t0
 
     if curves:
-        curves_fn = _optional("veritrain.evaluation.era", "robustness_curves")
         t0 = time.perf_counter()
-        if isinstance(curves_fn, str):
-            out["curves"] = curves_fn
-        else:
-            out["curves"] = dict(curves_fn(model, x, y, curves, batch_size=batch_size, seed=seed,
-                                           progress=progress)["curves"])
+        out["curves"] = dict(robustness_curves(model, x, y, curves, batch_size=batch_size, seed=seed,
+                                               progress=progress)["curves"])
         out["time_s"]["curves"] = time.perf_counter() - t0
 
     if domains and eps > 0:
-        if not sound:
-            out["vra"] = {d: NOT_APPLICABLE for d in domains}
+        # VRA is meaningful when the bound engine accepts the model (e.g. not for ELU networks)
+        note = bound_engine_accepts(model, x.shape[1:]) if sound else "not applicable (sound=False)"
+        if note is not None:
+            out["vra"] = {d: None for d in domains}
+            out["vra_note"] = note
         else:
-            vra_fn = _optional("veritrain.evaluation.vra", "verified_robust_accuracy")
             t0 = time.perf_counter()
-            if isinstance(vra_fn, str):
-                out["vra"] = vra_fn
-            else:
-                kw: dict[str, Any] = {"norm": norm, "progress": progress, "batch_size": batch_size}
-                if chunk_size is not None:
-                    kw["chunk_size"] = chunk_size
-                if broken_known is not None:  # samples an attack broke cannot be proved: not bounded
-                    kw["candidates"] = broken_known
-                out["vra"] = dict(vra_fn(model, x, y, eps, domains, **kw))
+            kw: dict[str, Any] = {"norm": norm, "progress": progress, "batch_size": batch_size}
+            if chunk_size is not None:
+                kw["chunk_size"] = chunk_size
+            if broken_known is not None:  # samples an attack broke cannot be proved: not bounded
+                kw["candidates"] = broken_known
+            out["vra"] = dict(verified_robust_accuracy(model, x, y, eps, domains, **kw))
             out["time_s"]["vra"] = time.perf_counter() - t0
     return out
+
+
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: EvalSettings) -> Evaluation:
+    """`evaluate_tensors` with its parameters in one `EvalSettings`, returning a typed `Evaluation`."""
+    return Evaluation.from_dict(evaluate_tensors(model, x, y, **settings.kwargs()))
 
 
 def evaluate(

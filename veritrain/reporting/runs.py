@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from veritrain.evaluation.results import RunSummary
 from veritrain.reporting.io import read_json, read_jsonl
 from veritrain.training.run_dir import RunFiles
 
@@ -11,11 +12,9 @@ from veritrain.training.run_dir import RunFiles
 def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The headline numbers of a finished run folder (config.json, metrics.jsonl, summary.json)."""
     files = RunFiles(run_dir)
-    if not files.summary.exists():
-        raise FileNotFoundError(f"{files.dir} has no {files.SUMMARY} (not a finished veritrain run)")
-    summary, cfg = read_json(files.summary), read_json(files.config)
+    summary = RunSummary.read(files.dir)
+    cfg = read_json(files.config)
     metrics = read_jsonl(files.metrics) if files.metrics.exists() else []
-    ev = summary.get("eval", {}) or {}
     method = cfg.get("method")
     if method == "mixtrain":
         method = f"mixtrain ({cfg.get('domain')}, k'={cfg.get('k_per_batch') or 1})"
@@ -23,25 +22,16 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
         method = f"wong ({cfg['projections']} projections)"
     row: dict[str, Any] = {
         "run": files.dir.name, "method": method, "net": cfg.get("net"), "dataset": cfg.get("dataset"),
-        "eps": cfg.get("eps"), "epochs": len(metrics) or cfg.get("epochs"), "ACC": summary.get("test_acc"),
+        "eps": cfg.get("eps"), "epochs": len(metrics) or cfg.get("epochs"), "ACC": summary.test_acc,
     }
-    era = ev.get("era") or {}
-    if isinstance(era, dict):
-        for name, value in era.items():
-            if name != "all" or len(era) > 2:
-                row[f"ERA {name}"] = value
-    vra = ev.get("vra")
-    if isinstance(vra, dict):
-        for name, value in vra.items():
-            row[f"VRA {name}"] = value
-    elif vra is not None:
-        row["VRA"] = vra  # "n/a" for methods without sound bounds (e.g. WRM with ELU)
-    row["eval n"] = ev.get("n")
+    if summary.eval is not None:  # ERA per attack (and the worst case), VRA per domain ("n/a": not bounded)
+        row.update(summary.eval.row(acc=False))
+    row["eval n"] = summary.eval.n if summary.eval is not None else None
     times = [m["batch_time"] for m in metrics if "batch_time" in m]
     row["batch ms"] = 1000 * sum(times) / len(times) if times else None
     mems = [m["peak_mem_mb"] for m in metrics if "peak_mem_mb" in m]
     row["peak MB"] = max(mems) if mems else None
-    train_s = (summary.get("time_s") or {}).get("train")
+    train_s = summary.time_s.get("train")
     row["train min"] = train_s / 60 if train_s is not None else None
     return row
 

@@ -27,6 +27,7 @@ from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, s
 from veritrain.errors import ConfigError, TrainingError
 from veritrain.evaluation.accuracy import accuracy, batch_accuracy
 from veritrain.evaluation.evaluate import evaluate_tensors
+from veritrain.evaluation.results import bound_engine_accepts
 from veritrain.registry import split_names
 from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
 from veritrain.training.config import TrainConfig
@@ -338,7 +339,7 @@ def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
     """ACC on the whole test set; ERA/VRA on the first eval_n test images (all with full_eval)."""
     cfg = trainer.cfg
     if trainer.test_data is None:
-        return {"test_acc": "not available (no test data given)"}
+        return {"test_acc": None}  # no test data given
     x, y = trainer.test_data.tensors[0], trainer.test_data.tensors[1]
     model = trainer.model.eval()
     out: dict[str, Any] = {"test_acc": accuracy(model, x, y, batch_size=max(cfg.batch_size, 500))}
@@ -347,7 +348,7 @@ def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
         out["eval"] = evaluate_tensors(
             model, x[:n], y[:n], eps=cfg.eps, norm=cfg.norm,
             attacks=split_names(cfg.eval_attacks), domains=split_names(cfg.eval_domains),
-            sound=trainer.objective.sound, progress=cfg.progress, seed=cfg.seed,
+            progress=cfg.progress, seed=cfg.seed,
         )
     return out
 
@@ -399,7 +400,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     evaluation = _evaluate_run(trainer)
     summary: dict[str, Any] = {
         "net": cfg.net, "dataset": cfg.dataset, "method": cfg.method, "eps": cfg.eps, "epochs": cfg.epochs,
-        "seed": cfg.seed, "device": str(device), "sound": trainer.objective.sound,
+        "seed": cfg.seed, "device": str(device),
+        # VRA is meaningful when the bound engine accepts the network (not e.g. an ELU one)
+        "sound": bound_engine_accepts(trainer.model, tuple(train_data.tensors[0].shape[1:])) is None,
         "train_size": len(train_data),
         "final": trainer.metrics[-1] if trainer.metrics else {},
         **evaluation,
