@@ -233,3 +233,36 @@ def test_every_network_trains_one_mixtrain_epoch(net, tmp_path, monkeypatch, cap
     summary = json.loads((out / "summary.json").read_text())
     assert summary["net"] == net and "symbolic-linear" in summary["eval"]["vra"]
     assert torch.load(out / "model.pt", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- device tests (scripts/gpu_check.sh)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_bounds_on_cuda_match_cpu():
+    from veritrain.bounds import DOMAINS, Ball, compute_bounds
+    from veritrain.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cifar-small").eval()
+    x = torch.rand(4, 3, 32, 32)
+    for domain in DOMAINS:
+        lo, hi = compute_bounds(model, Ball(x, 2 / 255), domain=domain)
+        lo_c, hi_c = compute_bounds(model.cuda(), Ball(x.cuda(), 2 / 255), domain=domain)
+        model.cpu()
+        assert torch.allclose(lo, lo_c.cpu(), atol=1e-4) and torch.allclose(hi, hi_c.cpu(), atol=1e-4), domain
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("net", list(MODELS))
+def test_every_method_steps_on_cuda(net):
+    from veritrain.experiments.measures import STEP_METHODS, time_methods
+
+    res = time_methods(net, list(STEP_METHODS), device="cuda", batches=1, warmup=0)
+    for label, r in res.items():
+        assert "error" not in r or "OutOfMemory" in r["error"], (label, r)
+        assert "error" in r or r["gpu MB"] > 0

@@ -178,6 +178,58 @@ def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int,
         queue.put({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
 
 
+def time_methods(net: str, cases: list[tuple[str, dict[str, Any]]], device: str = "auto", batches: int = 1,
+                 warmup: int = 1, eps: float | None = None) -> dict[str, dict[str, Any]]:
+    """In this process: `warmup` + `batches` optimiser steps of every (label, TrainConfig options) case on
+    `net` with random pixels; per case the mean step time and, on CUDA, the peak allocated GPU memory
+    (or the error, e.g. out of memory). Used by scripts/gpu_check.sh (one child process per network)."""
+    from veritrain.experiments.spec import EPS_CIFAR, EPS_IMAGENET
+    from veritrain.models import MODELS, build_model
+    from veritrain.training.config import TrainConfig
+    from veritrain.training.loop import select_device
+    from veritrain.training.methods import METHODS, StepContext
+
+    spec = MODELS.get(net)
+    dev = select_device(device)
+    if eps is None:
+        eps = {"mnist": 0.3, "cifar10": EPS_CIFAR}.get(spec.dataset, EPS_IMAGENET)
+    x = torch.rand(50, *spec.in_shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    y = torch.randint(0, spec.num_classes, (50,), generator=torch.Generator().manual_seed(1)).to(dev)
+    out: dict[str, dict[str, Any]] = {}
+    for label, options in cases:
+        try:
+            cfg = TrainConfig.from_dict({"net": net, "dataset": spec.dataset, "eps": eps, **options}).resolved()
+            torch.manual_seed(0)
+            model = build_model(net, activation=cfg.activation).to(dev).train()
+            obj = METHODS.get(cfg.method)(cfg)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            gen = torch.Generator(device=dev).manual_seed(0)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            times = []
+            for i in range(warmup + batches):
+                t0 = time.perf_counter()
+                ctx = StepContext(eps=eps, epoch=0, step=i, num_batches=1000, generator=gen, device=dev)
+                loss, _ = obj.loss(model, x, y, ctx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            res: dict[str, Any] = {"batch s": sum(times) / len(times)}
+            if dev.type == "cuda":
+                res["gpu MB"] = torch.cuda.max_memory_allocated(dev) / 2**20
+            out[label] = res
+        except Exception as e:  # noqa: BLE001 - out of memory, unsupported layer: the table says which
+            out[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+        finally:
+            model = obj = opt = None  # noqa: F841 - free the GPU memory before the next case
+    return out
+
+
 def _status_mb(key: str, pid: int | str = "self") -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -219,9 +271,9 @@ def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, t
             if not child.is_alive():
                 result = {"error": f"the child exited with code {child.exitcode}"}
             elif time.perf_counter() - t0 > time_limit_s:
-                result = {"error": f"> {time_limit_s:.0f} s", "limit": "time"}
+                result = {"error": f"> {time_limit_s:.0f} s", "limit": "time", "peak MB seen": peak_seen}
             elif memory_limit_mb is not None and rss > memory_limit_mb:
-                result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory"}
+                result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory", "peak MB seen": peak_seen}
     if child.is_alive():
         child.kill()
     child.join(5)
@@ -249,7 +301,9 @@ def step_costs(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_
         res = _cached(cache, params, lambda: measure_step(cfg, batches=batches, warmup=warmup, threads=threads,
                                                           time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb))
         if "error" in res:
-            row[f"{label} MB"] = row[f"{label} s"] = res["error"]
+            row[f"{label} s"] = res["error"]
+            seen = res.get("peak MB seen")
+            row[f"{label} MB"] = f">= {seen:,.0f} (stopped: {res['error']})" if seen else res["error"]
             continue
         row[f"{label} s"] = res["batch s"]
         gpu = res.get("gpu MB")
