@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 from veritrain.reporting.io import read_jsonl
-from veritrain.training.run_dir import RunFiles
 
 # what to draw, if the run logged it: (metric key, panel title)
 PANELS = (
@@ -27,6 +26,8 @@ def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None =
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("plotting needs matplotlib: pip install 'veritrain[plot]'") from e
+    from veritrain.training.run_dir import RunFiles  # here: reporting sits below training
+
     files = RunFiles(run_dir)
     path = files.metrics
     if not path.is_file():

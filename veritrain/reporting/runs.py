@@ -4,13 +4,15 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from veritrain.evaluation.results import RunSummary
 from veritrain.reporting.io import read_json, read_jsonl
-from veritrain.training.run_dir import RunFiles
 
 
 def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The headline numbers of a finished run folder (config.json, metrics.jsonl, summary.json)."""
+    # imported here: reporting sits below training and evaluation, which write through reporting.io
+    from veritrain.evaluation.results import RunSummary
+    from veritrain.training.run_dir import RunFiles
+
     files = RunFiles(run_dir)
     summary = RunSummary.read(files.dir)
     cfg = read_json(files.config)
