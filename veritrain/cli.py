@@ -493,14 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UnknownNameError, ValueError, OSError]
-    for module, name in (("veritrain.data", "DataError"), ("veritrain.models", "ModelError"),
-                         ("veritrain.bounds", "UnsupportedLayerError")):
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+    """The errors `main` prints as one line (exit 2): invalid options and the one-line errors of each layer."""
+    from veritrain.bounds import UnsupportedLayerError
+    from veritrain.data import DataError
+    from veritrain.models import ModelError
+
+    return (UnknownNameError, ValueError, OSError, DataError, ModelError, UnsupportedLayerError)
 
 
 def _one_line(e: BaseException) -> str:

@@ -26,16 +26,7 @@ from veritrain.attacks.base import (
     random_in_ball,
 )
 from veritrain.attacks.pgd import _Best, _pgd_run, default_step_size
-
-
-def _bounds_api():
-    try:
-        from veritrain.bounds import Ball, interval_gradient, verify
-    except ImportError as e:  # the bound engine is a separate module
-        raise ImportError(
-            f"the interval attack needs veritrain.bounds (Ball, verify, interval_gradient): {e}"
-        ) from e
-    return Ball, verify, interval_gradient
+from veritrain.bounds import Ball, interval_gradient, verify
 
 
 @ATTACKS.register("interval")
@@ -92,7 +83,6 @@ class IntervalAttack(Attack):
 
     def _interval_steps(self, model: nn.Module, x: Tensor, y: Tensor, xp: Tensor, done: Tensor) -> Tensor:
         """Lines 2-12 for the samples not `done` (updated in place); returns x'."""
-        Ball, verify, interval_gradient = _bounds_api()
         eps, norm, levels = float(self.eps), self.norm, self.levels()
         for _ in range(self.iterations):
             act = (~done).nonzero().squeeze(1)
@@ -131,7 +121,6 @@ class IntervalAttack(Attack):
             logits = model(x)
         best.update(x, logits.argmax(1) != y, per_sample_loss(logits, y, "ce"))
         if eps > 0:
-            _bounds_api()  # fail early with a clear message
             for r in range(self.restarts):
                 if bool(best.success.all()):
                     break
