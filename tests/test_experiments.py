@@ -132,6 +132,21 @@ def test_reuse_takes_only_a_matching_finished_run(tmp_path, monkeypatch):
     assert config_hash(exp.config(exp.runs[0], "cpu")) != config_hash(more.config(more.runs[0], "cpu"))
 
 
+def test_a_run_may_start_from_another_runs_weights(tmp_path, monkeypatch):
+    """Figure 4's second phases: weights="@KEY" is the model of the experiment's earlier run KEY."""
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    base = _tiny().runs[0]
+    second = Run("then", {**base.config, "weights": "@regular", "lr": 1e-4}, labels={"Method": "then", "phase": 2})
+    exp = Experiment(name="two", source="Figure T", title="two phases", runs=(base, second),
+                     figure=EXPERIMENTS.get("fig4").figure)
+    reproduce(exp, "paper", tmp_path, device="cpu", progress=False, log=lambda m: None)
+    first, then = plan(exp, "paper", tmp_path)
+    assert json.loads((then.folder / "config.json").read_text())["weights"] == str(first.folder / "model.pt")
+    assert (tmp_path / "two.png").is_file()
+    with pytest.raises(ValueError, match="names no earlier run"):
+        plan(Experiment(name="bad", source="", title="", runs=(second,)), "paper", tmp_path)
+
+
 def test_fig8_figure_from_rows(tmp_path):
     pytest.importorskip("matplotlib")
     exp = EXPERIMENTS.get("fig8")

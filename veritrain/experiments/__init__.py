@@ -11,10 +11,11 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def _register() -> None:
-    from veritrain.experiments import fig8, table1, table3, table4, table5, table6, table7, table8, table10
+    from veritrain.experiments import fig4, fig8, table1, table3, table4, table5, table6, table7, table8, table10
 
     for exp in (table1.EXPERIMENT, table3.EXPERIMENT, table4.EXPERIMENT, table5.EXPERIMENT, table6.EXPERIMENT,
-                table7.EXPERIMENT, table8.EXPERIMENT, fig8.TABLE9_EXPERIMENT, table10.EXPERIMENT, fig8.FIG8):
+                table7.EXPERIMENT, table8.EXPERIMENT, fig8.TABLE9_EXPERIMENT, table10.EXPERIMENT, fig4.EXPERIMENT,
+                fig8.FIG8):
         EXPERIMENTS.add(exp.name, exp)
 
 

@@ -45,3 +45,30 @@ def alpha_figure(rows: Sequence[dict[str, Any]], png: str | os.PathLike, scale: 
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def loss_figure(rows: Sequence[dict[str, Any]], png: str | os.PathLike, scale: str) -> None:
+    """Figure 4: the regular (clean cross-entropy) and verified robust loss over the epochs of the second
+    phase of each pair of runs (rows with a "phase 2" label), read from their metrics.jsonl."""
+    from pathlib import Path
+
+    from veritrain.reporting.io import read_jsonl
+    from veritrain.training.run_dir import RunFiles
+
+    plt = _pyplot()
+    second = [r for r in rows if r.get("phase") == 2 and r.get("run") not in (None, "-")]
+    fig, axes = plt.subplots(1, max(len(second), 1), figsize=(5 * max(len(second), 1), 3.6), squeeze=False)
+    for ax, r in zip(axes[0], second):
+        metrics = read_jsonl(RunFiles(Path(png).parent / r["run"]).metrics)
+        epochs = [m["epoch"] for m in metrics]
+        for key, label in (("regular_loss", "regular loss"), ("verified_loss", "verifiable robust loss")):
+            pts = [(e, m[key]) for e, m in zip(epochs, metrics) if _num(m.get(key)) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+        ax.set_title(str(r.get("Training")), fontsize=9)
+        ax.set_xlabel("epoch of the second phase")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 4 reproduced ({scale} scale)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

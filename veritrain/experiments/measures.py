@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from veritrain.reporting.io import read_json, write_json
+from veritrain.training.run_dir import RunFiles
 
 
 def _cached(path: Path, params: dict[str, Any], compute) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def load_run_model(run_dir: Path, config: dict[str, Any]) -> torch.nn.Module:
     from veritrain.models import load_weights, resolve_model
 
     model = resolve_model(config["net"], activation=config.get("activation", "relu"))
-    load_weights(model, str(run_dir / "model.pt"))
+    load_weights(model, str(RunFiles(run_dir).model))
     return model.eval()
 
 
@@ -85,7 +86,7 @@ def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Pat
     """Attack success rates of the interval attack, and of PGD and CW given the same time (Table I)."""
     eps = float(config["eps"])
     params = {"n": n, "iterations": iterations, "domain": domain, "seed": seed, "eps": eps,
-              "model_mtime": os.path.getmtime(run_dir / "model.pt")}
+              "model_mtime": os.path.getmtime(RunFiles(run_dir).model)}
 
     def compute() -> dict[str, Any]:
         from veritrain.attacks import ATTACKS
@@ -116,7 +117,7 @@ def attack_era(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_
     """ERA under CW and the interval attack on the run's evaluated test images (Table VII)."""
     if n is None and not config.get("full_eval"):
         n = config.get("eval_n")
-    params = {"n": n, "seed": seed, "eps": config["eps"], "model_mtime": os.path.getmtime(run_dir / "model.pt")}
+    params = {"n": n, "seed": seed, "eps": config["eps"], "model_mtime": os.path.getmtime(RunFiles(run_dir).model)}
 
     def compute() -> dict[str, Any]:
         from veritrain.evaluation.evaluate import evaluate_tensors

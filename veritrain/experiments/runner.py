@@ -23,9 +23,12 @@ from veritrain.experiments.spec import METRICS, Experiment, Run
 from veritrain.reporting.io import read_json, read_jsonl, write_csv
 from veritrain.reporting.tables import format_markdown
 from veritrain.training.config import TrainConfig
+from veritrain.training.run_dir import RunFiles
 
 #: the folder (inside --out) holding the run folders; not named "runs", which .gitignore hides
 RUNS_FOLDER = "training-runs"
+#: a run folder's weights file (written by the training loop), which a later run may start from
+WEIGHTS_FILE = RunFiles.MODEL
 #: options that neither change a run's trajectory nor its evaluation: left out of the folder's hash
 NOT_HASHED = frozenset({"out", "resume", "overwrite", "progress", "device", "data_dir"})
 #: options that change the evaluation but not the training (ignored when matching a --reuse run)
@@ -59,6 +62,8 @@ def full_config(options: dict[str, Any]) -> dict[str, Any]:
 def config_hash(options: dict[str, Any]) -> str:
     """8 hex digits over the resolved options that change the run or its evaluation."""
     cfg = {k: v for k, v in full_config(options).items() if k not in NOT_HASHED}
+    if isinstance(cfg.get("weights"), str) and cfg["weights"].endswith("/" + WEIGHTS_FILE):
+        cfg["weights"] = Path(cfg["weights"]).parent.name  # another run's folder: its name holds its own hash
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -68,7 +73,8 @@ def run_folder(out_dir: str | os.PathLike, options: dict[str, Any], scale: str) 
 
 
 def _is_finished(folder: Path) -> bool:
-    return (folder / "summary.json").is_file() and (folder / "config.json").is_file()
+    files = RunFiles(folder)
+    return files.summary.is_file() and files.config.is_file()
 
 
 def matches(options: dict[str, Any], folder: Path) -> bool:
@@ -77,8 +83,8 @@ def matches(options: dict[str, Any], folder: Path) -> bool:
     if not _is_finished(folder):
         return False
     try:
-        saved = read_json(folder / "config.json")
-        summary = read_json(folder / "summary.json")
+        saved = read_json(RunFiles(folder).config)
+        summary = read_json(RunFiles(folder).summary)
     except (OSError, ValueError):
         return False
     want = full_config(options)
@@ -101,19 +107,32 @@ def matches(options: dict[str, Any], folder: Path) -> bool:
         all(isinstance(vra, dict) and d in vra for d in domains)
 
 
+def _resolve_refs(options: dict[str, Any], folders: dict[str, Path]) -> dict[str, Any]:
+    """Option values "@KEY" (e.g. weights="@regular": start from that run's weights) become the model file
+    of the earlier run KEY of the same experiment."""
+    out = dict(options)
+    for k, v in options.items():
+        if isinstance(v, str) and v.startswith("@"):
+            if v[1:] not in folders:
+                raise ValueError(f"option {k}={v!r} names no earlier run of the experiment ({', '.join(folders)})")
+            out[k] = str(folders[v[1:]] / WEIGHTS_FILE)
+    return out
+
+
 def plan(exp: Experiment, scale: str, out_dir: str | os.PathLike, only: str | None = None,
          reuse: Sequence[str | os.PathLike] = ()) -> list[PlannedRun]:
     """The runs of `exp` at `scale` (those whose key contains `only`), each with its folder and state."""
     planned = []
+    folders: dict[str, Path] = {}
     for run in exp.runs_at(scale):
+        options = _resolve_refs(exp.config(run, scale), folders)
+        folder = folders[run.key] = run_folder(out_dir, options, scale)
         if only and only not in run.key:
             continue
-        options = exp.config(run, scale)
-        folder = run_folder(out_dir, options, scale)
         state = "new"
         if _is_finished(folder):
             state = "done"
-        elif (folder / "checkpoint.pt").is_file():
+        elif RunFiles(folder).checkpoint.is_file():
             state = "partial"
         elif folder.exists() and any(folder.iterdir()):
             state = "stale"  # files of a run killed before its first checkpoint: start afresh
@@ -129,10 +148,10 @@ def plan(exp: Experiment, scale: str, out_dir: str | os.PathLike, only: str | No
 
 def _run_folders(base: str | os.PathLike) -> Iterable[Path]:
     base = Path(base)
-    if (base / "config.json").is_file():
+    if (base / RunFiles.CONFIG).is_file():
         yield base
     if base.is_dir():
-        for cfg in sorted(base.rglob("config.json")):
+        for cfg in sorted(base.rglob(RunFiles.CONFIG)):
             if cfg.parent != base:
                 yield cfg.parent
 
@@ -168,8 +187,9 @@ def format_duration(seconds: float | None) -> str | None:
 
 def summary_metrics(folder: Path) -> dict[str, Any]:
     """ACC, ERA (PGD), VRA (symbolic-linear), batch s and train time of a finished run folder."""
-    summary = read_json(folder / "summary.json")
-    metrics = read_jsonl(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
+    files = RunFiles(folder)
+    summary = read_json(files.summary)
+    metrics = read_jsonl(files.metrics) if files.metrics.is_file() else []
     ev = summary.get("eval") or {}
     era, vra = ev.get("era"), ev.get("vra")
     times = [m["batch_time"] for m in metrics if isinstance(m.get("batch_time"), (int, float))]
@@ -203,7 +223,10 @@ def result_rows(exp: Experiment, planned: list[PlannedRun], scale: str, out_dir:
         for extra in ("epochs", "final alpha", "eval n"):
             if extra in ours and extra not in exp.columns and exp.kind == "train":
                 r[extra] = ours[extra]
-        r["run"] = _relative(p.folder, out_dir) if exp.kind == "train" else p.run.key
+        if exp.kind != "train":
+            r["run"] = p.run.key
+        else:
+            r["run"] = _relative(p.folder, out_dir) if _is_finished(p.folder) else "-"
         rows.append(r)
     columns: list[str] = []
     for r in rows:
@@ -212,10 +235,7 @@ def result_rows(exp: Experiment, planned: list[PlannedRun], scale: str, out_dir:
 
 
 def _relative(folder: Path, base: Path) -> str:
-    try:
-        return str(folder.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(folder)
+    return os.path.relpath(folder, base)
 
 
 # ----------------------------------------------------------------------------- the machine
