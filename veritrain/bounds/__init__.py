@@ -3,6 +3,7 @@ from veritrain.bounds.base import (
     DOMAINS,
     Ball,
     Domain,
+    check_supported,
     compute_bounds,
     interval_gradient,
     margin_lower,
@@ -18,6 +19,6 @@ from veritrain.bounds import symbolic, symbolic_linear  # noqa: E402,F401  isort
 from veritrain.bounds import crown  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "DOMAINS", "Ball", "Domain", "UnsupportedLayerError", "compute_bounds", "interval_gradient",
+    "DOMAINS", "Ball", "Domain", "UnsupportedLayerError", "check_supported", "compute_bounds", "interval_gradient",
     "margin_lower", "margin_spec", "to_ops", "verified_loss", "verify",
 ]

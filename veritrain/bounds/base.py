@@ -73,6 +73,8 @@ class Domain:
     """
 
     name = "domain"
+    #: {op class: rule} of the shared propagation (`bounds/graph.py`); also what `check_supported` reads
+    table: dict = {}
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -86,11 +88,23 @@ class Domain:
 DOMAINS: Registry[type[Domain]] = Registry("bound domain")
 
 
+def check_supported(model: nn.Module, in_shape: tuple[int, ...], domains: list[str]) -> None:
+    """Raise `UnsupportedLayerError` (naming the op, its place in the code and the domain) unless every op of
+    the traced model has a rule in each domain's table: what a trainer checks before its first epoch."""
+    from veritrain.bounds.graph import check
+
+    ops = to_ops(model, tuple(in_shape))
+    for name in domains:
+        check(ops, DOMAINS.get(name).table, name)
+
+
 def with_spec(ops: list[Op], spec: Tensor | None) -> list[Op]:
     """Append the specification matrix C (B, S, K) to the ops (folded by domains that fuse affine ops)."""
     if spec is None:
         return ops
-    return [*ops, SpecOp(spec, ops[-1].out_shape)]
+    op = SpecOp(spec, ops[-1].out_shape)
+    op.src = (ops[-1],)
+    return [*ops, op]
 
 
 def compute_bounds(
@@ -169,6 +183,6 @@ def interval_gradient(
 
 
 __all__ = [
-    "AffineOp", "Ball", "DOMAINS", "Domain", "LinearOp", "compute_bounds", "interval_gradient",
+    "AffineOp", "Ball", "DOMAINS", "Domain", "LinearOp", "check_supported", "compute_bounds", "interval_gradient",
     "margin_lower", "margin_spec", "verified_loss", "verify", "with_spec",
 ]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from veritrain.bounds.ops import AvgPool2dOp, Conv2dOp, LinearOp, Op, ReLUOp, ReshapeOp, ScaleShiftOp
+from veritrain.bounds.graph import reads_only
+from veritrain.bounds.ops import ActivationOp, AvgPool2dOp, Conv2dOp, LinearOp, Op, ReshapeOp, ScaleShiftOp
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,35 @@ def _conv_geometry(op: Op) -> tuple[tuple[int, int], ...] | None:
 
 
 def local_prefix(ops: list[Op]) -> tuple[int, Window, Window]:
-    """Length of the leading run of spatially local ops on (C, H, W) tensors, and its receptive field."""
+    """Length of the leading chain of spatially local ops on (C, H, W) tensors, and its receptive field.
+
+    Local: convolutions, average pooling, per-channel scaling and element-wise activations (each relaxed per
+    neuron). Anything else (max pooling, a join, a fork: an op read by a later op off the chain) ends it."""
     wh, ww = Window(), Window()
     n = 0
+    prev = ops[0].src[0] if ops else None
     for op in ops:
-        if len(op.in_shape) != 3 or len(op.out_shape) != 3:
+        if len(op.in_shape) != 3 or len(op.out_shape) != 3 or op.src != (prev,):
             break
         if isinstance(op, (Conv2dOp, AvgPool2dOp)):
             gh, gw = _conv_geometry(op)  # type: ignore[misc]
             wh, ww = wh.through(*gh), ww.through(*gw)
-        elif not isinstance(op, (ScaleShiftOp, ReLUOp)):
+        elif not isinstance(op, (ScaleShiftOp, ActivationOp)):
             break
         n += 1
+        prev = op
+    while n and not reads_only(ops[n:], ops[n - 1]):  # a later op reads inside the prefix: stop before it
+        n, wh, ww = _shorter(ops, n - 1)
+    return n, wh, ww
+
+
+def _shorter(ops: list[Op], n: int) -> tuple[int, Window, Window]:
+    """The receptive field of the first n ops of a local prefix."""
+    wh, ww = Window(), Window()
+    for op in ops[:n]:
+        if isinstance(op, (Conv2dOp, AvgPool2dOp)):
+            gh, gw = _conv_geometry(op)  # type: ignore[misc]
+            wh, ww = wh.through(*gh), ww.through(*gw)
     return n, wh, ww
 
 
@@ -161,9 +179,12 @@ def dense_head(ops: list[Op], shape: tuple[int, ...]) -> int:
     """Length of a leading [reshape..., Linear] run of `ops` applied to a `shape` output (0 if none): the
     ops `Colouring.expand_linear` can fuse with the expansion."""
     i = 0
-    while i < len(ops) and isinstance(ops[i], ReshapeOp):
+    prev = ops[0].src[0] if ops else None
+    while i < len(ops) and isinstance(ops[i], ReshapeOp) and ops[i].src == (prev,):
+        prev = ops[i]
         i += 1
-    if i < len(ops) and isinstance(ops[i], LinearOp) and ops[i].in_shape == (math.prod(shape),):
+    if i < len(ops) and isinstance(ops[i], LinearOp) and ops[i].in_shape == (math.prod(shape),) \
+            and ops[i].src == (prev,) and reads_only(ops[i + 1:], ops[i]):
         return i + 1
     return 0
 
@@ -187,7 +208,7 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     if len(in_shape) != 3:
         return None
     n, wh, ww = local_prefix(ops)
-    if not any(isinstance(op, ReLUOp) for op in ops[:n]):
+    if not any(isinstance(op, ActivationOp) for op in ops[:n]):
         return None
     found = _coloured(in_shape, ops[n - 1].out_shape, wh, ww, like)  # type: ignore[arg-type]
     return None if found is None else (found, n)

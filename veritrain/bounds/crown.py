@@ -33,20 +33,26 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from veritrain.bounds import graph
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.interval import Interval, fold_spec, interval_step
-from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp, SpecOp
+from veritrain.bounds.interval import TABLE as INTERVAL, fold_spec, start_box
+from veritrain.bounds.ops import (
+    ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp, SpecOp,
+)
+from veritrain.bounds.relaxations import relu_relaxation, s_shaped_relaxation
 
-LayerBounds = dict[Op, tuple[Tensor, Tensor]]  # ReLUOp -> pre-activation (lower, upper), (B, *shape)
-SlopeRule = Callable[[Tensor, Tensor, Tensor], Tensor]  # (l, u, upper slope) -> lower slope of unstable
-
-
-def _adaptive_slope(l: Tensor, u: Tensor, upper_slope: Tensor) -> Tensor:
-    """auto_LiRPA's default: slope 1 where u >= -l (the line z is closer to ReLU), else 0."""
-    return (u >= -l).to(u.dtype)
+LayerBounds = dict[Op, tuple[Tensor, Tensor]]  # activation / max-pool op -> input (lower, upper), (B, *shape)
+SlopeRule = Callable[..., Tensor]  # (l, u, upper slope, negative slope a) -> lower slope of unstable neurons
 
 
-def _dual_slope(l: Tensor, u: Tensor, upper_slope: Tensor) -> Tensor:
+def _adaptive_slope(l: Tensor, u: Tensor, upper_slope: Tensor, a: float = 0.0) -> Tensor:
+    """auto_LiRPA's default: slope 1 where u >= -l (the line z is closer to ReLU), else 0 (a for LeakyReLU)."""
+    if a == 0.0:
+        return (u >= -l).to(u.dtype)
+    return torch.where(u >= -l, torch.ones_like(u), torch.full_like(u, a))
+
+
+def _dual_slope(l: Tensor, u: Tensor, upper_slope: Tensor, a: float = 0.0) -> Tensor:
     """Wong & Kolter (2018): the lower line parallel to the upper one, d = u / (u - l)."""
     return upper_slope
 
@@ -55,16 +61,14 @@ LOWER_SLOPES: dict[str, SlopeRule] = {"adaptive": _adaptive_slope, "dual": _dual
 
 
 class ReluRelaxation:
-    """Linear lines around ReLU on [l, u]: s_lo·z <= relu(z) <= s_up·z + b_up (exact for stable neurons)."""
+    """Linear lines around ReLU (LeakyReLU) on [l, u]: s_lo·z <= f(z) <= s_up·z + b_up (exact when stable);
+    the upper line is `relu_relaxation`'s chord, the lower slope the domain's `rule`."""
 
-    def __init__(self, lower: Tensor, upper: Tensor, rule: SlopeRule) -> None:
-        unstable = (lower < 0) & (upper > 0)
-        active = (lower >= 0).to(upper.dtype)
-        width = torch.where(unstable, upper - lower, torch.ones_like(upper))  # safe denominator
-        slope = torch.where(unstable, upper / width, active)
-        self.upper_slope = slope
-        self.upper_intercept = torch.where(unstable, -slope * lower, torch.zeros_like(lower))
-        self.lower_slope = torch.where(unstable, rule(lower, upper, slope), active)
+    def __init__(self, lower: Tensor, upper: Tensor, rule: SlopeRule, negative_slope: float = 0.0) -> None:
+        lines = relu_relaxation(lower, upper, negative_slope)
+        self.upper_slope, self.upper_intercept = lines.slope, lines.upper_bias
+        args = (lower, upper, lines.slope) + ((negative_slope,) if negative_slope else ())
+        self.lower_slope = torch.where(lines.unstable, rule(*args), lines.slope)
 
     def backward(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """Lower-bound rule for A · relu(z): returns (A' with A · relu(z) >= A' · z + c, c (B, M))."""
@@ -115,33 +119,79 @@ def concretize_lower(ball: Ball, a: Tensor) -> Tensor:
     return val
 
 
+@dataclass
+class _Pass:
+    """What the backward rules read and write: the intermediate bounds, the lower-slope rule, the terms."""
+
+    bounds: LayerBounds
+    rule: SlopeRule
+    terms: BackwardTerms
+
+
+def _input_bounds(p: _Pass, op: Op) -> tuple[Tensor, Tensor]:
+    if op not in p.bounds:
+        raise RuntimeError(f"backward bound: {op.describe()} has no intermediate bounds (compute layer_bounds first)")
+    return p.bounds[op]
+
+
+def _back_affine(p: _Pass, op: AffineOp, a: Tensor) -> tuple[Tensor]:
+    b = op.bias()
+    if b is not None:
+        p.terms.bias_terms.append((a * b).flatten(2).sum(2))
+    return (op.transpose(a),)
+
+
+def _back_relu(p: _Pass, op: ReLUOp, a: Tensor) -> tuple[Tensor]:
+    slope = (op.negative_slope,) if op.negative_slope else ()
+    a, const = ReluRelaxation(*_input_bounds(p, op), p.rule, *slope).backward(a)
+    p.terms.relu_terms.append(const)
+    return (a,)
+
+
+def _back_s_shaped(p: _Pass, op: SShapedOp, a: Tensor) -> tuple[Tensor]:
+    """k·z + lo <= f(z) <= k·z + hi: A f(z) >= (A k) z + A+ lo + A- hi."""
+    lines = s_shaped_relaxation(op, *_input_bounds(p, op))
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    const = (pos * lines.lower_bias.unsqueeze(1) + neg * lines.upper_bias.unsqueeze(1)).flatten(2).sum(2)
+    p.terms.relu_terms.append(const)
+    return (a * lines.slope.unsqueeze(1),)
+
+
+def _back_maxpool(p: _Pass, op: MaxPool2dOp, a: Tensor) -> tuple[Tensor]:
+    """DeepPoly's max relaxation: lower line x_j (j: the largest lower bound of the window); upper line x_j
+    where x_j dominates the window, else the constant max_i u_i."""
+    idx, dom_j, _, umax = op.select(*_input_bounds(p, op))
+    keep = dom_j.reshape(idx.shape[0], 1, *op.out_shape).to(a.dtype)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    const = (neg * (1 - keep) * umax.reshape(keep.shape)).flatten(2).sum(2)
+    p.terms.relu_terms.append(const)
+    return (op.scatter(pos + neg * keep, idx),)
+
+
+def _back_add(p: _Pass, op: AddOp, a: Tensor) -> tuple[Tensor, ...]:
+    return (a,) * len(op.src)
+
+
+def _back_cat(p: _Pass, op: CatOp, a: Tensor) -> tuple[Tensor, ...]:
+    return op.split(a, 2)
+
+
+#: the backward table: rule(pass, op, A at the op's output) -> A at each of its inputs
+BACKWARD: graph.Table = {
+    AffineOp: _back_affine, ReLUOp: _back_relu, SShapedOp: _back_s_shaped, MaxPool2dOp: _back_maxpool,
+    AddOp: _back_add, CatOp: _back_cat,
+}
+NONLINEAR = (ActivationOp, MaxPool2dOp)  # the ops that need intermediate bounds
+
+
 def backward_terms(ops: list[Op], a: Tensor, bounds: LayerBounds, rule: SlopeRule,
                    terms: BackwardTerms | None = None) -> BackwardTerms:
     """Push coefficients a (B or 1, M, *ops[-1].out_shape) back to the input of ops (lower-bound rule).
 
-    `bounds` must hold the pre-activation bounds of every ReLU in ops (nested ones included).
+    `bounds` must hold the input bounds of every activation and max pooling in ops.
     """
     terms = terms if terms is not None else BackwardTerms(a)
-    for op in reversed(ops):
-        if isinstance(op, AffineOp):
-            b = op.bias()
-            if b is not None:
-                terms.bias_terms.append((a * b).flatten(2).sum(2))
-            a = op.transpose(a)
-        elif isinstance(op, ReLUOp):
-            if op not in bounds:
-                raise RuntimeError("backward bound: a ReLU has no intermediate bounds (compute layer_bounds first)")
-            a, const = ReluRelaxation(*bounds[op], rule).backward(a)
-            terms.relu_terms.append(const)
-        elif isinstance(op, ResidualOp):
-            total = None
-            for branch in op.branches:
-                sub = backward_terms(branch, a, bounds, rule, BackwardTerms(a, terms.bias_terms, terms.relu_terms))
-                total = sub.a_input if total is None else total + sub.a_input
-            a = total  # type: ignore[assignment]
-        else:
-            raise TypeError(f"backward bound: unsupported op {type(op).__name__}")
-    terms.a_input = a
+    terms.a_input = graph.backward(ops, BACKWARD, a, _Pass(bounds, rule, terms), "backward")
     return terms
 
 
@@ -154,9 +204,44 @@ def _max_width(ops: list[Op]) -> int:
     widths = [1]
     for op in ops:
         widths += [_numel(op.in_shape), _numel(op.out_shape)]
-        if isinstance(op, ResidualOp):
-            widths += [_max_width(b) for b in op.branches]
     return max(widths)
+
+
+def _split_tail(path: list[Op]) -> tuple[list[Op], list[Op]]:
+    """(head, tail): tail is the chain of affine ops ending at path[-1] (sample-independent), head the ops
+    up to the one the tail reads from."""
+    tail: list[Op] = []
+    node: Op | None = path[-1] if path else None
+    while isinstance(node, AffineOp) and not isinstance(node, SpecOp) and len(node.src) == 1:
+        tail.insert(0, node)
+        node = node.src[0]
+    if node is None:
+        return [], tail
+    return path[: path.index(node) + 1], tail
+
+
+@dataclass
+class _Walk:
+    """The forward interval walk of `layer_bounds`: the domain, the graph, op positions, the ball, the bounds."""
+
+    dom: "BackwardDomain"
+    ops: list[Op]
+    pos: dict[int, int]
+    ball: Ball
+    bounds: LayerBounds
+
+
+def _refining(w: _Walk, op: Op, box: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """An activation or max pooling: refine its input box by a backward pass, record it, then the interval rule."""
+    lower, upper = box
+    src = op.src[0]
+    if w.dom.backward_intermediate and src is not None:
+        path = w.ops[: w.pos[id(src)] + 1]
+        lower, upper = w.dom._refine(path, w.ball, w.bounds, lower, upper, not isinstance(op, ReLUOp))
+    w.bounds[op] = (lower, upper)
+    if isinstance(op, ReLUOp) and op.negative_slope == 0.0:
+        return lower.clamp(min=0), upper.clamp(min=0)
+    return op.forward(lower), op.forward(upper)  # type: ignore[call-arg]
 
 
 class BackwardDomain(Domain):
@@ -172,6 +257,7 @@ class BackwardDomain(Domain):
     """
 
     name = "backward"
+    table = BACKWARD
     lower_slope = "adaptive"
     backward_intermediate = True
 
@@ -185,47 +271,31 @@ class BackwardDomain(Domain):
 
     # ----- intermediate bounds -------------------------------------------------------------------
     def layer_bounds(self, ops: list[Op], ball: Ball) -> tuple[LayerBounds, tuple[Tensor, Tensor]]:
-        """Pre-activation bounds of every ReLU (in network order) and the interval bounds of the output."""
+        """Input bounds of every activation and max pooling (in network order) and the interval bounds of the
+        output: interval propagation (the `interval` table) that refines the input of each such op by a
+        backward pass (`_refine`) before its rule runs."""
         bounds: LayerBounds = {}
         ops = fold_spec(ops)  # C W in one step: the output box is the interval domain's own
-        lower, upper = ball.box()
-        first = 0
-        if ball.norm == "l2" and ops and isinstance(ops[0], AffineOp):
-            lower, upper = Interval._first_affine_l2(ops[0], ball)  # as the interval domain does
-            first = 1
-        out = self._walk(ops, first, [], lower, upper, ball, bounds)
+        (lower, upper), first = start_box(ops, ball)  # L2: the first affine layer as the interval domain does
+        walk = _Walk(self, ops, {id(op): i for i, op in enumerate(ops)}, ball, bounds)
+        table = {**INTERVAL, **{cls: _refining for cls in NONLINEAR}}
+        out = graph.forward(ops[first:], table, (lower, upper), walk, self.name)
         return bounds, out
 
-    def _walk(self, ops: list[Op], start: int, prefix: list[Op], lower: Tensor, upper: Tensor,
-              ball: Ball, bounds: LayerBounds) -> tuple[Tensor, Tensor]:
-        """Interval propagation through ops[start:] that refines each ReLU input by a backward pass."""
-        for i in range(start, len(ops)):
-            op = ops[i]
-            if isinstance(op, ReLUOp):
-                if self.backward_intermediate:
-                    lower, upper = self._refine([*prefix, *ops[:i]], ball, bounds, lower, upper)
-                bounds[op] = (lower, upper)
-                lower, upper = lower.clamp(min=0), upper.clamp(min=0)
-            elif isinstance(op, ResidualOp):
-                outs = [self._walk(b, 0, [*prefix, *ops[:i]], lower, upper, ball, bounds) for b in op.branches]
-                lower, upper = sum(o[0] for o in outs), sum(o[1] for o in outs)  # type: ignore[assignment]
-            else:
-                lower, upper = interval_step(op, lower, upper)
-        return lower, upper
-
     def _refine(self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor,
-                upper: Tensor) -> tuple[Tensor, Tensor]:
+                upper: Tensor, every: bool = False) -> tuple[Tensor, Tensor]:
         """Backward bounds of the output neurons of path, intersected with the interval ones (lower, upper).
 
         With `intersect`, each sample refines only its neurons unstable under (lower, upper): the
-        relaxation of a stable neuron is exact whatever its bounds (auto_LiRPA does the same).
+        relaxation of a stable ReLU neuron is exact whatever its bounds (auto_LiRPA does the same);
+        `every`: all neurons (the relaxations of sigmoid, tanh and max pooling tighten with any bound).
         """
         if self.lirpa_sparsity is not None:
             return self._refine_lirpa(path, ball, bounds, lower, upper)
         batch = ball.x.shape[0]
         flat_l, flat_u = lower.reshape(batch, -1), upper.reshape(batch, -1)
         n = flat_l.shape[1]
-        if self.intersect:
+        if self.intersect and not every:
             unstable = (flat_l < 0) & (flat_u > 0)
             k = int(unstable.sum(1).max())  # rows per sample (one host sync per layer)
             if k == 0:
@@ -280,10 +350,7 @@ class BackwardDomain(Domain):
         x = ball.x
         shape = path[-1].out_shape if path else tuple(x.shape[1:])
         n, batch, k = _numel(shape), x.shape[0], idx.shape[1]
-        cut = len(path)
-        while cut > 0 and isinstance(path[cut - 1], AffineOp):
-            cut -= 1
-        head, tail = path[:cut], path[cut:]
+        head, tail = _split_tail(path)
         chunk = max(1, min(k, self.max_elements // max(1, 2 * batch * _max_width(path))))
         basis = None
         rows, inverse = torch.unique(idx, return_inverse=True)
@@ -377,10 +444,35 @@ class CrownLirpa(BackwardDomain):
 
 @DOMAINS.register("dual")
 class Dual(BackwardDomain):
-    """Wong & Kolter (2018)'s dual network: backward bounds for every layer, lower slope u/(u-l)."""
+    """Wong & Kolter (2018)'s dual network: backward bounds for every layer, lower slope u/(u-l).
+
+    `forward=True` computes the same bound forward (`dual_network.ProjectedDualNetwork`, L-inf balls; faster
+    on small networks); `projections=k` (forward, L-inf) gives Wong et al.'s (2018) random-projection estimate
+    with k Cauchy projections drawn from `generator`: NOT a sound bound, for training only.
+    """
 
     name = "dual"
     lower_slope = "dual"
+
+    def __init__(self, max_elements: int = 2 ** 25, intersect: bool = True, *, forward: bool = False,
+                 projections: int | None = None, generator: torch.Generator | None = None) -> None:
+        super().__init__(max_elements, intersect)
+        self.forward_net = None
+        if forward or projections is not None:
+            from veritrain.bounds.dual_network import ProjectedDualNetwork
+
+            self.forward_net = ProjectedDualNetwork(projections, generator, intersect)
+            self.table = ProjectedDualNetwork.table
+
+    def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
+        if self.forward_net is not None:
+            return self.forward_net.bounds(ops, ball)
+        return super().bounds(ops, ball)
+
+    def lower(self, ops: list[Op], ball: Ball) -> Tensor:
+        if self.forward_net is not None:
+            return self.forward_net.bounds(ops, ball)[0]
+        return super().lower(ops, ball)
 
 
 def dual_objective_terms(ops: list[Op], ball: Ball, intersect: bool = True,

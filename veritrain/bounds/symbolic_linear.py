@@ -5,26 +5,38 @@ one fresh error symbol e_k in [0, 1] per unstable ReLU met so far, carried symbo
 At an unstable ReLU with concrete bounds l < 0 < u, Neurify's parallel relaxation
     lambda·z  <=  relu(z)  <=  lambda·(z - l),    lambda = u / (u - l),
 is written as relu(z) = lambda·z + (-lambda·l)·e_new with e_new in [0, 1]: one coefficient set plus an
-offset, not two equation sets. Stable neurons are the identity (l >= 0) or 0 (u <= 0).
+offset, not two equation sets. Stable neurons are the identity (l >= 0) or 0 (u <= 0). Every other
+activation uses its parallel lines the same way (`relaxations.py`: f(z) = k·z + lo + (hi - lo)·e_new), and
+max pooling is max = x_j + gap·e_new (j: the largest lower bound of the window, gap = max(0, max_{i≠j} u_i - l_j)).
 
-Error symbols are just more columns of G (B, d + m, *shape), kept as blocks: a ReLU appends, per sample, one column per
-unstable neuron (padded to the batch maximum with zero columns), so memory grows with the number of
-unstable ReLUs; chunk the samples (`veritrain.evaluation.vra`) to bound it. Interval bounds are
-propagated alongside and intersected with the concretised ones at every ReLU and at the output: the
-result is never looser than the `interval` domain. The spec C (SpecOp) is applied like any affine op.
+Error symbols are just more columns of G (B, d + m, *shape), kept as blocks keyed by the op that made them
+('input' for the input columns): an activation appends, per sample, one column per unstable neuron (padded
+to the batch maximum with zero columns), so memory grows with the number of unstable neurons; chunk the
+samples (`veritrain.evaluation.vra`) to bound it. At a join (residual sum) the blocks of the same key are
+the same variables and add up; the others are distinct variables and are kept side by side. Interval
+bounds are propagated alongside and intersected with the concretised ones at every activation and at the
+output: the result is never looser than the `interval` domain. The spec C (SpecOp) is applied like any
+affine op.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
+from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.interval import fold_spec, interval_step
-from veritrain.bounds.ops import AffineOp, Op, ReLUOp, ResidualOp
+from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp
+from veritrain.bounds.relaxations import Lines, relu_relaxation, s_shaped_relaxation
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
 
 Form = tuple[list[Tensor], Tensor]  # (column blocks, each (B, M_i, *shape); constant c (B, *shape))
+Blocks = dict[Any, Tensor]  # block key ('input' or the op that made the symbols) -> (B, M_i, *shape)
+Value = tuple[Blocks, Tensor, Box]  # blocks, constant c (B, *shape), interval box
+INPUT = "input"
 
 
 def concretize_blocks(space: InputSpace, blocks: list[Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,10 +53,41 @@ def concretize_blocks(space: InputSpace, blocks: list[Tensor], c: Tensor) -> tup
 
 
 def use_colours(n_new: int, colouring: Colouring | None, always: bool = False) -> bool:
-    """Whether `relax_relu` gives its n_new error symbols one column per colour of `colouring`: when there
+    """Whether `relax` gives its n_new error symbols one column per colour of `colouring`: when there
     are more than twice as many symbols as colours, because expanding the colour columns back to one per
     neuron costs about as much again (measured on MNIST and CIFAR Small), or `always`."""
     return colouring is not None and n_new > 0 and (always or n_new > 2 * colouring.n)
+
+
+def error_block(offset: Tensor, mask: Tensor, colouring: Colouring | None = None,
+                always: bool = False) -> tuple[Tensor | None, int]:
+    """New error symbols e in [0, 1] with coefficient `offset` (B, *shape) on the neurons where `mask` holds
+    (offset is 0 elsewhere): one column per such neuron of each sample, zero-padded to the batch maximum, or
+    (with a `colouring` and `use_colours`) one column per colour. Returns the block (or None) and the count."""
+    flat = mask.flatten(1)
+    n_new = int(flat.sum(1).max()) if flat.numel() else 0  # one host sync per layer: the new column count
+    if n_new == 0:
+        return None, 0
+    if use_colours(n_new, colouring, always):
+        return colouring.start(offset), n_new  # type: ignore[union-attr]
+    b, n = flat.shape
+    idx = torch.argsort(flat.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
+    vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off the masked neurons)
+    cols = torch.zeros(b, n_new, n, dtype=offset.dtype, device=offset.device).scatter(2, idx.unsqueeze(2),
+                                                                                       vals.unsqueeze(2))
+    return cols.reshape(b, n_new, *offset.shape[1:]), n_new
+
+
+def relax(blocks: list[Tensor], c: Tensor, lines: Lines, colouring: Colouring | None = None,
+          always: bool = False) -> tuple[Form, int]:
+    """f(z) = slope·z + lower_bias + width·e_new for z = G·v + c: the blocks scaled by the slope per neuron and
+    one block of new columns appended (`error_block`); returns the form and the number of new symbols."""
+    scale = lines.slope.unsqueeze(1)
+    blocks, c = [b * scale for b in blocks], c * lines.slope
+    if lines.lower_bias is not None:
+        c = c + lines.lower_bias
+    new, n_new = error_block(lines.width, lines.unstable, colouring, always)
+    return (blocks if new is None else blocks + [new], c), n_new
 
 
 def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor,
@@ -56,23 +99,7 @@ def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor,
     With a `colouring` of the ReLU's neurons (`error_colouring`) and `use_colours`, the new block has one
     column per colour instead: column k holds the offsets of the unstable neurons of colour k.
     """
-    unstable = (lower < 0) & (upper > 0)
-    safe = torch.where(unstable, upper - lower, torch.ones_like(upper))
-    lam = torch.where(unstable, upper / safe, (lower >= 0).to(upper.dtype))
-    offset = torch.where(unstable, -lam * lower, torch.zeros_like(lower))  # >= 0, carried by e_new
-    scale = lam.unsqueeze(1)
-    blocks, c = [b * scale for b in blocks], c * lam
-    mask = unstable.flatten(1)
-    n_new = int(mask.sum(1).max()) if mask.numel() else 0  # one host sync per ReLU: the new column count
-    if n_new == 0:
-        return (blocks, c), 0
-    if use_colours(n_new, colouring, always):
-        return (blocks + [colouring.start(offset)], c), n_new  # type: ignore[union-attr]
-    b, n = mask.shape
-    idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
-    vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off unstable neurons)
-    cols = torch.zeros(b, n_new, n, dtype=c.dtype, device=c.device).scatter(2, idx.unsqueeze(2), vals.unsqueeze(2))
-    return (blocks + [cols.reshape(b, n_new, *c.shape[1:])], c), n_new
+    return relax(blocks, c, relu_relaxation(lower, upper), colouring, always)
 
 
 def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor | None) -> Tensor:
@@ -86,27 +113,103 @@ def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor 
     return full.gather(1, rows.view(*rows.shape, *[1] * (full.dim() - 2)).expand(-1, -1, *full.shape[2:]))
 
 
+# ---- the table ----------------------------------------------------------------------------------
+
+def _affine(dom: "SymbolicLinear", op: AffineOp, v: Value) -> Value:
+    blocks, c, box = v
+    return {k: op.linear(b) for k, b in blocks.items()}, affine_const(op, c), interval_step(op, *box)
+
+
+def _concrete(dom: "SymbolicLinear", v: Value) -> Box:
+    blocks, c, box = v
+    lower, upper = concretize_blocks(dom.space, list(blocks.values()), c)
+    return torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
+
+
+def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
+    blocks, c, _ = v
+    lower, upper = _concrete(dom, v)
+    col, always = dom._colouring, bool(dom.colour_errors)
+    if isinstance(op, ReLUOp) and op.negative_slope == 0.0:
+        (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always)
+        dom._unstable = (lower < 0) & (upper > 0)
+    else:
+        lines = relu_relaxation(lower, upper, op.negative_slope) if isinstance(op, ReLUOp) \
+            else s_shaped_relaxation(op, lower, upper)  # type: ignore[arg-type]
+        (new, c), n_new = relax(list(blocks.values()), c, lines, col, always)
+        dom._unstable = lines.unstable
+    dom.error_symbols += n_new
+    out = dict(zip(blocks, new))
+    if n_new:
+        out[op] = new[-1]
+    return out, c, (op.forward(lower), op.forward(upper))
+
+
+def _maxpool(dom: "SymbolicLinear", op: MaxPool2dOp, v: Value) -> Value:
+    blocks, c, _ = v
+    lower, upper = _concrete(dom, v)
+    idx, _, gap, _ = op.select(lower, upper)
+    out = {k: op.gather(b, idx) for k, b in blocks.items()}
+    c = op.gather(c.unsqueeze(1), idx).squeeze(1)
+    gap = gap.reshape(c.shape)
+    new, n_new = error_block(gap, gap > 0)
+    dom.error_symbols += n_new
+    if new is not None:
+        out[op] = new
+    return out, c, (op.forward(lower), op.forward(upper))
+
+
+def _add(dom: "SymbolicLinear", op: AddOp, *vs: Value) -> Value:
+    """Sum of branches: blocks of the same variables add up; each branch's own error symbols stay distinct."""
+    out: Blocks = {}
+    for blocks, _, _ in vs:
+        for k, b in blocks.items():
+            out[k] = out[k] + b if k in out else b
+    c = sum(v[1] for v in vs)
+    return out, c, (sum(v[2][0] for v in vs), sum(v[2][1] for v in vs))  # type: ignore[return-value]
+
+
+def _cat(dom: "SymbolicLinear", op: CatOp, *vs: Value) -> Value:
+    """Concatenation: per block key, the inputs' columns side by side (zeros where an input lacks the key)."""
+    keys = list(dict.fromkeys(k for v in vs for k in v[0]))
+    out: Blocks = {}
+    for k in keys:
+        ref = next(v[0][k] for v in vs if k in v[0])
+        parts = [v[0][k] if k in v[0] else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
+                 for v, shape in zip(vs, op.in_shapes)]
+        b = max(p.shape[0] for p in parts)
+        out[k] = op.cat([p.expand(b, *p.shape[1:]) for p in parts], 2)
+    return out, op.cat([v[1] for v in vs]), (op.cat([v[2][0] for v in vs]), op.cat([v[2][1] for v in vs]))
+
+
+TABLE: Table = {AffineOp: _affine, ActivationOp: _activation, MaxPool2dOp: _maxpool, AddOp: _add, CatOp: _cat}
+
+
 @DOMAINS.register("symbolic-linear")
 class SymbolicLinear(Domain):
-    """One linear form per neuron plus one error symbol per unstable ReLU (the authors' representation).
+    """One linear form per neuron plus one error symbol per unstable neuron (the authors' representation).
 
-    The columns of the form are kept as a list of blocks (the input block, then one block per ReLU layer),
-    so appending error symbols never copies the earlier columns. After `bounds`, `error_symbols` holds the
+    The columns of the form are kept as blocks (the input block, then one block per activation layer), so
+    appending error symbols never copies the earlier columns. After `bounds`, `error_symbols` holds the
     number of error symbols per sample (padded to the batch maximum) of the last call.
     """
 
     name = "symbolic-linear"
+    table = TABLE
 
     def __init__(self, colour: bool = True, colour_errors: bool | None = None) -> None:
         self.error_symbols = 0
         self.colour = colour  # compress the input columns through the local layers (`colouring`)
-        # error symbols of ReLUs inside those layers by colour too (with `colour`): None = when that means
-        # much fewer columns (`use_colours`), True = always, False = never
+        # error symbols of activations inside those layers by colour too (with `colour`): None = when that
+        # means much fewer columns (`use_colours`), True = always, False = never
         self.colour_errors = colour_errors
+        self.space: InputSpace
+        self._colouring: Colouring | None = None  # of the error symbols of the activation being relaxed
+        self._unstable: Tensor | None = None  # its neurons that got error symbols
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         ops = fold_spec(ops)  # the final C W: tighter alongside interval bounds, same symbolic form
-        space = InputSpace(ball)
+        self.space = space = InputSpace(ball)
         chain = leading_chain(ops)
         box = initial_box(chain, ball)
         self.error_symbols = 0
@@ -114,64 +217,40 @@ class SymbolicLinear(Domain):
         if found is not None:  # one column per colour through the local layers, per pixel after them
             colouring, n_local = found
             g, c = space.start_coloured(chain, colouring)
-            (blocks, c), box, coloured = self._run_local(ops[len(chain):n_local], ([g], c), box, space)
-            coloured[0] = (colouring, None)
+            (blocks, c, box), coloured = self._run_local(ops[len(chain):n_local], ({INPUT: g}, c, box))
+            coloured = {INPUT: (colouring, None), **coloured}  # the input columns first, as without colouring
             head = ops[n_local:n_local + dense_head(ops[n_local:], colouring.out_shape)]
-            plain = [b for i, b in enumerate(blocks) if i not in coloured]
-            (plain, c), box = self._run(head, (plain, c), box, space)  # c, box, per-neuron error symbols
+            plain = {k: b for k, b in blocks.items() if k not in coloured}
+            plain, c, box = self._run(head, (plain, c, box))  # c, box, per-neuron error symbols
             weight = head[-1].layer.weight if head else None  # fuse the expansion with the dense layer
-            expanded = [expand(col, blocks[i], weight, rows) for i, (col, rows) in sorted(coloured.items())]
-            (blocks, c), box = self._run(ops[n_local + len(head):], ([*expanded, *plain], c), box, space)
+            expanded = {k: expand(col, blocks[k], weight, rows) for k, (col, rows) in coloured.items()}
+            blocks, c, box = self._run(ops[n_local + len(head):], ({**expanded, **plain}, c, box))
         else:
             g, c = space.start(chain)
-            (blocks, c), box = self._run(ops[len(chain):], ([g], c), box, space)
-        lower, upper = concretize_blocks(space, blocks, c)
+            blocks, c, box = self._run(ops[len(chain):], ({INPUT: g}, c, box))
+        lower, upper = concretize_blocks(space, list(blocks.values()), c)
         return torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
 
-    def _run(self, ops: list[Op], form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
-        for op in ops:
-            form, box = self._step(op, form, box, space)
-        return form, box
+    def _run(self, ops: list[Op], value: Value) -> Value:
+        return forward(ops, TABLE, value, self, self.name)
 
-    def _run_local(self, ops: list[Op], form: Form, box: Box,
-                   space: InputSpace) -> tuple[Form, Box, dict[int, tuple[Colouring, Tensor | None]]]:
-        """`_run` through the local layers, where a ReLU's error symbols may share columns by colour
-        (`error_colouring`); returns, per coloured block index, its colouring and the neurons (B, r) whose
+    def _run_local(self, ops: list[Op], value: Value) -> tuple[Value, dict[Any, tuple[Colouring, Tensor | None]]]:
+        """`_run` through the local layers (a chain), where an activation's error symbols may share columns by
+        colour (`error_colouring`); returns, per coloured block key, its colouring and the neurons (B, r) whose
         symbols it carries (the unstable ones, padded), so that only those are expanded."""
-        coloured: dict[int, tuple[Colouring, Tensor | None]] = {}
+        coloured: dict[Any, tuple[Colouring, Tensor | None]] = {}
         for i, op in enumerate(ops):
             col = None
-            if isinstance(op, ReLUOp) and self.colour_errors is not False:
-                col = error_colouring(ops[i + 1:], op.out_shape, form[1])
+            if isinstance(op, ActivationOp) and self.colour_errors is not False:
+                col = error_colouring(ops[i + 1:], op.out_shape, value[1])
             before = self.error_symbols
-            form, box = self._step(op, form, box, space, col)
+            self._colouring = col
+            try:
+                value = rule_for(TABLE, op, self.name)(self, op, value)
+            finally:
+                self._colouring = None
             if use_colours(self.error_symbols - before, col, bool(self.colour_errors)):
-                # after the ReLU the box is [max(l, 0), max(u, 0)]: l <= 0 < u holds every unstable neuron
-                mask = ((box[0] <= 0) & (box[1] > 0)).flatten(1)
+                mask = self._unstable.flatten(1)  # type: ignore[union-attr]
                 rows = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
-                coloured[len(form[0]) - 1] = (col, rows[:, :int(mask.sum(1).max())])  # type: ignore[arg-type]
-        return form, box, coloured
-
-    def _step(self, op: Op, form: Form, box: Box, space: InputSpace,
-              colouring: Colouring | None = None) -> tuple[Form, Box]:
-        blocks, c = form
-        if isinstance(op, AffineOp):
-            return ([op.linear(b) for b in blocks], affine_const(op, c)), interval_step(op, *box)
-        if isinstance(op, ReLUOp):
-            lower, upper = concretize_blocks(space, blocks, c)
-            lower, upper = torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
-            form, n_new = relax_relu(blocks, c, lower, upper, colouring, bool(self.colour_errors))
-            self.error_symbols += n_new
-            return form, (lower.clamp(min=0), upper.clamp(min=0))
-        if isinstance(op, ResidualOp):
-            return self._residual(op, form, box, space)
-        raise TypeError(f"symbolic-linear domain: unsupported op {type(op).__name__}")
-
-    def _residual(self, op: ResidualOp, form: Form, box: Box, space: InputSpace) -> tuple[Form, Box]:
-        """Sum of branches: shared blocks add up; each branch's new error symbols are distinct variables."""
-        n = len(form[0])
-        outs = [self._run(branch, form, box, space) for branch in op.branches]
-        blocks = [sum(o[0][0][i] for o in outs) for i in range(n)]
-        blocks += [b for o in outs for b in o[0][0][n:]]
-        c = sum(o[0][1] for o in outs)
-        return (blocks, c), (sum(o[1][0] for o in outs), sum(o[1][1] for o in outs))  # type: ignore[return-value]
+                coloured[op] = (col, rows[:, :int(mask.sum(1).max())])  # type: ignore[assignment]
+        return value, coloured

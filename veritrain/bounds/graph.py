@@ -1,0 +1,108 @@
+"""The one propagation every domain shares: a walk over the op graph driven by the domain's table.
+
+A domain is a table `{op class: rule}` (jax_verify's idea). The forward walk calls `rule(dom, op, *inputs)`
+on the abstract values of an op's inputs, in topological order, and frees each value after its last
+use; joins (`AddOp`, `CatOp`) are ordinary rules. The backward walk (linear bounds pushed from an op's output
+to the network input, CROWN-style) calls `rule(dom, op, a)` -> one coefficient per input of the op and
+sums what reaches the same op from several consumers (a residual fork). An op whose class has no rule in a
+domain's table raises `UnsupportedLayerError` naming the op, the traced node and the domain: written once.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from veritrain.bounds.ops import Op, UnsupportedLayerError
+
+Rule = Callable[..., Any]
+Table = dict[type, Rule]
+
+
+def rule_for(table: Table, op: Op, domain: str) -> Rule:
+    """The rule of op's class (or its nearest base class) in `table`."""
+    for cls in type(op).__mro__:
+        rule = table.get(cls)
+        if rule is not None:
+            return rule
+    known = ", ".join(sorted(c.__name__ for c in table))
+    raise UnsupportedLayerError(f"the {domain} domain has no sound rule for {op.describe()}; it handles: {known}")
+
+
+def check(ops: list[Op], table: Table, domain: str) -> None:
+    """Raise `UnsupportedLayerError` before any work when an op of the graph has no rule in the table."""
+    for op in ops:
+        rule_for(table, op, domain)
+
+
+def sources(ops: list[Op]) -> list[Op | None]:
+    """The ops outside `ops` that ops read from (None: the network input)."""
+    inside = set(map(id, ops))
+    return list({id(s): s for op in ops for s in op.src if id(s) not in inside}.values())
+
+
+def entry(ops: list[Op]) -> Op | None:
+    """The one op outside `ops` that ops read from (None: the network input)."""
+    outside = sources(ops)
+    if len(outside) > 1:
+        raise ValueError("a graph slice must read from one op only")
+    return outside[0] if outside else None
+
+
+def reads_only(ops: list[Op], op: Op | None) -> bool:
+    """Whether `op` is the only op outside `ops` that they read (a slice that can start from its value)."""
+    outside = sources(ops)
+    return not ops or (len(outside) == 1 and outside[0] is op)
+
+
+def forward(ops: list[Op], table: Table, start: Any, dom: Any, domain: str,
+            visit: Callable[[Op, list[Any]], None] | None = None) -> Any:
+    """The value at the output of ops[-1], `start` being the value at the graph's entry (`entry`).
+
+    `visit(op, inputs)` (optional) sees every op with its input values before its rule runs."""
+    if not ops:
+        return start
+    uses: dict[int, int] = {}
+    for op in ops:
+        for s in op.src:
+            uses[id(s)] = uses.get(id(s), 0) + 1
+    values: dict[int, Any] = {id(entry(ops)): start}
+    for op in ops:
+        inputs = [values[id(s)] for s in op.src]
+        if visit is not None:
+            visit(op, inputs)
+        values[id(op)] = rule_for(table, op, domain)(dom, op, *inputs)
+        for s in op.src:
+            uses[id(s)] -= 1
+            if uses[id(s)] == 0:
+                del values[id(s)]
+    return values[id(ops[-1])]
+
+
+def backward(ops: list[Op], table: Table, a: Any, dom: Any, domain: str) -> Any:
+    """Push the coefficient `a` at the output of ops[-1] back to the graph's entry; returns it there.
+
+    Ops the output does not depend on are skipped; coefficients meeting at one op (a fork) are summed."""
+    if not ops:
+        return a
+    acc: dict[int, Any] = {id(ops[-1]): a}
+    start = entry(ops)
+    for op in reversed(ops):
+        a = acc.pop(id(op), None)
+        if a is None:
+            continue
+        outs = rule_for(table, op, domain)(dom, op, a)
+        for s, part in zip(op.src, outs):
+            acc[id(s)] = part if id(s) not in acc else acc[id(s)] + part
+    return acc[id(start)]
+
+
+def is_chain(ops: list[Op], start: Op | None) -> bool:
+    """Whether ops form a chain reading `start` (each op reads only the previous one)."""
+    prev = start
+    for op in ops:
+        if op.src != (prev,):
+            return False
+        prev = op
+    return True
+
+
+__all__ = ["Rule", "Table", "backward", "check", "entry", "forward", "is_chain", "reads_only", "rule_for", "sources"]
