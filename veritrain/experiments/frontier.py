@@ -201,11 +201,11 @@ def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], ou
         for minutes in budgets:
             run = base / f"{name}-{minutes:g}m"
             done = (run / "summary.json").exists()
-            if not done:
+            if (run / "config.json").exists():  # started before: keep its schedule (a resume must match it)
+                epochs = int(json.loads((run / "config.json").read_text())["epochs"])
+            else:
                 per_step = per_step or calibrate(scaled_config(recipe, setting, 30))
                 epochs = epochs_for_budget(recipe, setting, minutes, per_step)
-            else:
-                epochs = int(json.loads((run / "config.json").read_text())["epochs"])
             cfg = scaled_config(recipe, setting, epochs, budget_minutes=float(minutes), out=str(run),
                                 eval_n=eval_n, eval_attacks="pgd", eval_domains=EVAL_DOMAINS, progress=progress,
                                 resume=(run / "checkpoint.pt").exists() and not done)
