@@ -230,7 +230,7 @@ SCRIPT = textwrap.dedent(
     """
 )
 
-VOLATILE = {"batch_time", "epoch_time", "peak_mem_mb"}
+VOLATILE = {"batch_time", "epoch_time", "cpu_time", "peak_mem_mb", "monitor_time"}
 
 
 def _run(script: Path, out: Path, mode: str) -> subprocess.Popen:

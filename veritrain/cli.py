@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from veritrain import __version__
+from veritrain.device import DEVICE_CHOICES
 from veritrain.errors import ConfigError
 from veritrain.evaluation.results import Evaluation, RunSummary
 from veritrain.registry import UnknownNameError, split_names
 from veritrain.training.config import OPTION_GROUPS, TrainConfig
+from veritrain.training import distributed
 from veritrain.training.run_dir import RunFiles
 
 # ----------------------------------------------------------------------------- `train` options
@@ -288,6 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     summary = train(cfg)
+    if not distributed.current().main:  # torchrun: rank 0 reports
+        return 0
     row = {"method": cfg.method,
            **RunSummary.from_dict(summary).row(split_names(cfg.eval_attacks), split_names(cfg.eval_domains))}
     print(format_table([row]))
@@ -447,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--curves", default="", help="comma-separated minimal-perturbation attacks for robustness "
                                                 "curves (Figure 7), e.g. cw-l2,pointwise (default: none)")
     e.add_argument("--json", metavar="FILE", help="write the results as JSON (default with RUN: RUN/evaluation.json)")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    e.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     e.add_argument("--batch-size", type=int, default=500, help="images per forward pass / attack batch (default: 500)")
     e.add_argument("--chunk-size", type=int, help="images per chunk of bound propagation (memory vs speed)")
     e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")

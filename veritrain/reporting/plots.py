@@ -12,9 +12,12 @@ PANELS = (
     ("alpha", "alpha (MixTrain, Eqn. 9)"),
     ("eps", "eps (ramp, Section V-A)"),
     ("train_acc", "training accuracy (%)"),
+    ("test_acc", "test subset: ACC, ERA (PGD), VRA (%)"),
 )
 # losses of the two parts of a mixed objective, drawn next to the total loss when present
 LOSS_PARTS = ("regular_loss", "verified_loss", "robust_loss")
+# curves drawn in the panel of another metric: the loss parts, and the per-epoch test metrics (--monitor-n)
+PANEL_PARTS = {"loss": LOSS_PARTS, "test_acc": ("test_era", "test_vra")}
 
 
 def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = None) -> Path:
@@ -39,7 +42,7 @@ def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None =
     panels = [(k, t) for k, t in PANELS if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
-        keys = [key] + ([p for p in LOSS_PARTS if any(p in r for r in rows)] if key == "loss" else [])
+        keys = [key] + [p for p in PANEL_PARTS.get(key, ()) if any(p in r for r in rows)]
         for k in keys:
             pts = [(e, r[k]) for e, r in zip(epochs, rows) if isinstance(r.get(k), (int, float))]
             if pts:

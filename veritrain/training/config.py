@@ -27,7 +27,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 OPTION_GROUPS = {
     "general": "what and how to train",
     "robust": "robust training (eps; method-specific options are marked [method])",
-    "eval": "final evaluation written to RUN/summary.json",
+    "eval": "evaluation: per epoch on a fixed test subset (RUN/metrics.jsonl), and at the end (RUN/summary.json)",
 }
 
 
@@ -83,12 +83,14 @@ class TrainConfig:
     seed: int = option(0, "random seed (python, numpy, torch, data shuffling and the method's own sampling)")
     budget_minutes: float | None = option(None, "stop after the epoch in which the training CPU time reaches this "
                                                 "many minutes (default: no limit)")
-    device: str = option("cpu", "{devices}")
+    device: str = option("auto", "{devices}; under torchrun each process takes cuda:LOCAL_RANK")
     out: str = option("runs/run", "run folder: {run_files} go here")
     resume: bool = option(False, "continue the run in --out from its last checkpoint (the interrupted epoch is "
                                  "replayed exactly)")
     overwrite: bool = option(False, "start afresh in an --out that already holds a run, replacing its files")
     progress: bool = option(True, "show a progress bar and per-epoch lines on stderr")
+    tensorboard: bool = option(False, "also write the per-epoch metrics as TensorBoard scalars to RUN/tensorboard "
+                                      "(needs the extra: pip install 'veritrain[tensorboard]')")
     # robustness (all robust methods)
     eps: float = option(0.1, "final perturbation radius eps in pixel space [0, 1] (e.g. 0.1, 0.3 MNIST; "
                              "2/255 = 0.00784 CIFAR); also the radius of the final ERA/VRA evaluation",
@@ -163,6 +165,9 @@ class TrainConfig:
                                group="eval")
     eval_domains: str = option("symbolic-linear", "final evaluation: comma-separated bound domains for VRA: "
                                                   "{domains} (empty: none)", group="eval")
+    monitor_n: int = option(100, "per-epoch test metrics on the first N test images, in metrics.jsonl and the "
+                                 "plot: ACC, ERA under PGD and VRA with the training domain (methods that train "
+                                 "with none: the first --eval-domains domain) (0: none)", group="eval")
     full_eval: bool = option(False, "final evaluation: ERA and VRA on the whole test set instead of --eval-n "
                                     "images", group="eval")
     extra: dict[str, Any] = option(help="KEY=VALUE options for methods added outside veritrain (repeatable; "

@@ -30,8 +30,10 @@ from veritrain.evaluation.evaluate import evaluate_tensors
 from veritrain.evaluation.results import bound_engine_accepts
 from veritrain.registry import split_names
 from veritrain.reporting.io import append_jsonl, write_json, write_jsonl
+from veritrain.training import distributed
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods import METHODS, EpochContext, Objective, StepContext
+from veritrain.training.monitor import EpochMonitor, TensorBoardLog, check_tensorboard
 from veritrain.training.run_dir import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -50,7 +52,7 @@ NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
-     "eval_n", "eval_attacks", "eval_domains", "full_eval", "budget_minutes"}
+     "eval_n", "eval_attacks", "eval_domains", "full_eval", "budget_minutes", "monitor_n", "tensorboard"}
 )
 
 
@@ -83,12 +85,15 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, f"--grad-clip must be positive, got {cfg.grad_clip}"),
         (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
+        (cfg.monitor_n >= 0, f"--monitor-n must be >= 0, got {cfg.monitor_n}"),
         (cfg.augment in AUGMENTATIONS, f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if cfg.tensorboard:
+        check_tensorboard()
     try:
         objective = METHODS.get(cfg.method)  # the list of methods when unknown
         for name in split_names(cfg.eval_attacks):  # unknown evaluation names fail before training, not after it
@@ -193,6 +198,11 @@ class Trainer:
         self.metrics: list[dict[str, Any]] = []
         self.files = RunFiles(cfg.out)
         self.objective.prepare(self.model, torch.Generator().manual_seed(cfg.seed + 2))
+        self.procs = distributed.current()  # torchrun: this process's rank among the data-parallel processes
+        if self.procs.active:
+            distributed.broadcast_parameters(self.model)
+        self.monitor = EpochMonitor(cfg, test_data, self.objective)
+        self.tensorboard: TensorBoardLog | None = None  # set by `train` with --tensorboard
 
     # -- checkpoints
     def state(self) -> dict[str, Any]:
@@ -267,22 +277,36 @@ class Trainer:
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen).to(self.device, non_blocking=True)
-            y = y_all[idx].to(self.device, non_blocking=True)
+            x, y = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen), y_all[idx]
+            share = 1.0  # torchrun: this process's rows of the global batch, and its share of the loss
+            if self.procs.active:
+                rows = distributed.share(len(idx), self.procs)
+                x, y = x[rows], y[rows]
+                share = len(y) / len(idx)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
             t0 = time.perf_counter()
             eps = schedule.eps_at(e, self.step)
             ctx = StepContext(eps=eps, epoch=e, step=self.step, num_batches=num_batches,
                               generator=self.method_gen, device=self.device)
-            loss, m = self.objective.loss(self.model, x, y, ctx)
-            if cfg.l1_reg > 0:
-                loss = loss + cfg.l1_reg * l1_norm(self.model)
-            if not torch.isfinite(loss):
+            if len(y):
+                loss, m = self.objective.loss(self.model, x, y, ctx)
+                if cfg.l1_reg > 0:
+                    loss = loss + cfg.l1_reg * l1_norm(self.model)
+                bad = not bool(torch.isfinite(loss))
+                self.optimizer.zero_grad(set_to_none=True)
+                if not bad:
+                    (loss * share if share != 1.0 else loss).backward()
+            else:  # torchrun: a last batch with fewer images than processes leaves this one none
+                loss, m, bad = torch.zeros((), device=self.device), {"acc": 0.0}, False
+                self.optimizer.zero_grad(set_to_none=True)
+            if self.procs.active:
+                bad = distributed.sum_gradients(self.model, bad)
+            if bad:
                 raise TrainingError(
                     f"the loss became {loss.item()} at epoch {e + 1}, batch {b + 1}; "
                     "lower --lr or check the data (the last checkpoint is intact)"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
@@ -302,9 +326,17 @@ class Trainer:
             self.step += 1
             if cfg.progress:
                 bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['train_acc'] / seen:.1f}")
+        if self.procs.active:  # the epoch's means over the images of every process
+            keys = distributed.all_keys(set(sums))
+            totals = distributed.sum_floats({**{k: sums.get(k, 0.0) for k in keys}, " seen": float(seen)})
+            seen = int(totals.pop(" seen"))
+            sums = defaultdict(float, totals)
         self.scheduler.step()
         end = self.objective.end_epoch(self.model, EpochContext(
             eps=eps, epoch=e, train_data=self.train_data, generator=self.method_gen, device=self.device))
+        if self.procs.active:  # rank 0's end of epoch (e.g. MixTrain's alpha) decides for every process
+            state, end = distributed.from_main((self.objective.state_dict(), end))
+            self.objective.load_state_dict(state)
         row: dict[str, Any] = {"epoch": e + 1, "eps": eps, "lr": lr}
         row.update({k: v / seen for k, v in sums.items()})
         row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in (end or {}).items()})
@@ -324,11 +356,17 @@ class Trainer:
     def fit(self) -> None:
         while self.epoch < self.cfg.epochs and not self.budget_spent():
             row = self.run_epoch()
+            if not self.procs.main:  # torchrun: rank 0 measures, logs and writes the run folder
+                self.metrics.append(row)
+                continue
+            row.update(self.monitor(self.model))
             self.metrics.append(row)
             # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
             # and resuming rewrites metrics.jsonl from the checkpoint anyway
             self.save()
             append_jsonl(self.files.metrics, row)
+            if self.tensorboard is not None:
+                self.tensorboard.log(row)
             if not self.cfg.progress:
                 continue
             print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
@@ -363,7 +401,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     """
     t_start = time.perf_counter()
     cfg = validate_config(cfg)
-    device = select_device(cfg.device)
+    device = distributed.setup(cfg.device)  # under torchrun: this process's device, and the process group
+    if not distributed.current().main:
+        return _train_follower(cfg, device, model, train_data)
     files = RunFiles(cfg.out)
     ckpt = load_checkpoint(files.checkpoint) if cfg.resume and files.checkpoint.exists() else None
     seed_everything(cfg.seed)
@@ -394,7 +434,13 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
             if p.exists():
                 p.unlink()
     write_json(files.config, cfg.to_dict())
-    trainer.fit()
+    if cfg.tensorboard:
+        trainer.tensorboard = TensorBoardLog(files.tensorboard)
+    try:
+        trainer.fit()
+    finally:
+        if trainer.tensorboard is not None:
+            trainer.tensorboard.close()
     train_time = sum(float(r.get("epoch_time", 0.0)) for r in trainer.metrics)  # all epochs, across resumes
     t_eval = time.perf_counter()
     evaluation = _evaluate_run(trainer)
@@ -415,6 +461,26 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
         "resumed": ckpt is not None,
     }
     write_json(files.summary, summary)
+    if distributed.current().active:  # the other processes return rank 0's summary
+        distributed.from_main(summary)
+        distributed.shutdown()
+    return summary
+
+
+def _train_follower(cfg: TrainConfig, device: torch.device, model: nn.Module | None,
+                    train_data: TensorDataset | None) -> dict[str, Any]:
+    """torchrun, ranks > 0: train in step with rank 0 (its own share of every batch), write nothing, and
+    return rank 0's summary. Rank 0 checks the run folder and the data; when it fails, torchrun stops all."""
+    files = RunFiles(cfg.out)
+    ckpt = load_checkpoint(files.checkpoint) if cfg.resume else None
+    seed_everything(cfg.seed)
+    model = (model if model is not None else build_model(cfg)).to(device)
+    trainer = Trainer(cfg, model, train_data if train_data is not None else load_train_data(cfg), None, device)
+    if ckpt is not None:
+        trainer.restore(ckpt)
+    trainer.fit()
+    summary: dict[str, Any] = distributed.from_main({})
+    distributed.shutdown()
     return summary
 
 

@@ -39,6 +39,7 @@ class RunFiles:
     SUMMARY = "summary.json"
     EVALUATION = "evaluation.json"
     PLOT = "metrics.png"
+    TENSORBOARD = "tensorboard"  # folder of the --tensorboard event files
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.dir = Path(out)
@@ -49,6 +50,7 @@ class RunFiles:
         self.summary = self.dir / self.SUMMARY
         self.evaluation = self.dir / self.EVALUATION
         self.plot = self.dir / self.PLOT
+        self.tensorboard = self.dir / self.TENSORBOARD
 
     def started(self) -> bool:
         """Whether training has written anything an epoch produces."""

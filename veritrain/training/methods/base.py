@@ -39,8 +39,12 @@ class Objective:
     """Base class: regular training's cross-entropy. Subclasses override `loss` (and maybe `end_epoch`)."""
 
     name = "objective"
-    #: whether sound bounds (VRA) are meaningful for models trained this way
+    #: whether sound bounds (VRA) are meaningful for models trained this way (informative only: evaluation
+    #: decides by whether the bound engine accepts the model, `veritrain.evaluation.results.bound_engine_accepts`)
     sound = True
+    #: the sound bound domain the objective trains with (None: it trains with none); the per-epoch test VRA
+    #: of the loop is measured with it
+    training_domain: str | None = None
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg

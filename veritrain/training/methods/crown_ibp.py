@@ -31,6 +31,7 @@ class CrownIBPTraining(IBP):
     """Zhang et al. (2020): kappa * CE + (1 - kappa) * CE(-(beta * CROWN-IBP + (1 - beta) * IBP))."""
 
     name = "crown-ibp"
+    training_domain: str | None = "crown-ibp"
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)

@@ -108,6 +108,7 @@ class IBP(Objective):
 
     name = "ibp"
     sound = True
+    training_domain: str | None = "interval"
     #: (kappa_start, kappa_end) when the options are not given: Gowal et al.'s 1 -> 0.5
     default_kappa = (1.0, 0.5)
 

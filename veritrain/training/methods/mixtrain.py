@@ -128,6 +128,7 @@ class MixTrain(Objective):
         self.k = cfg.k
         self.k_per_batch = 1 if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
+        self.training_domain = cfg.domain
         alpha0 = cfg.alpha0 if cfg.alpha0 is not None else training_defaults(cfg.dataset).alpha0
         for name, value in (("alpha0", alpha0), ("alpha", cfg.alpha)):
             if value is not None and not 0.0 <= value <= 1.0:

@@ -31,6 +31,7 @@ class Wong(Objective):
 
     name = "wong"
     sound = True
+    training_domain: str | None = "dual"
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
