@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from veritrain.experiments.spec import METRICS, Experiment, Run
+from veritrain.experiments.spec import METRICS, NET_LABELS, Experiment, Run, eps_label
 from veritrain.reporting.io import read_json, read_jsonl, write_csv
 from veritrain.reporting.tables import format_markdown
 from veritrain.training.config import TrainConfig
@@ -217,6 +217,10 @@ def result_rows(exp: Experiment, planned: list[PlannedRun], scale: str, out_dir:
             ours.update(summary_metrics(p.folder))
         ours.update(measured.get(p.run.key, {}))
         r: dict[str, Any] = dict(p.run.labels)
+        if "Network" in r and p.config.get("net") in NET_LABELS:  # the network and eps of this scale's run
+            r["Network"] = NET_LABELS[p.config["net"]]
+        if "eps" in r and isinstance(p.config.get("eps"), float):
+            r["eps"] = eps_label(p.config["eps"])
         for c in exp.columns:
             r[c] = ours.get(c, "not run" if not ours else None)
             r[f"{c} (paper)"] = p.run.paper.get(c)
@@ -257,6 +261,8 @@ def machine_description(device: str = "cpu") -> str:
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
         parts.append("no GPU used")
+    if hasattr(os, "getloadavg"):  # times on a shared machine depend on what else runs
+        parts.append(f"load average {os.getloadavg()[1]:.1f} (5 min) when this was written")
     return "; ".join(parts)
 
 

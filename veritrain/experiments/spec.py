@@ -122,14 +122,14 @@ def row(net: str, eps: float, method: str, paper: Mapping[str, Any] | None = Non
         cpu: Mapping[str, Any] | None = None, cpu_skip: str | None = None, labels: Mapping[str, Any] | None = None,
         **options: Any) -> Run:
     """A Run of `method` on `net` at `eps` with the standard labels (Network, eps, Method)."""
-    lab = {"Network": NET_LABELS[net], "eps": _eps_label(eps), "Method": METHOD_LABELS[method]}
+    lab = {"Network": NET_LABELS[net], "eps": eps_label(eps), "Method": METHOD_LABELS[method]}
     lab.update(labels or {})
-    k = key or " ".join([net, f"eps={_eps_label(eps)}", method, *(f"{a}={b}" for a, b in (labels or {}).items())])
+    k = key or " ".join([net, f"eps={eps_label(eps)}", method, *(f"{a}={b}" for a, b in (labels or {}).items())])
     return Run(key=k, config=paper_run(net, method, eps, **options), labels=lab, paper=dict(paper or {}),
                cpu=dict(cpu or {}), cpu_skip=cpu_skip)
 
 
-def _eps_label(eps: float) -> str:
+def eps_label(eps: float) -> str:
     if abs(eps - EPS_CIFAR) < 1e-9:
         return "2/255"
     return f"{eps:g}"

@@ -31,10 +31,10 @@ EXPERIMENT = Experiment(
     kind="measure",
     measure=step_costs,
     scale_options={"paper": {"batches": 3, "warmup": 1, "time_limit_s": 600.0, "device": "auto"},
-                   "cpu": {"batches": 1, "warmup": 1, "threads": 1, "time_limit_s": 150.0,
+                   "cpu": {"batches": 1, "warmup": 1, "threads": 1, "time_limit_s": 90.0,
                            "memory_limit_mb": 6144.0, "device": "cpu"}},
     cpu_note="each method's batch (50 random images) in a fresh child process with one thread: 1 warm-up batch, then "
-             "1 timed; a child is stopped past 150 s or 6 GB resident memory (the time shows '> 150 s' / '> 6 GB', "
+             "1 timed; a child is stopped past 90 s or 6 GB resident memory (the time shows '> 90 s' / '> 6 GB', "
              "the memory the peak seen until then)",
     note="MB: on a GPU the peak allocated GPU memory (the paper's measure, GTX 1080 Ti); on a CPU the child's peak "
          "resident memory (VmHWM), which includes about 300-400 MB of Python and torch ('MB over start' in the CSV "
