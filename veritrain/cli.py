@@ -302,6 +302,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from veritrain.evaluation.evaluate import evaluate
+    from veritrain.interop.commands import onnx_network
+    from veritrain.interop.onnx_import import is_onnx
     from veritrain.models import load_weights, resolve_model
     from veritrain.reporting import format_table, read_json, write_json
     from veritrain.device import select_device
@@ -329,11 +331,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if (attacks or domains) and not eps > 0:
         raise ValueError("--attacks/--domains need --eps > 0")
     device = select_device(args.device)
-    model = resolve_model(net, activation=activation)
-    if weights:
-        load_weights(model, weights)
-    elif not args.run:
-        print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
+    if is_onnx(net):  # a third-party network: the ONNX file holds the weights (veritrain.interop)
+        model = onnx_network(net, dataset, weights)
+    else:
+        model = resolve_model(net, activation=activation)
+        if weights:
+            load_weights(model, weights)
+        elif not args.run:
+            print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
     res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves), data_dir=data_dir,
@@ -493,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     from veritrain.experiments.command import add_reproduce_parser
 
     add_reproduce_parser(sub)  # `veritrain reproduce NAME`: the paper's tables and figures
+
+    from veritrain.interop.commands import add_commands
+
+    add_commands(sub)  # `veritrain export|crosscheck|vnnlib`: ONNX, VNN-LIB, Marabou (veritrain.interop)
     return p
 
 
