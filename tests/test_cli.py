@@ -75,7 +75,7 @@ def test_every_train_option_exists_with_help():
 
 def test_command_line_types_flags_and_defaults():
     cfg = parse_train("--net", "mnist-fc1", "--epochs", "3", "--lr", "0.01", "--eps", "0.3",
-                      "--train-size", "100", "--no-progress", "--resume", "--k-per-batch", "2",
+                      "--train-size", "100", "--no-progress", "--resume", "--method", "mixtrain", "--k-per-batch", "2",
                       "--extra", "foo=3", "--extra", "bar=[1, 2]")
     assert (cfg.net, cfg.epochs, cfg.lr, cfg.eps, cfg.train_size) == ("mnist-fc1", 3, 0.01, 0.3, 100)
     assert cfg.progress is False and cfg.resume is True and cfg.k_per_batch == 2
@@ -88,10 +88,10 @@ def test_command_line_types_flags_and_defaults():
 def test_config_file_and_command_line_override(tmp_path, suffix):
     f = tmp_path / f"opts{suffix}"
     if suffix == ".yaml":
-        f.write_text("net: mnist-large\nbatch-size: 32\nlr: 1e-3\nalpha_0: 0.5\n".replace("alpha_0", "alpha0")
+        f.write_text("method: mixtrain\nnet: mnist-large\nbatch-size: 32\nlr: 1e-3\nalpha_0: 0.5\n".replace("alpha_0", "alpha0")
                      + "progress: false\neval-domains: [interval, symbolic-linear]\nk: null\n")
     else:
-        f.write_text('net = "mnist-large"\nbatch-size = 32\nlr = 1e-3\nalpha0 = 0.5\nprogress = false\n'
+        f.write_text('method = "mixtrain"\nnet = "mnist-large"\nbatch-size = 32\nlr = 1e-3\nalpha0 = 0.5\nprogress = false\n'
                      'eval-domains = ["interval", "symbolic-linear"]\n')
     cfg = parse_train("--config", str(f), "--batch-size", "64")
     assert cfg.net == "mnist-large" and cfg.lr == 1e-3 and isinstance(cfg.lr, float)

@@ -45,7 +45,7 @@ def test_registered():
 
 
 # ------------------------------------------------------------------ Eqn. 8: how many samples per batch
-@pytest.mark.parametrize("k,num_batches", [(17, 7), (3, 10), (0, 4), (20, 5), (1000, 1200)])
+@pytest.mark.parametrize("k,num_batches", [(17, 7), (3, 10), (1, 4), (20, 5), (1000, 1200)])
 def test_k_per_epoch_is_exact_and_spread(k, num_batches):
     obj = MixTrain(cfg(k=k))
     g = torch.Generator().manual_seed(3)
@@ -53,6 +53,13 @@ def test_k_per_epoch_is_exact_and_spread(k, num_batches):
         sizes = [obj.choose(50, ctx(epoch, num_batches=num_batches, gen=g)).numel() for _ in range(num_batches)]
         assert sum(sizes) == k
         assert set(sizes) <= {k // num_batches, k // num_batches + 1}
+
+
+@pytest.mark.parametrize("option", ["k", "k_per_batch"])
+def test_zero_sound_samples_is_an_error_not_regular_training(option):
+    """issue 17: --k-per-batch 0 silently trained as regular."""
+    with pytest.raises(ValueError, match="--method regular"):
+        MixTrain(cfg(**{option: 0}))
 
 
 def test_k_short_last_batch_passes_deficit_on():
@@ -185,9 +192,9 @@ def test_end_epoch_moves_alpha_by_subsample_accuracy():
     hi = MixTrain(cfg(alpha0=0.8, acc0=0.0, acc_subsample=30))  # any accuracy beats 0 ... unless it is 0
     lo = MixTrain(cfg(alpha0=0.8, acc0=100.0, acc_subsample=30))  # nothing beats 100%
     out_lo = _epoch(lo, model)
-    assert out_lo["alpha"] == pytest.approx(0.75) and out_lo["alpha_prev"] == 0.8
+    assert out_lo["alpha_next"] == pytest.approx(0.75) and out_lo["alpha"] == 0.8  # logged: the epoch's own
     out_hi = _epoch(hi, model)
-    assert out_hi["alpha"] == pytest.approx(0.85 if out_hi["subsample_acc"] > 0 else 0.75)
+    assert out_hi["alpha_next"] == pytest.approx(0.85 if out_hi["subsample_acc"] > 0 else 0.75)
     assert 0 <= out_hi["subsample_acc"] <= 100
     assert model.training  # mode restored
 
@@ -217,12 +224,12 @@ def test_warmup_epochs_are_regular_training_and_freeze_alpha():
         assert m["alpha"] == 0.0 and "verified_loss" in m  # still logged
         out = obj.end_epoch(model, EpochContext(0.05, epoch, TensorDataset(x, y), torch.Generator().manual_seed(0),
                                                 torch.device("cpu")))
-        assert out["alpha"] == 0.8 and obj.alpha == 0.8
+        assert out["alpha"] == 0.0 and out["alpha_next"] == 0.8 and obj.alpha == 0.8  # logged: the alpha used
     loss, m = obj.loss(model, x, y, ctx(2))  # then Eqn. 9 with alpha0, and alpha moves
     assert m["alpha"] == 0.8 and loss.item() != pytest.approx(F.cross_entropy(model(x), y).item())
     out = obj.end_epoch(model, EpochContext(0.05, 2, TensorDataset(x, y), torch.Generator().manual_seed(0),
                                             torch.device("cpu")))
-    assert out["alpha"] == pytest.approx(0.75)
+    assert out["alpha"] == 0.8 and out["alpha_next"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="warmup_epochs"):
         MixTrain(cfg(warmup_epochs=-1))
 
@@ -263,5 +270,6 @@ def test_through_the_shared_loop(tmp_path):
     trainer.fit()
     rows = trainer.metrics
     assert len(rows) == 2 and rows[0]["verified_samples"] == 3
-    assert {"alpha", "alpha_prev", "subsample_acc", "regular_loss", "verified_loss", "eps"} <= set(rows[0])
-    assert rows[1]["alpha_prev"] == rows[0]["alpha"]
+    assert {"alpha", "alpha_next", "subsample_acc", "regular_loss", "verified_loss", "eps"} <= set(rows[0])
+    assert rows[1]["alpha"] == rows[0]["alpha_next"]  # each row logs the alpha its epoch was trained with
+    assert rows[0]["alpha"] == c.alpha0

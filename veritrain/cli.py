@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -118,6 +119,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
     try:
         if suffix == ".toml":
             try:
@@ -129,11 +132,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
-    except ValueError:
-        raise
-    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError (a ValueError: caught here, named)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"config file {path} cannot be parsed: {first}") from None
     if not isinstance(data, dict):
@@ -195,6 +194,24 @@ def _parse_extra(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _option_methods(name: str) -> tuple[str, ...]:
+    """The methods that read option `name` (its `methods` metadata in TrainConfig; empty: every method)."""
+    return tuple(_FIELDS[name].metadata.get("methods", ()))
+
+
+def _check_method_options(values: dict[str, Any], given: set[str]) -> None:
+    """An option that only other methods read, given explicitly, is an error rather than silently ignored."""
+    from veritrain.training.methods import METHODS
+
+    method = values.get("method", _FIELDS["method"].default)
+    for name in sorted(given):
+        readers = [m for m in _option_methods(name) if m in METHODS]
+        if readers and method not in readers and len(readers) == len(_option_methods(name)):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is an option of {', '.join(readers)}; --method {method} does not read it "
+                              f"(drop {flag} or pick one of those methods)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from the defaults, then --config FILE, then the options given on the command line."""
     values: dict[str, Any] = {}
@@ -204,6 +221,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if "extra" in given:
         given["extra"] = {**values.get("extra", {}), **_parse_extra(given["extra"])}
     values.update(given)
+    explicit = set(values) - {"method"}  # options the user gave (file or command line), not a resumed run's
     if values.get("resume"):
         # `veritrain train --out RUN --resume`: options not given again come from RUN/config.json
         saved = RunFiles(values.get("out", TrainConfig.out)).config
@@ -217,6 +235,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             # how the run was started (--overwrite) is not an option of the run: never carried into a resume
             run_values = {k: v for k, v in run_values.items() if k in _FIELDS and k != "overwrite"}
             values = {**run_values, **values}
+    _check_method_options(values, explicit)
     return TrainConfig.from_dict(values)
 
 
@@ -305,8 +324,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from veritrain.interop.commands import onnx_network
     from veritrain.interop.onnx_import import is_onnx
     from veritrain.models import load_weights, resolve_model
-    from veritrain.reporting import format_table, read_json, write_json
     from veritrain.device import select_device
+    from veritrain.reporting import format_table, read_json, write_json
+    from veritrain.reporting.io import append_jsonl
+    from veritrain.training.run_lock import acquire as acquire_lock
+    from veritrain.training.run_lock import release as release_lock
+    from veritrain.versions import versions
 
     run_cfg: dict[str, Any] = {}
     weights = args.weights
@@ -341,16 +364,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
-    res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves), data_dir=data_dir,
-                   random_subset=args.random_subset, norm=norm, batch_size=args.batch_size,
-                   chunk_size=args.chunk_size, seed=args.seed, progress=args.progress)
-    res = {"net": net, "weights": weights, **res}
-    print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
-    out = args.json or (str(RunFiles(args.run).evaluation) if args.run else None)
-    if out:
-        write_json(out, res)
-        print(f"written: {out}")
+    attack_options = {"steps": args.attack_steps, "restarts": args.attack_restarts,
+                      "step_size": args.attack_step_size}
+    into_run = RunFiles(args.run) if args.run and not args.json else None
+    # the run folder is locked while its evaluation is computed and written (not while it trains)
+    lock = acquire_lock(into_run.dir, "evaluation") if into_run else None
+    try:
+        res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves),
+                       data_dir=data_dir, random_subset=args.random_subset, norm=norm,
+                       batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
+                       progress=args.progress, attack_options=attack_options)
+        res = {"net": net, "weights": weights, **res, "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "versions": versions()}
+        print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
+        if into_run:  # every evaluation is kept: appended to the history, and the latest as evaluation.json
+            append_jsonl(into_run.evaluations, res)
+            write_json(into_run.evaluation, res)
+            print(f"written: {into_run.evaluation} (history: {into_run.evaluations})")
+        elif args.json:
+            write_json(args.json, res)
+            print(f"written: {args.json}")
+    finally:
+        if lock is not None:
+            release_lock(lock)
     return 0
+
+
+def quickstart_row(cfg: TrainConfig, s: dict[str, Any]) -> dict[str, Any]:
+    """One quickstart table row: the method's own quickstart settings, the epochs it trained, the image counts
+    behind each number (ACC on the whole test set, ERA/VRA on its first eval_n images) and the numbers."""
+    ev = RunSummary.from_dict(s).eval or Evaluation(acc=None, n=0, eps=cfg.eps)
+    settings = {k: v for k, v in QUICKSTART.get(cfg.method, {}).items() if k != "epochs"}
+    return {"method": cfg.method, "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "-",
+            "epochs": s.get("epochs_trained", s.get("epochs")), "train images": s.get("train_size"),
+            "ACC": s.get("test_acc"), "ACC n": s.get("test_n"),
+            "ERA (PGD)": ev.era.get("pgd"), "VRA (symbolic-linear)": ev.vra_value("symbolic-linear"),
+            "ERA/VRA n": ev.n, "train s": (s.get("time_s") or {}).get("train")}
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -361,14 +410,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     rows = []
     for cfg in configs:
         print(f"== {cfg.method}: {cfg.net} on {cfg.dataset}, eps {cfg.eps}, {cfg.epochs} epochs", file=sys.stderr)
-        s = train(cfg)
-        ev = RunSummary.from_dict(s).eval or Evaluation(acc=None, n=0, eps=cfg.eps)
-        rows.append({"method": cfg.method, "ACC": s.get("test_acc"),
-                     "ERA (PGD)": ev.era.get("pgd"),
-                     "VRA (symbolic-linear)": ev.vra_value("symbolic-linear"),
-                     "train s": s["time_s"]["train"]})
-    print(f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf), "
-          f"ERA/VRA on {ev.n} test images; percent:")
+        rows.append(quickstart_row(cfg, train(cfg)))
+    print(f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf); percent. ACC on the whole test set "
+          "(ACC n images), ERA (PGD) and VRA (symbolic-linear) on its first ERA/VRA n images:")
     print(format_table(rows))
     write_json(Path(args.out) / "quickstart.json", rows)
     print(f"runs and quickstart.json in {args.out}")
@@ -422,6 +466,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="veritrain", description="Verifiably robust training (MixTrain), sound bounds and attacks.")
     p.add_argument("--version", action="version", version=f"veritrain {__version__}")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads of torch (default: $OMP_NUM_THREADS if set, else the CPUs not already busy, "
+                        "at most 8; see README)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -455,11 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "interval,symbolic-linear (default: none)")
     e.add_argument("--curves", default="", help="comma-separated minimal-perturbation attacks for robustness "
                                                 "curves (Figure 7), e.g. cw-l2,pointwise (default: none)")
-    e.add_argument("--json", metavar="FILE", help="write the results as JSON (default with RUN: RUN/evaluation.json)")
+    e.add_argument("--json", metavar="FILE", help="write the results as JSON (default with RUN: RUN/evaluation.json, "
+                                                  "the latest, and appended to RUN/evaluations.jsonl, the history)")
     e.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     e.add_argument("--batch-size", type=int, default=500, help="images per forward pass / attack batch (default: 500)")
     e.add_argument("--chunk-size", type=int, help="images per chunk of bound propagation (memory vs speed)")
     e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")
+    e.add_argument("--attack-steps", type=int, metavar="N",
+                   help="iterations of every ERA attack that takes steps (default: each attack's own, pgd 40)")
+    e.add_argument("--attack-restarts", type=int, metavar="N",
+                   help="random restarts of every ERA attack that takes them (default: 1)")
+    e.add_argument("--attack-step-size", type=float, metavar="S",
+                   help="step size of every ERA attack that takes one, in pixel space (default: pgd 0.01 for "
+                        "L-inf, 2.5 eps / steps for L2)")
     e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     e.set_defaults(func=cmd_evaluate)
 
@@ -524,6 +579,9 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from veritrain.device import configure_threads
+
+        configure_threads(args.threads)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `veritrain models | head`
         sys.stderr = sys.stdout = open(os.devnull, "w")

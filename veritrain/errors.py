@@ -10,4 +10,8 @@ class ConfigError(TrainingError):
     """An option has an invalid value (raised by `TrainConfig.validate`, the one validation entry point)."""
 
 
-__all__ = ["ConfigError", "TrainingError"]
+class MissingExtraError(ValueError):
+    """An optional dependency is not installed; the message names the extra: pip install 'veritrain[EXTRA]'."""
+
+
+__all__ = ["ConfigError", "MissingExtraError", "TrainingError"]

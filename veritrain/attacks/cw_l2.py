@@ -23,6 +23,11 @@ class CWL2(Attack):
     eps given: success = found with distance <= eps; elsewhere x_adv = x (so x_adv is always in the
     ball), while `distance` still reports the smallest perturbation found. The search is
     deterministic; `seed` is accepted for the common calling convention only.
+
+    Defaults (200 Adam steps of lr 0.1 in tanh space, 6 binary-search steps) are set at full strength:
+    the earlier 100 steps of lr 0.01 found an adversarial example for only 54% of 50 images of the
+    authors' regular MNIST Small network (curve 62% robust at L2 = 2.0, PGD-L2: 2%); these find one
+    for all 50 (robust at L2 = 1.0 / 1.5 / 2.0 / 3.0: 52 / 8 / 2 / 0 %, PGD-L2: 50 / 18 / 2 / 0 %).
     """
 
     name = "cw-l2"
@@ -33,10 +38,10 @@ class CWL2(Attack):
         eps: float | None = None,
         norm: str = "l2",
         seed: int | None = 0,
-        steps: int = 100,
+        steps: int = 200,
         binary_search_steps: int = 6,
         initial_const: float = 1e-2,
-        lr: float = 1e-2,
+        lr: float = 1e-1,
         kappa: float = 0.0,
         abort_early: bool = True,
         max_const: float = 1e10,

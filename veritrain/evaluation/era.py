@@ -7,11 +7,11 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from veritrain.attacks import ATTACKS, make_attack, robust_curve
 from veritrain.attacks.base import eval_mode, flat_norm
 from veritrain.evaluation.accuracy import percent
+from veritrain.progress import progress_bar
 
 #: default radii of `robustness_curves` (Figure 7a: L2; Figure 7b: L0 in pixels)
 DEFAULT_RADII: dict[str, list[float]] = {
@@ -85,7 +85,7 @@ def estimate_robust_accuracy(
     robust = {a: torch.zeros(n, dtype=torch.bool) for a in attacks}
     worst = torch.zeros(n, dtype=torch.bool)
     starts = list(range(0, n, batch_size))
-    bar = tqdm(total=len(starts) * len(attacks), desc="ERA", disable=not progress, leave=False)
+    bar = progress_bar(total=len(starts) * len(attacks), desc="ERA", enabled=progress)
     for b, s in enumerate(starts):
         xb = x[s : s + batch_size].to(dev)
         yb = y[s : s + batch_size].to(dev).long()
@@ -132,12 +132,14 @@ def robustness_curves(
     seed: int = 0,
     progress: bool = True,
     device: torch.device | str | None = None,
+    cross_check: bool = True,
     **attack_kwargs: Any,
 ) -> dict[str, Any]:
     """Percent robust vs radius for minimal-perturbation attacks (Figure 7: CW-L2, L0 Pointwise):
     `{"curves": {name: {"radii": [...], "robust": [...]}}}`. Each attack runs once with eps=None;
     a sample is robust at radius r iff it is correct clean and no adversarial example with
-    distance <= r was found."""
+    distance <= r was found. With `cross_check` an L2 curve also counts the adversarial examples PGD-L2 finds
+    at each radius (`robust_attack_only` keeps the attack's own curve), so it is never weaker than PGD-L2."""
     _check_inputs(x, y, attacks)
     radii = dict(radii or {})
     for a in attacks:
@@ -147,7 +149,7 @@ def robustness_curves(
     per = _attack_kwargs(attacks, attack_kwargs)
     starts = list(range(0, x.shape[0], batch_size))
     dist: dict[str, list[Tensor]] = {a: [] for a in attacks}
-    bar = tqdm(total=len(starts) * len(attacks), desc="curves", disable=not progress, leave=False)
+    bar = progress_bar(total=len(starts) * len(attacks), desc="curves", enabled=progress)
     for b, s in enumerate(starts):
         xb = x[s : s + batch_size].to(dev)
         yb = y[s : s + batch_size].to(dev).long()
@@ -163,5 +165,26 @@ def robustness_curves(
     curves = {}
     for a in attacks:
         r = [float(v) for v in radii.get(a, DEFAULT_RADII.get(a, []))]
-        curves[a] = {"radii": r, "robust": robust_curve(torch.cat(dist[a]), r)}
+        d = torch.cat(dist[a])
+        curves[a] = {"radii": r, "robust": robust_curve(d, r)}
+        if cross_check and ATTACKS.get(a).norms == ("l2",):
+            checked = _pgd_l2_check(model, x, y, d, r, batch_size, seed, dev)
+            curves[a] = {"radii": r, "robust": robust_curve(checked, r), "robust_attack_only": curves[a]["robust"],
+                         "checked_with": "pgd-l2"}
     return {"curves": curves}
+
+
+def _pgd_l2_check(model: nn.Module, x: Tensor, y: Tensor, dist: Tensor, radii: Sequence[float], batch_size: int,
+                  seed: int, dev: torch.device) -> Tensor:
+    """Per sample, the smaller of the attack's minimal distance and the distance of a PGD-L2 adversarial example
+    found at any radius of the curve: an L2 robustness curve is then never weaker than PGD-L2 (same seed)."""
+    dist = dist.clone()
+    for r in sorted({float(v) for v in radii if v > 0}):
+        todo = (dist > r).nonzero().squeeze(1)
+        for b, s in enumerate(range(0, len(todo), batch_size)):
+            idx = todo[s:s + batch_size]
+            sel = idx.to(x.device)
+            res = make_attack("pgd-l2", r, seed=seed + b).run(model, x[sel].to(dev), y[sel].to(dev).long())
+            found = res.success.cpu()
+            dist[idx[found]] = torch.minimum(dist[idx[found]], res.distance.detach().float().cpu()[found])
+    return dist

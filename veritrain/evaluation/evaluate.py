@@ -14,14 +14,39 @@ from veritrain.evaluation.vra import verified_robust_accuracy
 from veritrain.registry import split_names
 from veritrain.validation import check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int
 
-def _attack_norm(name: str, eps: float) -> str | None:
+def _attack_norm(name: str, eps: float, settings: dict[str, Any] | None = None) -> str | None:
     """The norm of the ball an attack searches (None when it cannot be built)."""
     try:
         from veritrain.attacks import make_attack
 
-        return make_attack(name, eps).norm
+        return make_attack(name, eps, **(settings or {})).norm
     except Exception:  # noqa: BLE001 - an unknown attack fails in the ERA step with its own message
         return None
+
+
+def attack_settings(attacks: Sequence[str], norm: str, options: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per ERA attack, its constructor options: the evaluation's `norm` for every attack that searches it (an
+    attack of one other norm, e.g. cw-l2 or pointwise, keeps its own), and each of `options` (e.g. steps,
+    restarts, step_size) for the attacks taking it; ValueError for an option no attack takes."""
+    import inspect
+
+    from veritrain.attacks import ATTACKS
+
+    out: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for a in attacks:
+        cls = ATTACKS.get(a)
+        params = inspect.signature(cls.__init__).parameters
+        kw: dict[str, Any] = {"norm": norm} if norm in cls.norms else {}
+        for k, v in (options or {}).items():
+            if v is not None and k in params:
+                kw[k] = v
+                used.add(k)
+        out[a] = kw
+    unused = [k for k, v in (options or {}).items() if v is not None and k not in used]
+    if unused:
+        raise ValueError(f"no attack among {', '.join(attacks)} takes the option(s) {', '.join(unused)}")
+    return out
 
 
 def evaluate_tensors(
@@ -39,6 +64,7 @@ def evaluate_tensors(
     chunk_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    attack_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """ACC on (x, y), ERA per attack and "all" (worst case over them), VRA per bound domain, and
     robustness curves (Figure 7: minimal-perturbation attacks such as cw-l2, pointwise) for `curves`.
@@ -46,6 +72,8 @@ def evaluate_tensors(
     Returns {"acc", "n", "eps", "norm", "era": {...}, "vra": {...}, "curves": {...}, "time_s": {...}}.
     VRA is None per domain, with the reason in "vra_note", when the bound engine does not accept the model
     (e.g. an ELU network; `sound=False` forces it). `evaluate_model` returns the same as an `Evaluation`.
+    The ERA attacks search the `norm` ball (those of one other norm keep theirs) with `attack_options`
+    (e.g. {"steps": 100, "restarts": 5}); "era_settings" records what each attack ran with.
     """
     check_pixels(x, 0.0, 1.0, "x")
     if len(x) == 0:
@@ -71,9 +99,12 @@ def evaluate_tensors(
     broken_known = None
     if attacks and eps > 0:
         # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
-        res = estimate_robust_accuracy(model, x, y, attacks, eps, batch_size=batch_size, seed=seed, progress=progress)
+        per_attack = attack_settings(attacks, norm, attack_options)
+        res = estimate_robust_accuracy(model, x, y, attacks, eps, batch_size=batch_size, seed=seed,
+                                       progress=progress, **per_attack)
         out["era"] = dict(res["era"])
-        if all(_attack_norm(a, eps) == norm for a in attacks):  # counterexamples in the VRA ball itself
+        out["era_settings"] = per_attack
+        if all(_attack_norm(a, eps, per_attack[a]) == norm for a in attacks):  # counterexamples in the VRA ball
             broken_known = res.get("robust_mask")
         out["time_s"]["era"] = time.perf_counter() - t0
 
@@ -123,6 +154,7 @@ def evaluate(
     chunk_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    attack_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate on the first `n` test images of `dataset_name` (a seeded random `n` with `random_subset`;
     all with n=None) and return the dict of `evaluate_tensors` plus "dataset"."""
@@ -138,5 +170,5 @@ def evaluate(
         raise ValueError(f"the {dataset_name} test images contain NaN or inf values; the data files are corrupt")
     res = evaluate_tensors(model, x, y, eps, attacks, domains, curves=curves, norm=norm, sound=sound,
                            batch_size=batch_size,
-                           chunk_size=chunk_size, seed=seed, progress=progress)
+                           chunk_size=chunk_size, seed=seed, progress=progress, attack_options=attack_options)
     return {"dataset": dataset_name, **res}

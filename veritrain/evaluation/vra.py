@@ -14,11 +14,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from veritrain.attacks.base import eval_mode
 from veritrain.bounds import DOMAINS, Ball, verify
 from veritrain.evaluation.accuracy import model_device, percent
+from veritrain.progress import progress_bar
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def verified_mask(
                         f"domain {domain!r} proved sample(s) {check[proved].tolist()} robust at eps={eps:g}, "
                         "but an attack found a misclassified point in the same ball: a bound or an attack is unsound")
             ok[broken] = False
-        bar = tqdm(total=len(x), desc=f"vra {domain} eps={eps:g}", disable=not progress, leave=False)
+        bar = progress_bar(total=len(x), desc=f"vra {domain} eps={eps:g}", enabled=progress)
         bar.update(len(x) - len(todo))
         for j in range(0, len(todo), chunk_size):
             idx = todo[j:j + chunk_size]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -149,20 +151,31 @@ def _read(path: Path) -> object:
             # weights_only=True ALWAYS: unpickling a checkpoint must never run code.
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ValueError, ...
-        msg = str(e)
-        marker = next((m for m in ("Unsupported global:", "Unsupported class") if m in msg), None)
-        if marker:  # a reference to a class or function (torch < 2.4 says "class"): never run here
-            what = msg.split(marker, 1)[1].strip().splitlines()[0][:80]
-            raise ModelError(
-                f"refusing to load {path}: it holds Python objects other than tensors ({what}), "
-                f"which could run code; save model.state_dict() instead"
-            ) from e
-        detail = msg.split("WeightsUnpickler error:", 1)[-1].strip() or type(e).__name__
-        first = detail.splitlines()[0][:120]
-        raise ModelError(
-            f"cannot read {path}: truncated, corrupt or not a PyTorch checkpoint ({first}); "
-            f"save it again with torch.save(model.state_dict(), path)"
-        ) from e
+        raise ModelError(load_error_message(path, e, "save model.state_dict() with torch.save instead")) from None
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """One line of at most `limit` characters, cut at a word boundary, without terminal escape codes."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def load_error_message(path: str | os.PathLike[str], e: BaseException, fix: str) -> str:
+    """One line for a `torch.load(weights_only=True)` failure: a file that references code is *refused* (naming
+    the object), anything else is unreadable (torch's reason without escape codes, shortened at a word)."""
+    msg = str(e)
+    for marker in ("Unsupported global:", "Unsupported class", "unsupported GLOBAL"):  # wordings of torch versions
+        if marker in msg:
+            what = msg.split(marker, 1)[1].strip().split(" was not an allowed global")[0].split(" whose module")[0]
+            return (f"refusing to load {path}: it holds Python objects other than tensors ({_shorten(what, 80)}), "
+                    f"which could run code; {fix}")
+    detail = msg.split("WeightsUnpickler error:", 1)[-1].strip() or type(e).__name__
+    if "Unsupported operand" in msg:
+        what = msg.split("Unsupported operand", 1)[1].split()[0].strip(".,")
+        detail = f"a plain pickle with an instruction the weights-only loader does not run: opcode {what}"
+    return f"cannot read {path}: truncated, corrupt or not a PyTorch checkpoint ({_shorten(detail)}); {fix}"
 
 
 def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from veritrain.errors import MissingExtraError
 from veritrain.reporting.io import read_jsonl
 
 # what to draw, if the run logged it: (metric key, panel title)
@@ -27,8 +28,8 @@ def plot_metrics(run_dir: str | os.PathLike, out_png: str | os.PathLike | None =
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise RuntimeError("plotting needs matplotlib: pip install 'veritrain[plot]'") from e
+    except ImportError:
+        raise MissingExtraError("plotting needs matplotlib: pip install 'veritrain[plot]'") from None
     from veritrain.training.run_dir import RunFiles  # here: reporting sits below training
 
     files = RunFiles(run_dir)

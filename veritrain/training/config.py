@@ -192,6 +192,13 @@ class TrainConfig:
             c.augment = d.augment
         if c.alpha0 is None:
             c.alpha0 = d.alpha0
+        if c.method == "mixtrain":  # config.json records what the run used, not None
+            from veritrain.training.methods.mixtrain import DEFAULT_ACC0, DEFAULT_K_PER_BATCH
+
+            if c.acc0 is None and c.dataset in DEFAULT_ACC0:
+                c.acc0 = DEFAULT_ACC0[c.dataset]
+            if c.k is None and c.k_per_batch is None:
+                c.k_per_batch = DEFAULT_K_PER_BATCH
         return c
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,7 +46,11 @@ from veritrain.training.run_dir import (
     seed_everything,
     set_rng_state,
 )
+from veritrain.training.run_lock import acquire as acquire_lock
+from veritrain.training.run_lock import release as release_lock
 from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS, make_optimizer, make_scheduler, step_schedule
+from veritrain.validation import check_labels
+from veritrain.versions import versions
 
 NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
@@ -70,10 +74,14 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr is not None and cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.lr_step >= 1, f"--lr-step must be at least 1, got {cfg.lr_step}"),
         (cfg.lr_gamma > 0, f"--lr-gamma must be positive, got {cfg.lr_gamma}"),
-        (cfg.eps >= 0, f"--eps must be >= 0 (pixel space), got {cfg.eps}"),
-        (cfg.eps_start is None or cfg.eps_start >= 0, f"--eps-start must be >= 0, got {cfg.eps_start}"),
+        (math.isfinite(cfg.eps) and cfg.eps >= 0, f"--eps must be a finite number >= 0 (pixel space), got {cfg.eps}"),
+        (cfg.norm != "linf" or cfg.eps <= 1,
+         f"--eps {cfg.eps} exceeds 1, the whole pixel range [0, 1] (L-inf); pixel-space eps are e.g. 0.1, 0.3, 2/255"),
+        (cfg.eps_start is None or (math.isfinite(cfg.eps_start) and cfg.eps_start >= 0),
+         f"--eps-start must be a finite number >= 0, got {cfg.eps_start}"),
         (cfg.eps_ramp_epochs >= 0, f"--eps-ramp-epochs must be >= 0, got {cfg.eps_ramp_epochs}"),
-        (cfg.eps_train is None or cfg.eps_train >= 0, f"--eps-train must be >= 0, got {cfg.eps_train}"),
+        (cfg.eps_train is None or (math.isfinite(cfg.eps_train) and cfg.eps_train >= 0),
+         f"--eps-train must be a finite number >= 0, got {cfg.eps_train}"),
         (cfg.eps_schedule in EPS_SCHEDULES,
          f"unknown eps schedule {cfg.eps_schedule!r}; choose one of: {', '.join(EPS_SCHEDULES)}"),
         (cfg.clean_epochs >= 0, f"--clean-epochs must be >= 0, got {cfg.clean_epochs}"),
@@ -108,6 +116,16 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _resolved_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration with today's resolved defaults filled in (checkpoints of older versions kept
+    None for defaults such as acc0), so that resuming compares like with like."""
+    try:
+        return TrainConfig.from_dict({k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__}
+                                     ).resolved().to_dict()
+    except (TypeError, ValueError):
+        return dict(values)
+
+
 def _check_data(ds: TensorDataset, what: str) -> None:
     x = ds.tensors[0]
     if len(x) == 0:
@@ -116,6 +134,12 @@ def _check_data(ds: TensorDataset, what: str) -> None:
         raise TrainingError(f"the {what} images contain NaN or inf values; the data files are corrupt")
     if x.min() < 0 or x.max() > 1:
         raise TrainingError(f"the {what} images are not pixels in [0, 1]; the data loader must scale them")
+    try:
+        check_labels(ds.tensors[1], len(x), None, f"the {what} labels")
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    if int(ds.tensors[1].min()) < 0:
+        raise TrainingError(f"the {what} labels must be class indices >= 0, got {int(ds.tensors[1].min())}")
 
 
 def _check_model_fits(model: nn.Module, ds: TensorDataset, net: str, dataset: str, device: torch.device) -> None:
@@ -170,9 +194,9 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
 
 
 def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from veritrain.progress import progress_bar
 
-    return tqdm(iterable, desc=desc, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(iterable, enabled=enabled, desc=desc)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -222,7 +246,7 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint into this trainer; TrainingError when it belongs to another run."""
-        old = ckpt.get("config", {})
+        old = _resolved_dict(ckpt.get("config", {}))
         new = self.cfg.to_dict()
         changed = [k for k in new if k not in RESUMABLE_CHANGES and k in old and old[k] != new[k]]
         if changed:
@@ -380,7 +404,7 @@ def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
         return {"test_acc": None}  # no test data given
     x, y = trainer.test_data.tensors[0], trainer.test_data.tensors[1]
     model = trainer.model.eval()
-    out: dict[str, Any] = {"test_acc": accuracy(model, x, y, batch_size=max(cfg.batch_size, 500))}
+    out: dict[str, Any] = {"test_acc": accuracy(model, x, y, batch_size=max(cfg.batch_size, 500)), "test_n": len(x)}
     if cfg.eps > 0:
         n = len(x) if cfg.full_eval else min(cfg.eval_n, len(x))
         out["eval"] = evaluate_tensors(
@@ -405,7 +429,27 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     if not distributed.current().main:
         return _train_follower(cfg, device, model, train_data)
     files = RunFiles(cfg.out)
-    ckpt = load_checkpoint(files.checkpoint) if cfg.resume and files.checkpoint.exists() else None
+    if cfg.resume and not files.checkpoint.exists():
+        raise TrainingError(
+            f"--resume: {files.dir} holds no run to resume (no {files.CHECKPOINT}"
+            + (", the run never finished an epoch" if files.config.exists() else "") + "); check --out, or "
+            + ("pass --overwrite instead of --resume to start it again" if files.config.exists()
+               else "drop --resume to start a new run"))
+    created = not files.dir.exists()
+    lock = acquire_lock(files.dir, f"training ({cfg.method})")  # one process per run folder
+    try:
+        return _train_locked(cfg, device, files, t_start, model, train_data, test_data)
+    finally:
+        release_lock(lock)
+        if created and files.dir.is_dir() and not any(files.dir.iterdir()):
+            files.dir.rmdir()  # the run failed before writing anything: leave no empty folder behind
+
+
+def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_start: float,
+                  model: nn.Module | None, train_data: TensorDataset | None,
+                  test_data: TensorDataset | None) -> dict[str, Any]:
+    """`train` once the run folder is locked."""
+    ckpt = load_checkpoint(files.checkpoint) if cfg.resume else None
     seed_everything(cfg.seed)
     if model is None:
         model = build_model(cfg)
@@ -433,7 +477,8 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
         for p in files.training_outputs():
             if p.exists():
                 p.unlink()
-    write_json(files.config, cfg.to_dict())
+    write_json(files.config, {**cfg.to_dict(), "versions": versions()})
+    t_fit = time.perf_counter()
     if cfg.tensorboard:
         trainer.tensorboard = TensorBoardLog(files.tensorboard)
     try:
@@ -441,7 +486,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     finally:
         if trainer.tensorboard is not None:
             trainer.tensorboard.close()
-    train_time = sum(float(r.get("epoch_time", 0.0)) for r in trainer.metrics)  # all epochs, across resumes
+    t_fit = time.perf_counter() - t_fit
+    # every epoch of the run, across resumes (an interrupted epoch, replayed, counts once)
+    train_time = sum(float(r.get("epoch_time", 0.0)) for r in trainer.metrics)
     t_eval = time.perf_counter()
     evaluation = _evaluate_run(trainer)
     summary: dict[str, Any] = {
@@ -457,8 +504,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
         "train_cpu_s": sum(float(r.get("cpu_time", 0.0)) for r in trainer.metrics),
         "time_s": {"train": train_time, "eval": time.perf_counter() - t_eval,
                    "total": train_time + time.perf_counter() - t_eval,
+                   "train_this_process": t_fit,
                    "this_process": time.perf_counter() - t_start},
         "resumed": ckpt is not None,
+        "versions": versions(),
     }
     write_json(files.summary, summary)
     if distributed.current().active:  # the other processes return rank 0's summary

@@ -7,7 +7,9 @@ Run folder layout (`cfg.out`):
                    rewritten atomically at every epoch boundary
   model.pt         the latest weights as a plain state_dict (`veritrain.models.load_weights`)
   summary.json     final metrics and the evaluation (ACC, ERA, VRA), written at the end
-  evaluation.json  written by `veritrain evaluate RUN`
+  evaluation.json  written by `veritrain evaluate RUN` (the latest evaluation)
+  evaluations.jsonl every evaluation of `veritrain evaluate RUN`, one JSON line each (a history)
+  run.lock         exists while a process trains or evaluates into the folder (owner pid; stale ones are taken over)
   metrics.png      written by `veritrain plot RUN`
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ class RunFiles:
     MODEL = "model.pt"
     SUMMARY = "summary.json"
     EVALUATION = "evaluation.json"
+    EVALUATIONS = "evaluations.jsonl"  # every evaluation of the run, appended (evaluation.json: the latest)
+    LOCK = "run.lock"  # held while a process trains or writes evaluations (`veritrain.training.run_lock`)
     PLOT = "metrics.png"
     TENSORBOARD = "tensorboard"  # folder of the --tensorboard event files
 
@@ -49,6 +53,8 @@ class RunFiles:
         self.model = self.dir / self.MODEL
         self.summary = self.dir / self.SUMMARY
         self.evaluation = self.dir / self.EVALUATION
+        self.evaluations = self.dir / self.EVALUATIONS
+        self.lock = self.dir / self.LOCK
         self.plot = self.dir / self.PLOT
         self.tensorboard = self.dir / self.TENSORBOARD
 
@@ -128,11 +134,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise TrainingError(f"no checkpoint at {path}") from None
     except Exception as e:  # torch raises many types for truncated/garbled files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrainingError(
-            f"checkpoint {path} is corrupt or not a veritrain checkpoint ({msg[:200]}); "
-            "restart without --resume into a new --out"
-        ) from None
+        from veritrain.models.loading import load_error_message
+
+        raise TrainingError(load_error_message(path, e, "restart without --resume into a new --out")) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
         raise TrainingError(f"{path} is not a veritrain training checkpoint; restart into a new --out")
     return ckpt

@@ -25,6 +25,9 @@ DEFAULT_ACC0: dict[str, float] = {
     name: acc0 for name in DATASETS if (acc0 := DATASETS.get(name).defaults.acc0) is not None
 }
 
+#: k', the bounded samples per batch when neither --k nor --k-per-batch is given (the paper's k' = 1)
+DEFAULT_K_PER_BATCH = 1
+
 
 def default_acc0(dataset: str) -> float:
     """The default acc0 of a data set; a one-line error names the option for other data sets."""
@@ -110,7 +113,7 @@ class MixTrain(Objective):
     accuracies). At MNIST eps = 0.1 this lets alpha climb towards 1; at eps = 0.3 it holds accuracy near 95%.
 
     Metrics: `loss()` gives regular_loss, verified_loss (batches with k' > 0), alpha and the batch acc;
-    `end_epoch()` gives the new alpha, alpha_prev, subsample_acc and acc0 (both in percent, like every
+    `end_epoch()` gives the epoch's alpha, the updated alpha_next, subsample_acc and acc0 (both in percent, like every
     accuracy in veritrain), and the epoch's verified_loss averaged over its bounded samples.
     """
 
@@ -121,12 +124,15 @@ class MixTrain(Objective):
         super().__init__(cfg)
         if cfg.k is not None and cfg.k_per_batch is not None:
             raise ValueError("set either k (samples per epoch) or k_per_batch (samples per batch), not both")
-        if cfg.k is not None and cfg.k < 0:
-            raise ValueError(f"k must be >= 0, got {cfg.k}")
-        if cfg.k_per_batch is not None and cfg.k_per_batch < 0:
-            raise ValueError(f"k_per_batch must be >= 0, got {cfg.k_per_batch}")
+        # k = 0 or k' = 0 bounds no sample: MixTrain would silently be regular training
+        if cfg.k is not None and cfg.k < 1:
+            raise ValueError(f"--k must be >= 1 (0 bounds no sample, i.e. regular training: use --method regular), "
+                             f"got {cfg.k}")
+        if cfg.k_per_batch is not None and cfg.k_per_batch < 1:
+            raise ValueError(f"--k-per-batch must be >= 1 (0 bounds no sample, i.e. regular training: use "
+                             f"--method regular), got {cfg.k_per_batch}")
         self.k = cfg.k
-        self.k_per_batch = 1 if cfg.k_per_batch is None else int(cfg.k_per_batch)
+        self.k_per_batch = DEFAULT_K_PER_BATCH if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
         self.training_domain = cfg.domain
         alpha0 = cfg.alpha0 if cfg.alpha0 is not None else training_defaults(cfg.dataset).alpha0
@@ -254,10 +260,11 @@ class MixTrain(Objective):
 
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
         acc = self.subsample_accuracy(model, ctx.train_data, ctx.generator, ctx.device)
-        prev = self.alpha
+        used = 0.0 if ctx.epoch < self.warmup_epochs else self.alpha  # what `loss` weighed this epoch with
         if not self.fixed and ctx.epoch >= self.warmup_epochs:
-            self.alpha = update_alpha(prev, acc, self.acc0, self.cfg.alpha_step)
-        out = {"alpha": self.alpha, "alpha_prev": prev, "subsample_acc": acc, "acc0": self.acc0,
+            self.alpha = update_alpha(self.alpha, acc, self.acc0, self.cfg.alpha_step)
+        # "alpha" is the epoch's own (logged and plotted with the epoch it weighed); "alpha_next" the update
+        out = {"alpha": used, "alpha_next": self.alpha, "subsample_acc": acc, "acc0": self.acc0,
                # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
                "verified_loss": self._vsum / self._vcount if self._vcount else float("nan"),
                "verified_samples": self._vcount}
