@@ -113,7 +113,8 @@ def test_two_concurrent_trainings_never_interleave(tmp_path):
     code = (
         "import sys, torch; from torch import nn; from torch.utils.data import TensorDataset\n"
         "from veritrain.training import TrainConfig, train\n"
-        "g = torch.Generator().manual_seed(0); x = torch.rand(600, 1, 4, 4, generator=g); y = (x.mean((1,2,3)) > .5).long()\n"
+        "g = torch.Generator().manual_seed(0); x = torch.rand(600, 1, 4, 4, generator=g)\n"
+        "y = (x.mean((1, 2, 3)) > .5).long()\n"
         "cfg = TrainConfig(dataset='mnist-mini', epochs=3, batch_size=10, eps=0.0, out=sys.argv[1], progress=False,\n"
         "                  eval_attacks='', eval_domains='', overwrite=True)\n"
         "try:\n"

@@ -240,13 +240,13 @@ def check_points(trial: Trial, n_random: int = 16, pgd_steps: int = 20) -> Tenso
     centre = x.repeat_interleave(n_random, 0)
     e = eps.repeat_interleave(n_random)
     noise = torch.rand(centre.shape, generator=g, dtype=x.dtype) * 2 - 1
-    if trial.norm == "linf":
-        half = len(noise) // 2
-        noise[:half] = noise[:half].sign()
+    if trial.norm == "linf":  # every other point of each sample on a corner of the box
+        noise[::2] = noise[::2].sign()
         rnd = _project(centre + e.view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, "linf")
-    else:
+    else:  # every other point on the sphere, the rest inside the ball
         noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
-        radius = torch.where(torch.arange(len(e)) % 2 == 0, torch.ones_like(e), torch.rand(len(e), generator=g, dtype=x.dtype))
+        inside = torch.rand(len(e), generator=g, dtype=x.dtype)
+        radius = torch.where(torch.arange(len(e)) % 2 == 0, torch.ones_like(e), inside)
         rnd = _project(centre + (e * radius).view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, "l2")
     reps = 2 * s
     centre = x.repeat_interleave(reps, 0)
@@ -507,5 +507,5 @@ def mutation_check(trials: int = 30, seed: int = 10_000, domains: list[str] | No
             "case_rate": caught_all / trials_all if trials_all else float("nan")}
 
 
-__all__ = ["ARCHS", "ARCH_WEIGHTS", "FuzzReport", "MUTANTS", "RELAXATION_DOMAINS", "TOLERANCE", "Trial", "check_points", "fuzz", "mutation_check",
-           "random_network", "random_trial", "run_trial", "violation"]
+__all__ = ["ARCHS", "ARCH_WEIGHTS", "FuzzReport", "MUTANTS", "RELAXATION_DOMAINS", "TOLERANCE", "Trial", "check_points",
+           "fuzz", "mutation_check", "random_network", "random_trial", "run_trial", "violation"]
