@@ -106,7 +106,7 @@ def test_hand_written_instances_sat_rechecked_unsat_sound(seed, tmp_path):
                            (and (>= Y_1 (+ Y_0 {c[1]!r})) (<= Y_2 {c[2]!r}))))"""
         prop_path = tmp_path / f"p{t}.vnnlib"
         prop_path.write_text(text)
-        v = solve(onnx_path, prop_path, timeout=30)
+        v = solve(onnx_path, prop_path, timeout=120)
         prop = parse_vnnlib(prop_path)
         pts, outs = _grid_outputs(model, lo, hi)
         grid_sat = any(prop.holds(p, o) for p, o in zip(pts, outs))
@@ -117,7 +117,7 @@ def test_hand_written_instances_sat_rechecked_unsat_sound(seed, tmp_path):
         elif v.result == "unsat":
             assert not grid_sat, "unsat although a grid point satisfies the property"
         else:
-            assert v.result == "unknown"
+            assert v.result in ("unknown", "timeout")  # never a verdict without a proof or a re-checked point
 
 
 @pytest.mark.parametrize("domain", DOMAINS.names())
