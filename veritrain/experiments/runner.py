@@ -255,8 +255,9 @@ def machine_description(device: str = "cpu") -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
     parts = [f"{cpu}, {os.cpu_count()} logical cores", f"torch {torch.__version__}",
-             f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"]
+             f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS={omp})"]
     if device != "cpu" and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
