@@ -28,9 +28,9 @@ class TrainingDefaults:
     acc0: float | None = None
 
 
-#: MNIST-like (grey) and colour data sets differ in every default but acc0
-GREY_DEFAULTS = TrainingDefaults(optimizer="adam", eps_start=0.01, augment="none", alpha0=0.8)
-COLOUR_DEFAULTS = TrainingDefaults(optimizer="sgd", eps_start=0.001, augment="crop-flip", alpha0=0.5)
+#: MNIST-like (gray) and color data sets differ in every default but acc0
+GRAY_DEFAULTS = TrainingDefaults(optimizer="adam", eps_start=0.01, augment="none", alpha0=0.8)
+COLOR_DEFAULTS = TrainingDefaults(optimizer="sgd", eps_start=0.001, augment="crop-flip", alpha0=0.5)
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,15 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()
-    defaults: TrainingDefaults = COLOUR_DEFAULTS
+    defaults: TrainingDefaults = COLOR_DEFAULTS
 
     @property
     def channels(self) -> int:
         return self.shape[0]
 
     @property
-    def grey(self) -> bool:
-        """MNIST-like (one channel): the grey training defaults apply."""
+    def gray(self) -> bool:
+        """MNIST-like (one channel): the gray training defaults apply."""
         return self.channels == 1
 
 
@@ -76,19 +76,19 @@ _NO_NORM = ((0.0,), (1.0,))
 _IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.225, 0.225, 0.225))
 
 for _info in (
-    DatasetInfo("mnist", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GREY_DEFAULTS, acc0=95.0)),
+    DatasetInfo("mnist", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GRAY_DEFAULTS, acc0=95.0)),
     DatasetInfo("fashion-mnist", (1, 28, 28), 10, *_NO_NORM, FASHION_MNIST_CLASSES,
-                replace(GREY_DEFAULTS, acc0=80.0)),
-    DatasetInfo("cifar10", (3, 32, 32), 10, *_IMAGENET_NORM, CIFAR10_CLASSES, replace(COLOUR_DEFAULTS, acc0=65.0)),
-    DatasetInfo("imagenet200", (3, 32, 32), 200, *_IMAGENET_NORM, (), replace(COLOUR_DEFAULTS, acc0=25.0)),
-    DatasetInfo("mnist-mini", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GREY_DEFAULTS, acc0=95.0)),
+                replace(GRAY_DEFAULTS, acc0=80.0)),
+    DatasetInfo("cifar10", (3, 32, 32), 10, *_IMAGENET_NORM, CIFAR10_CLASSES, replace(COLOR_DEFAULTS, acc0=65.0)),
+    DatasetInfo("imagenet200", (3, 32, 32), 200, *_IMAGENET_NORM, (), replace(COLOR_DEFAULTS, acc0=25.0)),
+    DatasetInfo("mnist-mini", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GRAY_DEFAULTS, acc0=95.0)),
 ):
     DATASETS.add(_info.name, _info)
 
 
 def training_defaults(dataset: str) -> TrainingDefaults:
-    """The defaults of a registered data set; the colour ones (without acc0) for a data set of one's own."""
-    return DATASETS.get(dataset).defaults if dataset in DATASETS else COLOUR_DEFAULTS
+    """The defaults of a registered data set; the color ones (without acc0) for a data set of one's own."""
+    return DATASETS.get(dataset).defaults if dataset in DATASETS else COLOR_DEFAULTS
 
 
 def defaults_text(field: str) -> str:

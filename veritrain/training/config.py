@@ -174,9 +174,11 @@ class TrainConfig:
                                         "VALUE is parsed as YAML)", factory=dict)
 
     @property
-    def grey(self) -> bool:
-        """MNIST-like data (one channel): the grey per-data-set defaults apply."""
-        return self.dataset in DATASETS and DATASETS.get(self.dataset).grey
+    def gray(self) -> bool:
+        """MNIST-like data (one channel): the gray per-data-set defaults apply."""
+        return self.dataset in DATASETS and DATASETS.get(self.dataset).gray
+
+    grey = gray  # the name before the spelling convention (ARCHITECTURE.md)
 
     def resolved(self) -> "TrainConfig":
         """A copy with the paper's per-dataset defaults filled in (Section V-A; `veritrain.data.DATASETS`)."""
