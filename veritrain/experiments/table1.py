@@ -40,8 +40,8 @@ EXPERIMENT = Experiment(
              "runs' own PGD evaluation on 200 test images; the attacks on 200 (FC1) and 50 (FC2) random test images "
              "(the paper: 1,024), the interval attack bounding with crown-ibp instead of symbolic-linear (symbolic-"
              "linear took 2.6 s per FC1 image for the 20 iterations here, crown-ibp 0.27 s)",
-    note="Success rate: share of the attacked images (random test images, seed 0) misclassified after the attack, "
-         "clean errors included. Interval attack: Algorithm 1 with 20 iterations, symbolic-linear bounds, then "
+    note="ACC here: clean accuracy on the attacked images. Success rate: share of the attacked images (random test "
+         "images, seed 0) misclassified after the attack, clean errors included. Interval attack: Algorithm 1 with 20 iterations, symbolic-linear bounds, then "
          "PGD-40. PGD and CW (L-inf margin loss) get the same wall-clock time as the interval attack took: PGD-40 "
          "(step 0.01) restarted from new random points on the images not yet broken until that time is spent "
          "(\"PGD iterations\": 40 x restarts; the paper: about 7,200 on FC1, 42,000 on FC2). Paper scale: Madry "
