@@ -201,3 +201,23 @@ def test_frontier_scales_the_recipes() -> None:
     assert paper.eps_ramp_epochs == 10 and paper.lr_step == 5 and paper.acc0 == setting.acc0
     short = [epochs_for_budget(RECIPES["ibp"], setting, m, (0.04, 0.02, 600)) for m in (1, 5, 20)]
     assert short[0] >= 1 and short == sorted(short) and short[2] > short[0]
+
+
+def test_frontier_collects_every_finished_run(tmp_path) -> None:
+    from veritrain.experiments.frontier import collect_rows, write_frontier
+
+    for name, vra in (("ibp-4m", {"crown": 70.0, "symbolic-linear": 71.0, "any": 72.0}),
+                      ("mixtrain-8m", {"crown": 80.0}), ("unknown-4m", {"crown": 1.0})):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"epochs": 5}))
+        (run / "summary.json").write_text(json.dumps({
+            "test_acc": 95.0, "epochs_trained": 5, "train_cpu_s": 120.0,
+            "eval": {"n": 500, "vra": vra, "era": {"pgd": 90.0, "all": 90.0}}}))
+    (tmp_path / "sabr-4m").mkdir()  # started, not finished: not a row
+    rows = collect_rows("mnist-0.3", tmp_path)
+    assert [(r.recipe, r.budget_min, r.vra, r.vra_domain) for r in rows] == [
+        ("mixtrain", 8.0, 80.0, "crown"), ("ibp", 4.0, 72.0, "any")]
+    assert rows[0].cpu_min == 2.0 and rows[0].era == 90.0
+    write_frontier(rows, tmp_path)
+    assert (tmp_path / "frontier.md").read_text().count("\n") == 4 and (tmp_path / "frontier.csv").exists()

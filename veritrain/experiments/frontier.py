@@ -70,6 +70,9 @@ RECIPES: dict[str, Recipe] = {
     # MixTrain over certified training (recommended): CROWN-IBP/IBP on the batch, symbolic-linear on k' = 1
     "mixtrain": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", domain="symbolic-linear",
                                         k_per_batch=1), uses_acc0=True),
+    # MixTrain over IBP (the CPU choice): IBP on the batch, CROWN-IBP on k' = 1 sample, dynamic alpha
+    "mixtrain-ibp": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp",
+                                            k_per_batch=1), uses_acc0=True),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
     "ibp": Recipe("ibp", dict(_CERTIFIED)),
@@ -172,7 +175,7 @@ def _summary_row(setting: str, recipe: str, budget: float, epochs: int, run: Pat
     summary = json.loads((run / "summary.json").read_text())
     ev = summary.get("eval", {}) or {}
     vras = {k: float(v) for k, v in (ev.get("vra") or {}).items() if isinstance(v, (int, float))}
-    best = max(vras, key=lambda k: vras[k]) if vras else ""
+    best = "any" if "any" in vras else max(vras, key=lambda k: vras[k]) if vras else ""
     eras = [float(v) for v in (ev.get("era") or {}).values() if isinstance(v, (int, float))]
     return FrontierRow(setting, recipe, budget, epochs, int(summary.get("epochs_trained", epochs)),
                        float(summary.get("train_cpu_s", 0.0)) / 60.0, float(summary.get("test_acc", float("nan"))),
@@ -217,8 +220,20 @@ def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], ou
                 train(cfg)
             rows.append(_summary_row(setting_name, name, float(minutes), epochs, run))
     if not dry_run and rows:
-        write_frontier(rows, base)
+        write_frontier(collect_rows(setting_name, base), base)  # every finished run of the setting
     return rows
+
+
+def collect_rows(setting_name: str, base: Path) -> list[FrontierRow]:
+    """The rows of every finished run folder RECIPE-Bm under base (also those of other frontier calls)."""
+    rows = []
+    for run in sorted(base.glob("*-*m")):
+        name, _, budget = run.name.rpartition("-")
+        if name in RECIPES and (run / "summary.json").exists() and (run / "config.json").exists():
+            epochs = int(json.loads((run / "config.json").read_text())["epochs"])
+            rows.append(_summary_row(setting_name, name, float(budget[:-1]), epochs, run))
+    order = list(RECIPES)
+    return sorted(rows, key=lambda r: (order.index(r.recipe), r.budget_min))
 
 
 def write_frontier(rows: list[FrontierRow], out: Path) -> None:
