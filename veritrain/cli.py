@@ -247,9 +247,12 @@ QUICKSTART: dict[str, dict[str, Any]] = {
     "common": dict(net="mnist-small", dataset="mnist-mini", eps=0.1, batch_size=50, seed=0, device="auto",
                    eval_n=300, eval_attacks="pgd", eval_domains="symbolic-linear"),
     "regular": dict(epochs=3),
-    # MixTrain on CPU: bounds from crown-ibp (cheap) on k'=10 of each batch of 50; VRA is still measured with
-    # symbolic-linear. With only 100 batches per epoch, k'=1 needs far more epochs than a minute allows.
-    "mixtrain": dict(epochs=6, eps_ramp_epochs=2, domain="crown-ibp", k_per_batch=10),
+    # MixTrain over IBP, the CPU choice (README, results/frontier): IBP bounds on the whole batch, CROWN-IBP on
+    # k' = 1 sample of each, dynamic alpha; Shi et al.'s initialisation and smooth ramp after a clean epoch.
+    # VRA is still measured with the paper's symbolic-linear. (MixTrain with crown-ibp on k' = 10 of each batch
+    # and no batch domain, the previous quickstart: 87.2 / 67.3 / 61.3 against 92.6 / 79.7 / 73.3, in more time.)
+    "mixtrain": dict(epochs=6, eps_ramp_epochs=2, batch_domain="interval", domain="crown-ibp", k_per_batch=1,
+                     ibp_init=True, eps_schedule="smooth", clean_epochs=1),
     "wong": dict(epochs=4, eps_ramp_epochs=2),
     "diffai": dict(epochs=6, eps_ramp_epochs=3),
     "madry": dict(epochs=3, pgd_steps=10, pgd_step_size=0.02),

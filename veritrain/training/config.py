@@ -109,12 +109,14 @@ class TrainConfig:
     kappa_start: float | None = option(None, "weight of the clean cross-entropy when the ramp starts",
                                        methods=_CERTIFIED)
     kappa_end: float | None = option(None, "weight of the clean cross-entropy after the ramp", methods=_CERTIFIED)
-    beta_start: float = option(1.0, "weight of the CROWN-IBP bound (1 - beta: IBP) at the ramp start",
-                               methods=("crown-ibp",))
+    beta_start: float = option(1.0, "weight of the CROWN-IBP bound (1 - beta: IBP) at the ramp start "
+                                    "(crown-ibp; mixtrain with --batch-domain crown-ibp)",
+                               methods=("crown-ibp", "mixtrain"))
     beta_end: float = option(0.0, "weight of the CROWN-IBP bound (1 - beta: IBP) after the ramp",
-                             methods=("crown-ibp",))
-    ibp_init: bool = option(False, "Shi et al. 2021's initialisation", methods=_CERTIFIED)
-    bound_reg: float = option(0.0, "weight of Shi et al.'s bound regularisers during the ramp", methods=_CERTIFIED)
+                             methods=("crown-ibp", "mixtrain"))
+    ibp_init: bool = option(False, "Shi et al. 2021's initialisation of every layer but the last (every method)")
+    bound_reg: float = option(0.0, "weight of Shi et al.'s bound regularisers during the ramp (the certified "
+                                   "methods; mixtrain with --batch-domain)", methods=(*_CERTIFIED, "mixtrain"))
     l1_reg: float = option(0.0, "L1 penalty on the weights (every method)")
     sabr_lambda: float = option(0.4, "the small box has radius lambda * eps", methods=("sabr",))
     mtl_alpha: float = option(0.5, "weight of the IBP loss (1 - alpha: adversarial)", methods=("mtl-ibp",))
