@@ -223,6 +223,8 @@ def test_sound_on_random_graphs(domain: str, seed: int, eps: float, norm: str, m
             if spec is not None:
                 out = torch.einsum("bsk,bpk->bps", spec, out)
         assert_inside(lower, upper, out, f"{domain} graph {seed} {norm}")
+    if not getattr(DOMAINS.get(domain)(), "intersect", True):
+        return  # crown-lirpa reproduces auto_LiRPA's policy: no interval intersection, may be looser (documented)
     ibp_l, ibp_u = compute_bounds(model, ball, spec, "interval")
     tol = 1e-7 * max(1.0, float(ibp_u.detach().abs().max()))
     assert (lower >= ibp_l - tol).all() and (upper <= ibp_u + tol).all(), f"{domain} looser than interval"

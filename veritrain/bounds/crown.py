@@ -244,6 +244,10 @@ def _refining(w: _Walk, op: Op, box: tuple[Tensor, Tensor]) -> tuple[Tensor, Ten
     return op.forward(lower), op.forward(upper)  # type: ignore[call-arg]
 
 
+#: the interval table with the non-linear ops refined first: the forward walk of `layer_bounds`
+REFINING: graph.Table = {**INTERVAL, **{cls: _refining for cls in NONLINEAR}}
+
+
 class BackwardDomain(Domain):
     """Shared machinery of the backward domains; subclasses choose intermediate bounds and lower slope.
 
@@ -278,8 +282,7 @@ class BackwardDomain(Domain):
         ops = fold_spec(ops)  # C W in one step: the output box is the interval domain's own
         (lower, upper), first = start_box(ops, ball)  # L2: the first affine layer as the interval domain does
         walk = _Walk(self, ops, {id(op): i for i, op in enumerate(ops)}, ball, bounds)
-        table = {**INTERVAL, **{cls: _refining for cls in NONLINEAR}}
-        out = graph.forward(ops[first:], table, (lower, upper), walk, self.name)
+        out = graph.forward(ops[first:], REFINING, (lower, upper), walk, self.name)
         return bounds, out
 
     def _refine(self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor,

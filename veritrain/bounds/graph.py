@@ -17,11 +17,19 @@ Rule = Callable[..., Any]
 Table = dict[type, Rule]
 
 
+_FOUND: dict[tuple[int, type], tuple[Table, Rule]] = {}  # (id(table), op class) -> (table, rule)
+
+
 def rule_for(table: Table, op: Op, domain: str) -> Rule:
-    """The rule of op's class (or its nearest base class) in `table`."""
+    """The rule of op's class (or its nearest base class) in `table` (looked up once per table and class;
+    the cache holds the table, so its id is never reused while cached)."""
+    hit = _FOUND.get((id(table), type(op)))
+    if hit is not None and hit[0] is table:
+        return hit[1]
     for cls in type(op).__mro__:
         rule = table.get(cls)
         if rule is not None:
+            _FOUND[(id(table), type(op))] = (table, rule)
             return rule
     known = ", ".join(sorted(c.__name__ for c in table))
     raise UnsupportedLayerError(f"the {domain} domain has no sound rule for {op.describe()}; it handles: {known}")
@@ -60,6 +68,13 @@ def forward(ops: list[Op], table: Table, start: Any, dom: Any, domain: str,
     `visit(op, inputs)` (optional) sees every op with its input values before its rule runs."""
     if not ops:
         return start
+    if _is_chain(ops):  # the common case (every nn.Sequential): no bookkeeping
+        value = start
+        for op in ops:
+            if visit is not None:
+                visit(op, [value])
+            value = rule_for(table, op, domain)(dom, op, value)
+        return value
     uses: dict[int, int] = {}
     for op in ops:
         for s in op.src:
@@ -83,6 +98,10 @@ def backward(ops: list[Op], table: Table, a: Any, dom: Any, domain: str) -> Any:
     Ops the output does not depend on are skipped; coefficients meeting at one op (a fork) are summed."""
     if not ops:
         return a
+    if _is_chain(ops):
+        for op in reversed(ops):
+            (a,) = rule_for(table, op, domain)(dom, op, a)
+        return a
     acc: dict[int, Any] = {id(ops[-1]): a}
     start = entry(ops)
     for op in reversed(ops):
@@ -95,14 +114,17 @@ def backward(ops: list[Op], table: Table, a: Any, dom: Any, domain: str) -> Any:
     return acc[id(start)]
 
 
-def is_chain(ops: list[Op], start: Op | None) -> bool:
-    """Whether ops form a chain reading `start` (each op reads only the previous one)."""
-    prev = start
-    for op in ops:
-        if op.src != (prev,):
+def _is_chain(ops: list[Op]) -> bool:
+    """Whether each op after the first reads exactly the previous one (and the first one input)."""
+    if len(ops[0].src) != 1:
+        return False
+    prev = ops[0]
+    for op in ops[1:]:
+        src = op.src
+        if len(src) != 1 or src[0] is not prev:
             return False
         prev = op
     return True
 
 
-__all__ = ["Rule", "Table", "backward", "check", "entry", "forward", "is_chain", "reads_only", "rule_for", "sources"]
+__all__ = ["Rule", "Table", "backward", "check", "entry", "forward", "reads_only", "rule_for", "sources"]

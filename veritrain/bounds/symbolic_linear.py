@@ -29,7 +29,7 @@ from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
 from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.interval import fold_spec, interval_step
-from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp
+from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp
 from veritrain.bounds.relaxations import Lines, relu_relaxation, s_shaped_relaxation
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
 
