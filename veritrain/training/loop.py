@@ -445,6 +445,21 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
             files.dir.rmdir()  # the run failed before writing anything: leave no empty folder behind
 
 
+def _check_bound_support(objective: Objective, model: nn.Module, ds: TensorDataset, method: str) -> None:
+    """A method that trains on sound bounds is refused before its first epoch when an op of the network has
+    no rule in its domain (`veritrain.bounds.check_supported`: the op, its line in the user's code)."""
+    from veritrain.bounds import UnsupportedLayerError, check_supported
+
+    domain = objective.training_domain
+    if domain is None:
+        return
+    try:
+        check_supported(model, tuple(ds.tensors[0].shape[1:]), [domain])
+    except UnsupportedLayerError as e:
+        raise TrainingError(f"--method {method} trains on {domain} bounds, which this network does not allow: {e}") \
+            from None
+
+
 def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_start: float,
                   model: nn.Module | None, train_data: TensorDataset | None,
                   test_data: TensorDataset | None) -> dict[str, Any]:
@@ -463,6 +478,7 @@ def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_sta
     model = model.to(device)
     _check_model_fits(model, train_data, cfg.net, cfg.dataset, device)
     trainer = Trainer(cfg, model, train_data, test_data, device)
+    _check_bound_support(trainer.objective, model, train_data, cfg.method)
     if ckpt is not None:
         trainer.restore(ckpt)
     elif files.started() and not cfg.overwrite:
