@@ -236,7 +236,7 @@ def test_cached_conversion_follows_weights_statistics_and_layer_swaps() -> None:
     ball = Ball(torch.rand(2, 3), 0.1)
 
     def fresh() -> tuple[torch.Tensor, torch.Tensor]:
-        clone = nn.Sequential(*[m for m in model]).eval()  # a new container: converted from scratch
+        clone = nn.Sequential(*[m for m in model]).eval()  # noqa: F821  (a new container: converted from scratch)
         return compute_bounds(clone, ball, None, "symbolic-linear")
 
     assert to_ops(model, (3,)) is to_ops(model, (3,))

@@ -55,7 +55,7 @@ def help_names() -> dict[str, Any]:
         return ", ".join(items)
 
     return {
-        "models": "see `veritrain models`", "datasets": names(DATASETS), "methods": names(METHODS),
+        "models": names(MODELS), "datasets": names(DATASETS), "methods": names(METHODS),
         "activations": names(ACTIVATIONS), "optimizers": names(OPTIMIZERS), "augmentations": names(AUGMENTATIONS),
         "learning_rates": names(f"{lr:g} with {opt}" for opt, lr in DEFAULT_LR.items()),
         "devices": DEVICE_CHOICES, "norms": names(NORMS), "eps_schedules": names(EPS_SCHEDULES),

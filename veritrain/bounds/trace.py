@@ -82,7 +82,7 @@ def _batchnorm(m: nn.BatchNorm1d | nn.BatchNorm2d, s: Site) -> Op:
 
 
 def _adaptive_avg(m: nn.AdaptiveAvgPool2d | None, s: Site) -> Op:
-    (c, h, w), (_, ho, wo) = s.shape, s.out_shape
+    (_, h, w), (_, ho, wo) = s.shape, s.out_shape
     if h % ho == 0 and w % wo == 0:  # even windows: an AvgPool2d (and a convolution for the colouring)
         k = (h // ho, w // wo)
         return AvgPool2dOp(k, k, (0, 0), s.shape, s.out_shape, s.like)

@@ -216,8 +216,8 @@ def crosscheck(
     out = Path(out_dir)
     model = model.eval()
     in_shape = tuple(x.shape[1:])
-    csv_path = write_benchmark(model, in_shape, x, y, eps, out / "model.onnx", out / "vnnlib", out / "instances.csv",
-                               timeout=timeout)
+    write_benchmark(model, in_shape, x, y, eps, out / "model.onnx", out / "vnnlib", out / "instances.csv",
+                    timeout=timeout)
     diff = max_difference(model, out / "model.onnx", x)
     n = len(x)
     with torch.no_grad():

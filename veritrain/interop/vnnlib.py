@@ -558,7 +558,7 @@ def run_instances(
         try:
             v = solve(onnx_path, vnnlib_path, t, domains)
         except InteropError as e:
-            rows.append({"onnx": onnx_path.name, "vnnlib": vnnlib_path.name, "result": "error", "time_s": 
+            rows.append({"onnx": onnx_path.name, "vnnlib": vnnlib_path.name, "result": "error", "time_s":
                          round(time.perf_counter() - t0, 3), "detail": str(e)})
             continue
         if out_dir is not None:
