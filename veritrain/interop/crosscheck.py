@@ -167,7 +167,7 @@ class CrossCheck:
             row[f"gap {d}"] = sum(1 for i in range(self.n) if self.marabou[i] == "unsat" and not self.proved[d][i])
         row["soundness failures"] = len(self.failures)
         row["Marabou vs PGD disagreements"] = len(self.marabou_disagreements)
-        row["ONNX max |diff|"] = float(f"{self.onnx_max_diff:.3g}")
+        row["ONNX max abs diff"] = float(f"{self.onnx_max_diff:.3g}")
         return row
 
     def samples(self) -> list[dict[str, Any]]:
