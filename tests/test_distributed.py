@@ -4,7 +4,9 @@ The fast tests fork two processes from pytest (the environment torchrun sets: RA
 and call `train` in each; the slow ones run the real `torchrun --nproc_per_node 2 -m veritrain train`.
 Measured (regular, MNIST Small, 200 mnist-mini images, 2 epochs, batch 50): the per-epoch loss of two
 processes differs from one process by 1.5e-7, the final weights by at most 2.6e-7 (float summation order of
-the gradient all-reduce); the tests allow 1e-5.
+the gradient all-reduce); the tests allow 1e-5. The slow tests (every method trains 1 epoch in two processes and
+resumes to 2; the torchrun CLI) passed on a 2-core machine under load in 37 minutes; `wong` needed more than
+the 10 minutes first allowed (single process 204 s, two processes 133 s for 20 images).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict[str, Any]) -> None:
     train(TrainConfig(**cfg))
 
 
-def run_processes(cfg: dict[str, Any], world: int = 2) -> None:
+def run_processes(cfg: dict[str, Any], world: int = 2, timeout: float = 1800) -> None:
     """`train(cfg)` in `world` forked processes joined by gloo, as torchrun runs them."""
     ctx = mp.get_context("fork")
     port = _free_port()
@@ -54,7 +56,7 @@ def run_processes(cfg: dict[str, Any], world: int = 2) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(600)
+        p.join(timeout)
     assert [p.exitcode for p in procs] == [0] * world
 
 
