@@ -37,7 +37,7 @@ def add_reproduce_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--out", default="results/paper", metavar="DIR",
                    help="folder of NAME.md/.csv/.png and of the run folders (default: results/paper)")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    r.add_argument("--only", metavar="TEXT", help="only the runs whose key contains TEXT (e.g. mnist-small)")
+    r.add_argument("--only", metavar="TEXT", help="only the runs whose key contains TEXT, or one of TEXT,TEXT,... (e.g. mnist-small)")
     r.add_argument("--no-train", dest="train", action="store_false",
                    help="train nothing: report the runs already finished (others are 'not run')")
     r.add_argument("--reuse", action="append", default=[], metavar="DIR",

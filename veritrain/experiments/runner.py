@@ -121,13 +121,14 @@ def _resolve_refs(options: dict[str, Any], folders: dict[str, Path]) -> dict[str
 
 def plan(exp: Experiment, scale: str, out_dir: str | os.PathLike, only: str | None = None,
          reuse: Sequence[str | os.PathLike] = ()) -> list[PlannedRun]:
-    """The runs of `exp` at `scale` (those whose key contains `only`), each with its folder and state."""
+    """The runs of `exp` at `scale` (those whose key contains one of the comma-separated `only`), each with its
+    folder and state."""
     planned = []
     folders: dict[str, Path] = {}
     for run in exp.runs_at(scale):
         options = _resolve_refs(exp.config(run, scale), folders)
         folder = folders[run.key] = run_folder(out_dir, options, scale)
-        if only and only not in run.key:
+        if only and not any(part and part in run.key for part in only.split(",")):
             continue
         state = "new"
         if _is_finished(folder):
