@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds import Ball, margin_spec
 from veritrain.bounds.interval import interval_preactivations
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 from veritrain.training.schedules import step_schedule
@@ -32,11 +33,6 @@ def verified_metrics(lower: Tensor, y: Tensor) -> dict[str, float]:
     """Training-time share (%) of samples whose margin lower bounds (B, K) are all positive."""
     lo = lower.detach().scatter(1, y.view(-1, 1), float("inf"))
     return {"verified": (lo > 0).all(1).float().mean().item() * 100.0}
-
-
-def batch_accuracy(logits: Tensor, y: Tensor) -> float:
-    """Clean accuracy (%) of one batch's logits."""
-    return (logits.detach().argmax(1) == y).float().mean().item() * 100.0
 
 
 def ramp(start: float, end: float, progress: float) -> float:

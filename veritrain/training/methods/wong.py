@@ -20,6 +20,7 @@ from veritrain.bounds import Ball
 from veritrain.bounds.base import margin_lower
 from veritrain.bounds.crown import Dual
 from veritrain.bounds.dual_network import ProjectedDualNetwork, cauchy
+from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 from veritrain.training.methods.ibp import verified_metrics
@@ -52,7 +53,7 @@ class Wong(Objective):
         lower = margin_lower(model, ball, y, domain)
         robust = F.cross_entropy(-lower, y)
         with torch.no_grad():
-            acc = (model(x).argmax(1) == y).float().mean().item() * 100.0
+            acc = batch_accuracy(model(x), y)
         return robust, {"acc": acc, "robust_loss": robust.item(), **verified_metrics(lower, y)}
 
 
