@@ -24,7 +24,6 @@ BATCH_DOMAINS = ("interval", "crown-ibp")
 DEFAULT_ACC0: dict[str, float] = {
     name: acc0 for name in DATASETS if (acc0 := DATASETS.get(name).defaults.acc0) is not None
 }
-
 #: k', the bounded samples per batch when neither --k nor --k-per-batch is given (the paper's k' = 1)
 DEFAULT_K_PER_BATCH = 1
 
@@ -124,11 +123,13 @@ class MixTrain(Objective):
         super().__init__(cfg)
         if cfg.k is not None and cfg.k_per_batch is not None:
             raise ValueError("set either k (samples per epoch) or k_per_batch (samples per batch), not both")
-        # k = 0 or k' = 0 bounds no sample: MixTrain would silently be regular training
-        if cfg.k is not None and cfg.k < 1:
+        # k = 0 or k' = 0 bounds no sample: MixTrain would silently be regular training (unless
+        # --batch-domain bounds the whole batch, where k' = 0 means no tight samples on top of it)
+        low = 0 if cfg.batch_domain is not None else 1
+        if cfg.k is not None and cfg.k < low:
             raise ValueError(f"--k must be >= 1 (0 bounds no sample, i.e. regular training: use --method regular), "
                              f"got {cfg.k}")
-        if cfg.k_per_batch is not None and cfg.k_per_batch < 1:
+        if cfg.k_per_batch is not None and cfg.k_per_batch < low:
             raise ValueError(f"--k-per-batch must be >= 1 (0 bounds no sample, i.e. regular training: use "
                              f"--method regular), got {cfg.k_per_batch}")
         self.k = cfg.k
