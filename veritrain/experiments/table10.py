@@ -38,7 +38,8 @@ EXPERIMENT = Experiment(
              "inflated several-fold); a child is stopped past 8 CPU seconds or 6 GB resident memory (shown as "
              "'> 8 CPU s' / '> 6 GB', with the peak memory seen until then)",
     note="MB: on a GPU the peak allocated GPU memory (the paper's measure, GTX 1080 Ti); on a CPU the rise of the "
-         "forked child's peak resident memory (VmHWM) over its size before the network was built (the CSV also has "
-         "the absolute peak, which includes about 300 MB of Python and torch). eps 0.3 (MNIST), 2/255 (CIFAR), 0.0017 "
-         "(ImageNet-200, pixel space), as in the paper. MNIST FC1/FC2 and ImageNet Resnet have no paper numbers.",
+         "forked child's peak resident memory (VmHWM) over its size when the batch started, and for a child stopped "
+         "at its limit the peak resident memory seen until then (absolute, including about 150 MB inherited from the "
+         "parent: a lower bound of what the batch needs). eps 0.3 (MNIST), 2/255 (CIFAR), 0.0017 "
+"(ImageNet-200, pixel space), as in the paper. MNIST FC1/FC2 and ImageNet Resnet have no paper numbers.",
 )
