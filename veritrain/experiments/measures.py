@@ -295,6 +295,10 @@ def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, t
     if child.is_alive():
         child.kill()
     child.join(5)
+    if memory_limit_mb is not None and "limit" not in result and float(result.get("peak MB", 0.0)) > memory_limit_mb:
+        # a fast child can finish between two polls: its own high-water mark still tells it passed the limit
+        result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory",
+                  "peak MB seen": float(result["peak MB"])}
     result["wall s"] = time.perf_counter() - t0
     return result
 
