@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,11 @@ from typing import Any
 
 import torch
 
+from veritrain.evaluation.results import RunSummary
+from veritrain.evaluation.vra import ANY
+from veritrain.reporting.io import read_json
 from veritrain.training.config import TrainConfig
+from veritrain.training.run_dir import RunFiles
 
 #: sound domains whose best VRA the frontier reports (symbolic-linear: the paper's; crown: the tightest backward)
 EVAL_DOMAINS = "crown,symbolic-linear"
@@ -171,16 +174,22 @@ class FrontierRow:
     run: str
 
 
+def _config_epochs(files: RunFiles) -> int | None:
+    """The epochs of a started run (its config.json), None before it started."""
+    return int(read_json(files.config)["epochs"]) if files.config.exists() else None
+
+
 def _summary_row(setting: str, recipe: str, budget: float, epochs: int, run: Path) -> FrontierRow:
-    summary = json.loads((run / "summary.json").read_text())
-    ev = summary.get("eval", {}) or {}
-    vras = {k: float(v) for k, v in (ev.get("vra") or {}).items() if isinstance(v, (int, float))}
-    best = "any" if "any" in vras else max(vras, key=lambda k: vras[k]) if vras else ""
-    eras = [float(v) for v in (ev.get("era") or {}).values() if isinstance(v, (int, float))]
-    return FrontierRow(setting, recipe, budget, epochs, int(summary.get("epochs_trained", epochs)),
-                       float(summary.get("train_cpu_s", 0.0)) / 60.0, float(summary.get("test_acc", float("nan"))),
+    summary = RunSummary.read(run)
+    ev = summary.eval
+    vras = {k: v for k, v in (ev.vra if ev else {}).items() if v is not None}
+    best = ANY if ANY in vras else max(vras, key=lambda k: vras[k]) if vras else ""
+    eras = [v for v in (ev.era if ev else {}).values() if v is not None]
+    return FrontierRow(setting, recipe, budget, epochs, int(summary.extra.get("epochs_trained", epochs)),
+                       float(summary.extra.get("train_cpu_s", 0.0)) / 60.0,
+                       float("nan") if summary.test_acc is None else summary.test_acc,
                        vras.get(best, float("nan")), best, min(eras) if eras else None,
-                       int(ev.get("n", 0) or 0), str(run))
+                       ev.n if ev else 0, str(run))
 
 
 def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], out: Path, eval_n: int = 1000,
@@ -203,15 +212,17 @@ def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], ou
         per_step = None
         for minutes in budgets:
             run = base / f"{name}-{minutes:g}m"
-            done = (run / "summary.json").exists()
-            if (run / "config.json").exists():  # started before: keep its schedule (a resume must match it)
-                epochs = int(json.loads((run / "config.json").read_text())["epochs"])
+            files = RunFiles(run)
+            done = files.summary.exists()
+            started = _config_epochs(files)  # started before: keep its schedule (a resume must match it)
+            if started is not None:
+                epochs = started
             else:
                 per_step = per_step or calibrate(scaled_config(recipe, setting, 30))
                 epochs = epochs_for_budget(recipe, setting, minutes, per_step)
             cfg = scaled_config(recipe, setting, epochs, budget_minutes=float(minutes), out=str(run),
                                 eval_n=eval_n, eval_attacks="pgd", eval_domains=EVAL_DOMAINS, progress=progress,
-                                resume=(run / "checkpoint.pt").exists() and not done)
+                                resume=files.checkpoint.exists() and not done)
             if dry_run:
                 print(f"{setting_name} {name} {minutes:g} min: {epochs} epochs -> {run}"
                       + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step)"))
@@ -229,8 +240,9 @@ def collect_rows(setting_name: str, base: Path) -> list[FrontierRow]:
     rows = []
     for run in sorted(base.glob("*-*m")):
         name, _, budget = run.name.rpartition("-")
-        if name in RECIPES and (run / "summary.json").exists() and (run / "config.json").exists():
-            epochs = int(json.loads((run / "config.json").read_text())["epochs"])
+        files = RunFiles(run)
+        epochs = _config_epochs(files)
+        if name in RECIPES and files.summary.exists() and epochs is not None:
             rows.append(_summary_row(setting_name, name, float(budget[:-1]), epochs, run))
     order = list(RECIPES)
     return sorted(rows, key=lambda r: (order.index(r.recipe), r.budget_min))
