@@ -125,6 +125,12 @@ class IBP(Objective):
         """Weight of the clean cross-entropy at this step (the rest weighs the robust loss)."""
         return ramp(self.kappa_start, self.kappa_end, self.progress(ctx))
 
+    def reg_weight(self, ctx: StepContext) -> float:
+        """Weight of Shi et al.'s regularisers at this step: `bound_reg`, decaying to 0 as eps reaches eps_train."""
+        if not self.eps_train:
+            return 0.0
+        return self.cfg.bound_reg * max(0.0, 1.0 - float(ctx.eps) / self.eps_train)
+
     def robust_lower(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor,
                      ctx: StepContext) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
         """Lower bounds of the margins (B, K) whose CE is the robust loss, the ReLU input boxes, the ball."""
@@ -147,7 +153,7 @@ class IBP(Objective):
         robust = self.robust_loss(model, x, y, lower, ctx)
         loss = kappa * clean + (1.0 - kappa) * robust if kappa > 0 else robust
         metrics.update({"robust_loss": robust.item(), **verified_metrics(lower, y)})
-        reg_weight = self.cfg.bound_reg * max(0.0, 1.0 - float(ctx.eps) / self.eps_train) if self.eps_train else 0.0
+        reg_weight = self.reg_weight(ctx)
         if reg_weight > 0:
             reg = shi_regulariser(ball, pre)
             loss = loss + reg_weight * reg

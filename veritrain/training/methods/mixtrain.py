@@ -127,11 +127,11 @@ class MixTrain(Objective):
         # --batch-domain bounds the whole batch, where k' = 0 means no tight samples on top of it)
         low = 0 if cfg.batch_domain is not None else 1
         if cfg.k is not None and cfg.k < low:
-            raise ValueError(f"--k must be >= 1 (0 bounds no sample, i.e. regular training: use --method regular), "
-                             f"got {cfg.k}")
+            raise ValueError(f"--k must be >= {low} (0 bounds no sample, i.e. regular training: use --method "
+                             f"regular, or add --batch-domain), got {cfg.k}")
         if cfg.k_per_batch is not None and cfg.k_per_batch < low:
-            raise ValueError(f"--k-per-batch must be >= 1 (0 bounds no sample, i.e. regular training: use "
-                             f"--method regular), got {cfg.k_per_batch}")
+            raise ValueError(f"--k-per-batch must be >= {low} (0 bounds no sample, i.e. regular training: use "
+                             f"--method regular, or add --batch-domain), got {cfg.k_per_batch}")
         self.k = cfg.k
         self.k_per_batch = DEFAULT_K_PER_BATCH if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
@@ -228,7 +228,7 @@ class MixTrain(Objective):
             lower_all = lower_all.index_put((idx,), torch.maximum(lower_all[idx], tight))
         verified = F.cross_entropy(-lower_all, y)
         metrics = verified_metrics(lower_all, y)
-        reg_weight = self.cfg.bound_reg * max(0.0, 1.0 - float(ctx.eps) / self._ibp.eps_train)
+        reg_weight = self._ibp.reg_weight(ctx)
         if reg_weight > 0 and self.alpha > 0:
             reg = shi_regulariser(ball, pre)
             metrics["bound_reg"] = reg.item()
