@@ -328,3 +328,19 @@ def test_reference_checkpoint_matches_auto_lirpa(eps: float, domain: str) -> Non
         assert got >= REFERENCE[eps][domain] - 1.0
     else:
         assert abs(got - REFERENCE[eps][domain.replace("-lirpa", "")]) <= 1.0
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv", "residual"])
+@pytest.mark.parametrize("domain", [*BACKWARD, "crown-lirpa"])
+def test_lower_only_path_equals_the_lower_of_both_bounds(arch: str, domain: str) -> None:
+    """`margin_lower`/`verify`/`verified_loss` push only the S spec rows backwards (`Domain.lower`); the bound is
+    the lower half of `compute_bounds`, whose soundness the property tests above check."""
+    from veritrain.bounds import margin_lower
+
+    net, shape = make_net(arch, 3)
+    x = torch.rand(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(6) % 3
+    ball = Ball(x, 0.05)
+    k = net(x).shape[1]
+    lower, _ = compute_bounds(net, ball, margin_spec(y, k).to(x.dtype), domain)
+    torch.testing.assert_close(margin_lower(net, ball, y, domain), lower, rtol=1e-9, atol=1e-9)
