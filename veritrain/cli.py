@@ -20,6 +20,7 @@ from veritrain.registry import UnknownNameError, split_names
 from veritrain.training.config import OPTION_GROUPS, TrainConfig
 from veritrain.training import distributed
 from veritrain.training.run_dir import RunFiles
+from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM, NORMS
 
 # ----------------------------------------------------------------------------- `train` options
 
@@ -42,11 +43,9 @@ def help_names() -> dict[str, Any]:
     from veritrain.bounds import DOMAINS
     from veritrain.data import DATASETS
     from veritrain.data.augment import AUGMENTATIONS
-    from veritrain.device import DEVICE_CHOICES
     from veritrain.models import MODELS
     from veritrain.models.zoo import ACTIVATIONS
     from veritrain.training.config import DEFAULT_LR
-    from veritrain.training.loop import NORMS
     from veritrain.training.methods import METHODS
     from veritrain.training.methods.mixtrain import BATCH_DOMAINS
     from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS
@@ -123,10 +122,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
     try:
         if suffix == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:
+                import tomli as tomllib
             data = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
             import yaml
@@ -245,7 +244,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 QUICKSTART: dict[str, dict[str, Any]] = {
     # ERA/VRA on the first 300 of the 1,000 embedded test images (ACC on all 1,000) keeps it near a minute
     "common": dict(net="mnist-small", dataset="mnist-mini", eps=0.1, batch_size=50, seed=0, device="auto",
-                   eval_n=300, eval_attacks="pgd", eval_domains="symbolic-linear"),
+                   eval_n=300, eval_attacks="pgd", eval_domains=DEFAULT_DOMAIN),
     "regular": dict(epochs=3),
     # MixTrain over IBP, the CPU choice (README, results/frontier): IBP bounds on the whole batch, CROWN-IBP on
     # k' = 1 sample of each, dynamic alpha; Shi et al.'s initialisation and smooth ramp after a clean epoch.
@@ -352,7 +351,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("evaluate needs a RUN folder, or --net and --dataset (and --weights)")
     activation = args.activation or run_cfg.get("activation", "relu")
     eps = args.eps if args.eps is not None else run_cfg.get("eps", 0.0)
-    norm = args.norm or run_cfg.get("norm", "linf")
+    norm = args.norm or run_cfg.get("norm", DEFAULT_NORM)
     attacks, domains = split_names(args.attacks), split_names(args.domains)
     if (attacks or domains) and not eps > 0:
         raise ValueError("--attacks/--domains need --eps > 0")
@@ -401,7 +400,7 @@ def quickstart_row(cfg: TrainConfig, s: dict[str, Any]) -> dict[str, Any]:
     return {"method": cfg.method, "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "-",
             "epochs": s.get("epochs_trained", s.get("epochs")), "train images": s.get("train_size"),
             "ACC": s.get("test_acc"), "ACC n": s.get("test_n"),
-            "ERA (PGD)": ev.era.get("pgd"), "VRA (symbolic-linear)": ev.vra_value("symbolic-linear"),
+            "ERA (PGD)": ev.era.get("pgd"), f"VRA ({DEFAULT_DOMAIN})": ev.vra_value(DEFAULT_DOMAIN),
             "ERA/VRA n": ev.n, "train s": (s.get("time_s") or {}).get("train")}
 
 
@@ -467,6 +466,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from veritrain.interop.commands import RUN_HELP, add_commands, add_network_options
+
     p = _Parser(prog="veritrain", description="Verifiably robust training (MixTrain), sound bounds and attacks.")
     p.add_argument("--version", action="version", version=f"veritrain {__version__}")
     p.add_argument("--threads", type=int, metavar="N",
@@ -487,18 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ACC, and ERA (attacks) / VRA (sound bounds) when asked")
-    e.add_argument("run", nargs="?", help="a training run folder (uses its config.json and model.pt)")
-    e.add_argument("--net", help="network name or file.py:fn (instead of RUN)")
-    e.add_argument("--weights", help="state_dict file for --net (default with RUN: RUN/model.pt)")
-    e.add_argument("--dataset", help="data set of the test images (default with RUN: the run's)")
-    e.add_argument("--activation", help="activation of the registered network: relu or elu (default: relu)")
-    e.add_argument("--data-dir", help="data root (default: $VERITRAIN_DATA, else ~/.cache/veritrain)")
+    e.add_argument("run", nargs="?", help=RUN_HELP)
+    add_network_options(e)
     e.add_argument("--n", type=int, default=1000, help="number of test images (default: 1000; 0 or less: error)")
     e.add_argument("--all", dest="n", action="store_const", const=None, help="use the whole test set")
     e.add_argument("--random-subset", type=int, metavar="SEED",
                    help="draw the --n test images at random with this seed instead of taking the first n")
     e.add_argument("--eps", type=float, help="perturbation radius in pixel space (default with RUN: the run's)")
-    e.add_argument("--norm", help="linf or l2 (default: linf, or the run's)")
+    e.add_argument("--norm", help=f"{' or '.join(NORMS)} (default: {DEFAULT_NORM}, or the run's)")
     e.add_argument("--attacks", default="", help="comma-separated attacks for ERA, e.g. pgd,cw,interval "
                                                  "(worst case over them per image; default: none)")
     e.add_argument("--domains", default="", help="comma-separated bound domains for VRA, e.g. "
@@ -556,8 +553,6 @@ def build_parser() -> argparse.ArgumentParser:
     from veritrain.experiments.command import add_reproduce_parser
 
     add_reproduce_parser(sub)  # `veritrain reproduce NAME`: the paper's tables and figures
-
-    from veritrain.interop.commands import add_commands
 
     add_commands(sub)  # `veritrain export|crosscheck|vnnlib`: ONNX, VNN-LIB, Marabou (veritrain.interop)
     return p

@@ -1,4 +1,5 @@
-"""Input checks shared by the public entry points (Ball, compute_bounds, verify, attacks, evaluation).
+"""Input checks shared by the public entry points (Ball, compute_bounds, verify, attacks, evaluation), and
+the names and defaults they share (the norms, the default bound domain).
 
 A wrong input must fail loudly before it produces a number: a negative eps makes an empty ball, where
 every bound "proves" anything; NaN pixels give NaN bounds; float or one-hot labels index the wrong rows.
@@ -11,6 +12,15 @@ import numbers
 
 import torch
 from torch import Tensor
+
+#: the norms of a perturbation ball (`Ball`, training, evaluation) by name; L-inf is every entry point's default
+LINF, L2, L0 = "linf", "l2", "l0"
+NORMS = (LINF, L2)
+DEFAULT_NORM = LINF
+#: the norms an attack may measure its perturbation in (the pointwise attack's L0 besides the balls' norms)
+ATTACK_NORMS = (*NORMS, L0)
+#: the bound domain of the paper's MixTrain: the default of training, VRA, the bound API and the experiments
+DEFAULT_DOMAIN = "symbolic-linear"
 
 
 def check_eps(eps: object, batch: int | None = None, what: str = "eps") -> None:
@@ -100,4 +110,7 @@ def check_positive_int(value: object, what: str) -> None:
         raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
 
 
-__all__ = ["check_eps", "check_labels", "check_model_accepts", "check_pixels", "check_positive_int"]
+__all__ = [
+    "ATTACK_NORMS", "DEFAULT_DOMAIN", "DEFAULT_NORM", "L0", "L2", "LINF", "NORMS",
+    "check_eps", "check_labels", "check_model_accepts", "check_pixels", "check_positive_int",
+]

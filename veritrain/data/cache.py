@@ -53,7 +53,7 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)  # plain numeric arrays, read back without pickle
         os.replace(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write cache {path} ({e}); set VERITRAIN_CACHE to a writable folder", stacklevel=3)

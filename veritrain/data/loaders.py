@@ -107,12 +107,14 @@ def _load_idx_dataset(info: DatasetInfo, split: str, root: Path, download: bool)
             f"{_TITLES[info.name]} not found: put {', '.join(missing)} in {root / dirs[0]} "
             f"(or {root / dirs[1]}) {_WHERE}; {_download_note(download, err)}"
         )
-    x, y = read_idx(found[names[0]]), read_idx(found[names[1]])
+    images, labels = found[names[0]], found[names[1]]
+    assert images is not None and labels is not None  # found or downloaded: the missing ones raised above
+    x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or x.shape[1:] != info.shape[1:]:
-        raise DataError(f"{found[names[0]]}: images of shape {x.shape}, expected (N, 28, 28)")
+        raise DataError(f"{images}: images of shape {x.shape}, expected (N, 28, 28)")
     if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{found[names[1]]} has {y.shape} labels for {len(x)} images in {found[names[0]]}")
-    return x, y, str(found[names[0]].parent)
+        raise DataError(f"{labels} has {y.shape} labels for {len(x)} images in {images}")
+    return x, y, str(images.parent)
 
 
 LOADERS.add("mnist", _load_idx_dataset)

@@ -9,7 +9,7 @@ from veritrain.attacks.base import eval_mode
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); cpu for a model without either."""
-    p = next(iter(model.parameters()), None)
+    p: torch.Tensor | None = next(iter(model.parameters()), None)
     if p is None:
         p = next(iter(model.buffers()), None)
     return p.device if p is not None else torch.device("cpu")

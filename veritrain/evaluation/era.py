@@ -12,6 +12,7 @@ from veritrain.attacks import ATTACKS, make_attack, robust_curve
 from veritrain.attacks.base import eval_mode, flat_norm
 from veritrain.evaluation.accuracy import percent
 from veritrain.progress import progress_bar
+from veritrain.validation import NORMS
 
 #: default radii of `robustness_curves` (Figure 7a: L2; Figure 7b: L0 in pixels)
 DEFAULT_RADII: dict[str, list[float]] = {
@@ -116,7 +117,7 @@ def estimate_robust_accuracy(
 
 def _check_in_ball(name: str, x_adv: Tensor, x: Tensor, eps: float | None, norm: str) -> None:
     bad = x_adv.shape != x.shape or bool((x_adv < 0).any() or (x_adv > 1).any())
-    if not bad and eps is not None and norm in ("linf", "l2"):
+    if not bad and eps is not None and norm in NORMS:
         bad = bool((flat_norm(x_adv - x, norm) > eps * (1 + 1e-5) + 1e-6).any())
     if bad:
         raise RuntimeError(f"attack {name!r} returned points outside B_eps(x) and [0, 1]; this is a bug")
@@ -162,7 +163,7 @@ def robustness_curves(
             dist[a].append(res.distance.detach().float().cpu())
             bar.update(1)
     bar.close()
-    curves = {}
+    curves: dict[str, dict[str, Any]] = {}
     for a in attacks:
         r = [float(v) for v in radii.get(a, DEFAULT_RADII.get(a, []))]
         d = torch.cat(dist[a])
@@ -186,5 +187,6 @@ def _pgd_l2_check(model: nn.Module, x: Tensor, y: Tensor, dist: Tensor, radii: S
             sel = idx.to(x.device)
             res = make_attack("pgd-l2", r, seed=seed + b).run(model, x[sel].to(dev), y[sel].to(dev).long())
             found = res.success.cpu()
+            assert res.distance is not None  # PGD reports the distance of every result
             dist[idx[found]] = torch.minimum(dist[idx[found]], res.distance.detach().float().cpu()[found])
     return dist

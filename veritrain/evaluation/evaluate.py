@@ -12,7 +12,9 @@ from veritrain.evaluation.era import estimate_robust_accuracy, robustness_curves
 from veritrain.evaluation.results import EvalSettings, Evaluation, bound_engine_accepts
 from veritrain.evaluation.vra import verified_robust_accuracy
 from veritrain.registry import split_names
-from veritrain.validation import check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int
+from veritrain.validation import (
+    DEFAULT_DOMAIN, DEFAULT_NORM, NORMS, check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int,
+)
 
 def _attack_norm(name: str, eps: float, settings: dict[str, Any] | None = None) -> str | None:
     """The norm of the ball an attack searches (None when it cannot be built)."""
@@ -55,10 +57,10 @@ def evaluate_tensors(
     y: torch.Tensor,
     eps: float,
     attacks: str | Sequence[str] = ("pgd",),
-    domains: str | Sequence[str] = ("symbolic-linear",),
+    domains: str | Sequence[str] = (DEFAULT_DOMAIN,),
     *,
     curves: str | Sequence[str] = (),
-    norm: str = "linf",
+    norm: str = DEFAULT_NORM,
     sound: bool = True,
     batch_size: int = 500,
     chunk_size: int | None = None,
@@ -80,8 +82,8 @@ def evaluate_tensors(
         raise ValueError("x holds no images; pass at least one")
     check_labels(y, x.shape[0], None, "y")
     check_eps(eps, what="eps")
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"unknown norm {norm!r}; choose linf or l2")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose {' or '.join(NORMS)}")
     check_positive_int(batch_size, "batch_size")
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
@@ -101,7 +103,7 @@ def evaluate_tensors(
         # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
         per_attack = attack_settings(attacks, norm, attack_options)
         res = estimate_robust_accuracy(model, x, y, attacks, eps, batch_size=batch_size, seed=seed,
-                                       progress=progress, **per_attack)
+                                       progress=progress, device=device, per_attack=True, **per_attack)
         out["era"] = dict(res["era"])
         out["era_settings"] = per_attack
         if all(_attack_norm(a, eps, per_attack[a]) == norm for a in attacks):  # counterexamples in the VRA ball
@@ -143,12 +145,12 @@ def evaluate(
     n: int | None,
     eps: float,
     attacks: str | Sequence[str] = ("pgd",),
-    domains: str | Sequence[str] = ("symbolic-linear",),
+    domains: str | Sequence[str] = (DEFAULT_DOMAIN,),
     *,
     curves: str | Sequence[str] = (),
     data_dir: str | None = None,
     random_subset: int | None = None,
-    norm: str = "linf",
+    norm: str = DEFAULT_NORM,
     sound: bool = True,
     batch_size: int = 500,
     chunk_size: int | None = None,

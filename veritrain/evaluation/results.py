@@ -16,6 +16,7 @@ from torch import nn
 
 from veritrain.bounds import UnsupportedLayerError, to_ops
 from veritrain.registry import split_names
+from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM
 
 #: how a VRA that cannot be computed (the bound engine does not accept the model) shows in tables
 NOT_APPLICABLE = "n/a"
@@ -35,9 +36,9 @@ class EvalSettings:
     """The parameters of one evaluation, shared by `veritrain evaluate`, the end of training and experiments."""
 
     eps: float
-    norm: str = "linf"
+    norm: str = DEFAULT_NORM
     attacks: list[str] = field(default_factory=lambda: ["pgd"])
-    domains: list[str] = field(default_factory=lambda: ["symbolic-linear"])
+    domains: list[str] = field(default_factory=lambda: [DEFAULT_DOMAIN])
     curves: list[str] = field(default_factory=list)
     batch_size: int = 500
     chunk_size: int | None = None
@@ -74,7 +75,7 @@ class Evaluation:
     acc: float | None
     n: int
     eps: float
-    norm: str = "linf"
+    norm: str = DEFAULT_NORM
     era: dict[str, float | None] = field(default_factory=dict)
     vra: dict[str, float | None] = field(default_factory=dict)
     vra_note: str | None = None  # why VRA is None (the bound engine does not accept the model)
@@ -90,7 +91,7 @@ class Evaluation:
         if isinstance(vra_raw, str) or (isinstance(vra_raw, dict) and any(isinstance(v, str) for v in vra_raw.values())):
             note = note or "not applicable"
         return cls(acc=_number(d.get("acc")), n=int(d.get("n") or 0), eps=float(d.get("eps") or 0.0),
-                   norm=str(d.get("norm", "linf")), era=_numbers(d.get("era")),
+                   norm=str(d.get("norm", DEFAULT_NORM)), era=_numbers(d.get("era")),
                    vra=_numbers(vra_raw), vra_note=note,
                    curves=dict(d.get("curves") or {}) if isinstance(d.get("curves"), dict) else {},
                    time_s=_numbers(d.get("time_s")),  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from veritrain.attacks.base import eval_mode
 from veritrain.bounds import DOMAINS, Ball, verify
 from veritrain.evaluation.accuracy import model_device, percent
 from veritrain.progress import progress_bar
+from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM
 
 
 @torch.no_grad()
@@ -28,7 +29,7 @@ def verified_mask(
     y: Tensor,
     eps: float,
     domain: str,
-    norm: str = "linf",
+    norm: str = DEFAULT_NORM,
     batch_size: int = 500,
     chunk_size: int = 25,
     progress: bool = True,
@@ -87,8 +88,8 @@ def verified_robust_accuracy(
     x: Tensor,
     y: Tensor,
     eps: float,
-    domains: Sequence[str] = ("symbolic-linear",),
-    norm: str = "linf",
+    domains: Sequence[str] = (DEFAULT_DOMAIN,),
+    norm: str = DEFAULT_NORM,
     batch_size: int = 500,
     chunk_size: int = 25,
     progress: bool = True,

@@ -11,12 +11,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from veritrain.device import peak_memory_mb, reset_peak_memory, select_device, synchronize
 from veritrain.reporting.io import read_json, write_json
 from veritrain.training.run_dir import RunFiles
+from veritrain.validation import DEFAULT_DOMAIN
+
+if TYPE_CHECKING:
+    from veritrain.models import ModelSpec
+    from veritrain.training.config import TrainConfig
 
 
 def _cached(path: Path, params: dict[str, Any], compute) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def _equal_time(name: str, model, x, y, eps: float, budget_s: float, steps: int,
                 chunk: int) -> tuple[torch.Tensor, int]:
     """Success per image of `name` (pgd or cw) restarted from fresh random points with new seeds on the
     images it has not broken yet, until `budget_s` seconds are spent; returns (success, iterations per image)."""
-    from veritrain.attacks import ATTACKS
+    from veritrain.attacks import make_attack
 
     success = torch.zeros(len(x), dtype=torch.bool)
     t0, restarts = time.perf_counter(), 0
@@ -74,14 +80,14 @@ def _equal_time(name: str, model, x, y, eps: float, budget_s: float, steps: int,
         rest = (~success).nonzero().squeeze(1)
         if rest.numel() == 0:
             break
-        attack = ATTACKS.get(name)(eps, seed=restarts, steps=steps, step_size=step_size)
+        attack = make_attack(name, eps, seed=restarts, steps=steps, step_size=step_size)
         success[rest] = _attack_chunks(attack, model, x[rest], y[rest], chunk)
         restarts += 1
     return success, restarts * steps
 
 
 def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
-                      n: int = 1024, iterations: int = 20, domain: str = "symbolic-linear", seed: int = 0,
+                      n: int = 1024, iterations: int = 20, domain: str = DEFAULT_DOMAIN, seed: int = 0,
                       chunk: int = 100) -> dict[str, Any]:
     """Attack success rates of the interval attack, and of PGD and CW given the same time (Table I)."""
     eps = float(config["eps"])
@@ -89,13 +95,13 @@ def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Pat
               "model_mtime": os.path.getmtime(RunFiles(run_dir).model)}
 
     def compute() -> dict[str, Any]:
-        from veritrain.attacks import ATTACKS
+        from veritrain.attacks import IntervalAttack
 
         model = load_run_model(run_dir, config)
         x, y = test_images(config, n, seed)
         with torch.no_grad():
             acc = 100.0 * (model(x).argmax(1) == y).float().mean().item()
-        ia = ATTACKS.get("interval")(eps, seed=seed, iterations=iterations, domain=domain)
+        ia = IntervalAttack(eps, seed=seed, iterations=iterations, domain=domain)
         t0 = time.perf_counter()
         s_ia = _attack_chunks(ia, model, x, y, chunk)
         budget = time.perf_counter() - t0
@@ -134,50 +140,71 @@ def attack_era(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_
 # ----------------------------------------------------------------------------- Table X
 
 
-def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int, queue) -> None:
+def _random_batch(spec: ModelSpec, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random pixel images of the network's input shape and random labels (fixed seeds), on `device`."""
+    x = torch.rand(n, *spec.in_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.randint(0, spec.num_classes, (n,), generator=torch.Generator().manual_seed(1)).to(device)
+    return x, y
+
+
+def _timed_steps(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, eps: float, device: torch.device,
+                 warmup: int, batches: int) -> tuple[list[float], list[float]]:
+    """`warmup` + `batches` Adam steps (lr 1e-3) of `cfg`'s method on a fresh `cfg.net` (seed 0) and the batch
+    (x, y); the wall-clock and the CPU seconds of each step after the warm-up. On CUDA the peak-memory window
+    starts after the model is built. The model and optimiser are freed on return."""
+    from veritrain.models import build_model
+    from veritrain.training.methods import METHODS, StepContext
+
+    torch.manual_seed(0)
+    model = build_model(cfg.net, activation=cfg.activation).to(device).train()
+    obj = METHODS.get(cfg.method)(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator(device=device).manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    reset_peak_memory(device)
+    times: list[float] = []
+    cpu_times: list[float] = []
+    for i in range(warmup + batches):
+        t0, c0 = time.perf_counter(), time.process_time()
+        ctx = StepContext(eps=eps, epoch=0, step=i, num_batches=1000, generator=gen, device=device)
+        loss, _ = obj.loss(model, x, y, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+    return times, cpu_times
+
+
+def _error(e: BaseException, length: int) -> str:
+    """An exception as a table entry: its type and the first line of its message, cut at `length`."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:length] if str(e) else ''}"
+
+
+def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int, queue: Any) -> None:
     """In a fresh process: `warmup` + `batches` optimiser steps of the method on random pixels; reports the
     mean step time, the peak resident memory (and its rise over the process's size before the model was
     built), and on CUDA the peak allocated GPU memory."""
     try:
         torch.set_num_threads(threads)
-        from veritrain.models import MODELS, build_model
+        from veritrain.models import MODELS
         from veritrain.training.config import TrainConfig
-        from veritrain.training.loop import peak_memory_mb, select_device
-        from veritrain.training.methods import METHODS, StepContext
 
         cfg = TrainConfig.from_dict(config).resolved()
         device = select_device(cfg.device)
-        spec = MODELS.get(cfg.net)
         base_rss = _rss_mb()
-        torch.manual_seed(0)
-        model = build_model(cfg.net, activation=cfg.activation).to(device).train()
-        obj = METHODS.get(cfg.method)(cfg)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        gen = torch.Generator(device=device).manual_seed(0)
-        x = torch.rand(cfg.batch_size, *spec.in_shape, generator=torch.Generator().manual_seed(0)).to(device)
-        y = torch.randint(0, spec.num_classes, (cfg.batch_size,), generator=torch.Generator().manual_seed(1)).to(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times, cpu_times = [], []
-        for i in range(warmup + batches):
-            t0, c0 = time.perf_counter(), time.process_time()
-            ctx = StepContext(eps=cfg.eps, epoch=0, step=i, num_batches=1000, generator=gen, device=device)
-            loss, _ = obj.loss(model, x, y, ctx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-                cpu_times.append(time.process_time() - c0)
+        x, y = _random_batch(MODELS.get(cfg.net), cfg.batch_size, device)
+        times, cpu_times = _timed_steps(cfg, x, y, cfg.eps, device, warmup, batches)
         out = {"batch s": sum(times) / len(times), "batch cpu s": sum(cpu_times) / len(cpu_times),
                "peak MB": _hwm_mb(), "base MB": base_rss, "device": str(device)}
         if device.type == "cuda":
             out["gpu MB"] = peak_memory_mb(device)
         queue.put(out)
     except BaseException as e:  # noqa: BLE001 - reported to the parent as the row's entry
-        queue.put({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
+        queue.put({"error": _error(e, 200)})
 
 
 def time_methods(net: str, cases: list[tuple[str, dict[str, Any]]], device: str = "auto", batches: int = 1,
@@ -186,49 +213,25 @@ def time_methods(net: str, cases: list[tuple[str, dict[str, Any]]], device: str 
     `net` with random pixels; per case the mean step time and, on CUDA, the peak allocated GPU memory
     (or the error, e.g. out of memory). Used by scripts/gpu_check.sh (one child process per network)."""
     from veritrain.experiments.spec import EPS_CIFAR, EPS_IMAGENET
-    from veritrain.models import MODELS, build_model
+    from veritrain.models import MODELS
     from veritrain.training.config import TrainConfig
-    from veritrain.training.loop import select_device
-    from veritrain.training.methods import METHODS, StepContext
 
     spec = MODELS.get(net)
     dev = select_device(device)
     if eps is None:
         eps = {"mnist": 0.3, "cifar10": EPS_CIFAR}.get(spec.dataset, EPS_IMAGENET)
-    x = torch.rand(50, *spec.in_shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    y = torch.randint(0, spec.num_classes, (50,), generator=torch.Generator().manual_seed(1)).to(dev)
+    x, y = _random_batch(spec, 50, dev)
     out: dict[str, dict[str, Any]] = {}
     for label, options in cases:
         try:
             cfg = TrainConfig.from_dict({"net": net, "dataset": spec.dataset, "eps": eps, **options}).resolved()
-            torch.manual_seed(0)
-            model = build_model(net, activation=cfg.activation).to(dev).train()
-            obj = METHODS.get(cfg.method)(cfg)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            gen = torch.Generator(device=dev).manual_seed(0)
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(dev)
-            times = []
-            for i in range(warmup + batches):
-                t0 = time.perf_counter()
-                ctx = StepContext(eps=eps, epoch=0, step=i, num_batches=1000, generator=gen, device=dev)
-                loss, _ = obj.loss(model, x, y, ctx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
+            times, _ = _timed_steps(cfg, x, y, eps, dev, warmup, batches)
             res: dict[str, Any] = {"batch s": sum(times) / len(times)}
             if dev.type == "cuda":
-                res["gpu MB"] = torch.cuda.max_memory_allocated(dev) / 2**20
+                res["gpu MB"] = peak_memory_mb(dev)
             out[label] = res
         except Exception as e:  # noqa: BLE001 - out of memory, unsupported layer: the table says which
-            out[label] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
-        finally:
-            model = obj = opt = None  # noqa: F841 - free the GPU memory before the next case
+            out[label] = {"error": _error(e, 120)}
     return out
 
 
@@ -271,24 +274,27 @@ def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, t
 
     # CPU: a forked child (instant; its peak-RSS mark starts at the parent's size, subtracted as "base MB");
     # CUDA cannot be forked after initialisation: a spawned child
-    ctx = mp.get_context("fork" if str(config.get("device", "cpu")) == "cpu" and os.name == "posix" else "spawn")
+    forked = str(config.get("device", "cpu")) == "cpu" and os.name == "posix"
+    ctx = mp.get_context("fork") if forked else mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_step_child, args=(config, batches, warmup, threads, queue), daemon=True)
     t0 = time.perf_counter()
     child.start()
+    pid = child.pid
+    assert pid is not None  # set by start()
     peak_seen = 0.0
     result: dict[str, Any] | None = None
     while result is None:
         try:
             result = queue.get(timeout=0.2)
         except Exception:  # queue.Empty
-            rss = _status_mb("VmRSS", child.pid) or 0.0
+            rss = _status_mb("VmRSS", pid) or 0.0
             peak_seen = max(peak_seen, rss)
             if not child.is_alive():
                 result = {"error": f"the child exited with code {child.exitcode}"}
             elif time.perf_counter() - t0 > time_limit_s:
                 result = {"error": f"> {time_limit_s:.0f} s", "limit": "time", "peak MB seen": peak_seen}
-            elif cpu_limit_s is not None and _cpu_seconds(child.pid) > cpu_limit_s:
+            elif cpu_limit_s is not None and _cpu_seconds(pid) > cpu_limit_s:
                 result = {"error": f"> {cpu_limit_s:.0f} CPU s", "limit": "time", "peak MB seen": peak_seen}
             elif memory_limit_mb is not None and rss > memory_limit_mb:
                 result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory", "peak MB seen": peak_seen}
@@ -305,7 +311,7 @@ def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, t
 
 #: Table X's methods: (column label, TrainConfig options)
 STEP_METHODS = (("regular", {"method": "regular"}),
-                ("MixTrain", {"method": "mixtrain", "domain": "symbolic-linear", "k_per_batch": 1}),
+                ("MixTrain", {"method": "mixtrain", "domain": DEFAULT_DOMAIN, "k_per_batch": 1}),
                 ("Wong", {"method": "wong", "projections": 50}))
 
 

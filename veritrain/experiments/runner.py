@@ -24,6 +24,7 @@ from veritrain.reporting.io import read_json, read_jsonl, write_csv
 from veritrain.reporting.tables import format_markdown
 from veritrain.training.config import TrainConfig
 from veritrain.training.run_dir import RunFiles
+from veritrain.validation import DEFAULT_DOMAIN
 
 #: the folder (inside --out) holding the run folders; not named "runs", which .gitignore hides
 RUNS_FOLDER = "training-runs"
@@ -197,7 +198,7 @@ def summary_metrics(folder: Path) -> dict[str, Any]:
     out = {
         "ACC": summary.get("test_acc"),
         "ERA": era.get("pgd", era.get("all")) if isinstance(era, dict) else era,
-        "VRA": vra.get("symbolic-linear") if isinstance(vra, dict) else vra,
+        "VRA": vra.get(DEFAULT_DOMAIN) if isinstance(vra, dict) else vra,
         "batch s": sum(times) / len(times) if times else None,
         "train time": format_duration((summary.get("time_s") or {}).get("train")),
         "eval n": ev.get("n"),

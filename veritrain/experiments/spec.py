@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from veritrain.validation import DEFAULT_DOMAIN
+
 SCALES = ("paper", "cpu")
 
 #: every eps in pixel space [0, 1]. CIFAR: the paper's 0.0348 on inputs normalised with sigma = 0.225 is
@@ -30,7 +32,7 @@ PAPER_TRAINING: dict[str, dict[str, Any]] = {
                         eps_start=0.001, eps_ramp_epochs=10),
 }
 #: the final evaluation at the paper's scale: the whole test set, PGD-40 ERA, symbolic-linear VRA
-PAPER_EVAL: dict[str, Any] = dict(full_eval=True, eval_attacks="pgd", eval_domains="symbolic-linear")
+PAPER_EVAL: dict[str, Any] = dict(full_eval=True, eval_attacks="pgd", eval_domains=DEFAULT_DOMAIN)
 
 #: the baselines as the paper ran them (Section V-A/B): Madry PGD-40 step 0.01 random start, WRM with a
 #: smooth activation, Wong et al. with 50 random projections, DiffAI's box domain; MixTrain k' = 1 with
@@ -41,7 +43,7 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "wrm": dict(method="wrm", activation="elu"),
     "wong": dict(method="wong", projections=50),
     "diffai": dict(method="diffai"),
-    "mixtrain": dict(method="mixtrain", domain="symbolic-linear", k_per_batch=1),
+    "mixtrain": dict(method="mixtrain", domain=DEFAULT_DOMAIN, k_per_batch=1),
 }
 #: printed names of the methods, as in the paper's tables
 METHOD_LABELS = {"regular": "Regular training", "madry": "Madry et al.", "wrm": "Sinha et al.",

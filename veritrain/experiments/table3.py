@@ -6,7 +6,7 @@ from veritrain.experiments.spec import DNC, EPS_CIFAR, Experiment, paper_numbers
 GPU_ONLY = "60-epoch training of a large network: for a GPU"
 
 #: (net, eps, method, batch s, training time, (ACC, ERA, VRA) or DNC), as printed in Table III
-PAPER = [
+PAPER: list[tuple[str, float, str, float, str, tuple[float, float, float] | str]] = [
     ("mnist-small", 0.1, "regular", 0.006, "7m12s", (98.6, 0.8, 0)),
     ("mnist-small", 0.1, "madry", 0.027, "32m4s", (99.1, 96.0, 0)),
     ("mnist-small", 0.1, "wrm", 0.026, "31m12s", (98.7, 58.5, 0)),

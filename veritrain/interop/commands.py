@@ -11,6 +11,10 @@ import torch
 from torch import nn
 
 from veritrain.interop import EXTRAS, InteropError, require
+from veritrain.training.run_dir import RunFiles
+
+#: the help of a positional RUN folder
+RUN_HELP = f"a training run folder (uses its {RunFiles.CONFIG} and {RunFiles.MODEL})"
 
 
 def _require(*extras: str) -> None:
@@ -20,9 +24,10 @@ def _require(*extras: str) -> None:
             require(module, extra)
 
 
-def _network_options(p: argparse.ArgumentParser) -> None:
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    """The options naming a network and its data set instead of a RUN folder (export, crosscheck, evaluate)."""
     p.add_argument("--net", help="network: a registered name, file.py:fn or model.onnx (instead of RUN)")
-    p.add_argument("--weights", help="state_dict file for --net (default with RUN: RUN/model.pt)")
+    p.add_argument("--weights", help=f"state_dict file for --net (default with RUN: RUN/{RunFiles.MODEL})")
     p.add_argument("--dataset", help="data set of the test samples (default with RUN: the run's)")
     p.add_argument("--activation", help="activation of a registered network (default: relu, or the run's)")
     p.add_argument("--data-dir", help="data root (default: $VERITRAIN_DATA, else ~/.cache/veritrain)")
@@ -47,10 +52,12 @@ def load_network(run: str | None, args: argparse.Namespace) -> tuple[nn.Module, 
     cfg: dict[str, Any] = {}
     weights = args.weights
     if run:
-        if not (Path(run) / "config.json").is_file():
-            raise ValueError(f"{run} is not a training run folder (no config.json); pass --net and --weights instead")
-        cfg = read_json(Path(run) / "config.json")
-        weights = weights or str(Path(run) / "model.pt")
+        files = RunFiles(run)
+        if not files.config.is_file():
+            raise ValueError(f"{run} is not a training run folder (no {files.CONFIG}); pass --net and --weights "
+                             "instead")
+        cfg = read_json(files.config)
+        weights = weights or str(files.model)
     net, dataset = args.net or cfg.get("net"), args.dataset or cfg.get("dataset")
     if not net or not dataset:
         raise ValueError("give a RUN folder, or --net and --dataset (and --weights)")
@@ -176,8 +183,8 @@ def add_commands(sub: Any) -> None:
 
     ex = sub.add_parser("export", help="a network as ONNX, and VNN-LIB robustness properties with instances.csv "
                                        "(needs veritrain[onnx])")
-    ex.add_argument("run", nargs="?", help="a training run folder (uses its config.json and model.pt)")
-    _network_options(ex)
+    ex.add_argument("run", nargs="?", help=RUN_HELP)
+    add_network_options(ex)
     ex.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write")
     ex.add_argument("--vnnlib", metavar="DIR", help="also write one VNN-LIB property per test sample into DIR")
     ex.add_argument("--instances", metavar="CSV", help="the instances.csv to write (default: DIR/../instances.csv)")
@@ -189,11 +196,11 @@ def add_commands(sub: Any) -> None:
     cc = sub.add_parser("crosscheck", help="every domain's verdicts against Marabou's on the first N test samples; "
                                            "exit 1 on a soundness failure (needs veritrain[onnx,verify])")
     cc.add_argument("runs", nargs="*", help="training run folders (one table row each)")
-    _network_options(cc)
+    add_network_options(cc)
     cc.add_argument("--n", type=int, default=20, help="test samples per network (default: 20)")
     cc.add_argument("--eps", type=float, help="L-inf radius (default with RUN: the run's eps)")
-    cc.add_argument("--domains", default="interval,crown-ibp,symbolic-linear,crown",
-                    help="bound domains to check (default: interval,crown-ibp,symbolic-linear,crown)")
+    cc.add_argument("--domains", default=",".join(DEFAULT_DOMAINS),
+                    help=f"bound domains to check (default: {','.join(DEFAULT_DOMAINS)})")
     cc.add_argument("--timeout", type=float, default=60.0, help="Marabou's timeout per query in seconds (default: 60)")
     cc.add_argument("--out", default="runs/crosscheck", help="output folder (default: runs/crosscheck)")
     cc.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -213,4 +220,7 @@ def add_commands(sub: Any) -> None:
     vn.set_defaults(func=cmd_vnnlib)
 
 
-__all__ = ["add_commands", "cmd_crosscheck", "cmd_export", "cmd_vnnlib", "load_network", "onnx_network"]
+__all__ = [
+    "RUN_HELP", "add_commands", "add_network_options", "cmd_crosscheck", "cmd_export", "cmd_vnnlib", "load_network",
+    "onnx_network",
+]

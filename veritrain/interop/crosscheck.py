@@ -249,7 +249,8 @@ def crosscheck(
             rechecks[i] = {"box_error": rc.box_error, "margin": rc.margin, "confirmed": rc.confirmed}
             (out / "counterexamples").mkdir(parents=True, exist_ok=True)
             np.savez(out / "counterexamples" / f"sample{i}.npz", x=x[i].numpy(), label=int(y[i]), eps=eps,
-                     counterexample=cex.reshape(in_shape), **{k: np.asarray(v) for k, v in rechecks[i].items()})
+                     counterexample=cex.reshape(in_shape), box_error=rc.box_error, margin=rc.margin,
+                     confirmed=rc.confirmed)
         if progress:
             print(f"  sample {i}: Marabou {results[i]} ({mtimes[i]:.2f} s wall, {mcpu[i]:.2f} s CPU)", flush=True)
     times["marabou"] = sum(mcpu)

@@ -63,15 +63,15 @@ class _Graph:
 def _conv_pads(layer: nn.Conv2d) -> list[int]:
     if layer.padding_mode != "zeros":
         raise InteropError(f"Conv2d with padding_mode={layer.padding_mode!r} cannot be exported (zeros only)")
-    if layer.padding == "valid":
+    if not isinstance(layer.padding, str):
+        ph, pw = layer.padding
+    elif layer.padding == "valid":
         ph, pw = 0, 0
-    elif layer.padding == "same":
+    else:  # "same", the only other string Conv2d accepts
         tot = [layer.dilation[i] * (layer.kernel_size[i] - 1) for i in range(2)]
         if any(t % 2 for t in tot):
             raise InteropError(f"Conv2d {layer} with asymmetric 'same' padding cannot be exported")
         ph, pw = tot[0] // 2, tot[1] // 2
-    else:
-        ph, pw = layer.padding  # type: ignore[misc]
     return [ph, pw, ph, pw]
 
 
@@ -140,15 +140,15 @@ def _emit(g: _Graph, modules: Sequence[nn.Module], value: str, shape: tuple[int,
                                                   g.const(_np(m.running_var), "bn_var")], epsilon=float(m.eps))
         elif isinstance(m, nn.AvgPool2d):
             pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
-            k, s, p = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
+            kernel, strides, pads = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
             if m.divisor_override is not None:
                 raise InteropError("AvgPool2d with divisor_override cannot be exported")
-            value = g.node("AveragePool", [value], kernel_shape=k, strides=s, pads=p + p,
+            value = g.node("AveragePool", [value], kernel_shape=kernel, strides=strides, pads=pads + pads,
                            ceil_mode=int(m.ceil_mode), count_include_pad=int(m.count_include_pad))
         elif isinstance(m, Residual):
-            a, a_shape = _emit(g, _leaves(m.branch), value, shape)
-            b, _ = _emit(g, _leaves(m.shortcut), value, shape)
-            value, out_shape = g.node("Add", [a, b]), a_shape
+            branch, branch_shape = _emit(g, _leaves(m.branch), value, shape)
+            shortcut, _ = _emit(g, _leaves(m.shortcut), value, shape)
+            value, out_shape = g.node("Add", [branch, shortcut]), branch_shape
         else:
             raise InteropError(
                 f"cannot export layer {type(m).__name__} ({m}) to ONNX; supported: Linear, Conv2d, ReLU, "

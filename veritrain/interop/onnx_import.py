@@ -123,12 +123,12 @@ class _Reader:
         op = node.op_type
         if op == "Div" and not first:
             raise InteropError(f"Div node {node.name!r} divides a constant by the network's tensor")
-        scale = {"Add": 1.0, "Sub": 1.0 if first else -1.0, "Mul": c, "Div": 1.0 / c}[op]
-        shift = {"Add": c, "Sub": -c if first else c, "Mul": 0.0, "Div": 0.0}[op]
+        scales: dict[str, np.ndarray | float] = {"Add": 1.0, "Sub": 1.0 if first else -1.0, "Mul": c, "Div": 1.0 / c}
+        shifts: dict[str, np.ndarray | float] = {"Add": c, "Sub": -c if first else c, "Mul": 0.0, "Div": 0.0}
         full = (1, *self.shape)
         try:
-            scale = np.broadcast_to(scale, full)[0] if np.ndim(scale) else np.full(self.shape, scale)
-            shift = np.broadcast_to(shift, full)[0] if np.ndim(shift) else np.full(self.shape, shift)
+            scale, shift = (np.broadcast_to(v, full)[0] if np.ndim(v) else np.full(self.shape, v)
+                            for v in (scales[op], shifts[op]))
         except ValueError:
             raise InteropError(f"{op} node {node.name!r}: constant of shape {c.shape} does not fit {full}") from None
         per_channel = scale.reshape(scale.shape[0], -1), shift.reshape(shift.shape[0], -1)
@@ -137,11 +137,11 @@ class _Reader:
             if len(self.shape) == 1 and self.layers and isinstance(self.layers[-1], nn.Linear) and self.pending is None:
                 lin = self.layers[-1]
                 with torch.no_grad():
-                    s, t = torch.from_numpy(scale).to(lin.weight), torch.from_numpy(shift).to(lin.weight)
-                    lin.weight.mul_(s[:, None])
+                    w_scale, w_shift = torch.from_numpy(scale).to(lin.weight), torch.from_numpy(shift).to(lin.weight)
+                    lin.weight.mul_(w_scale[:, None])
                     if lin.bias is None:
                         lin.bias = nn.Parameter(torch.zeros(lin.out_features))
-                    lin.bias.mul_(s).add_(t)
+                    lin.bias.mul_(w_scale).add_(w_shift)
                 return
             ps, pt = self.pending if self.pending is not None else (np.ones(self.shape), np.zeros(self.shape))
             self.pending = (ps * scale, pt * scale + shift)
@@ -220,6 +220,7 @@ class _Reader:
         elif op == "BatchNormalization":
             gamma, beta, mean, var = (self.consts[i] for i in ins[1:5])
             bn = (nn.BatchNorm2d if len(self.shape) == 3 else nn.BatchNorm1d)(len(mean), eps=at.get("epsilon", 1e-5))
+            assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats by default
             with torch.no_grad():
                 for p, v in ((bn.weight, gamma), (bn.bias, beta), (bn.running_mean, mean), (bn.running_var, var)):
                     p.copy_(torch.from_numpy(np.asarray(v, dtype=np.float64)))
@@ -229,7 +230,8 @@ class _Reader:
             pads = list(at.get("pads", [0] * 4))
             if pads[:2] != pads[2:] or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 raise InteropError(f"AveragePool node {node.name!r} with asymmetric or automatic padding")
-            self._append(nn.AvgPool2d(k, list(at.get("strides", [1, 1])), pads[:2], ceil_mode=bool(at.get("ceil_mode", 0)),
+            self._append(nn.AvgPool2d(tuple(k), tuple(at.get("strides", [1, 1])), tuple(pads[:2]),
+                                      ceil_mode=bool(at.get("ceil_mode", 0)),
                                       count_include_pad=bool(at.get("count_include_pad", 0))))
         else:
             raise InteropError(f"ONNX operator {op} (node {node.name!r}) is not supported; supported: {SUPPORTED}")
@@ -286,7 +288,7 @@ class _Reader:
                          bias=b is not None)
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(w))
-            if b is not None:
+            if b is not None and conv.bias is not None:  # conv.bias exists exactly when b does
                 conv.bias.copy_(torch.from_numpy(b))
         self._append(conv)
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds import Ball, compute_bounds
 from veritrain.interop import InteropError
+from veritrain.validation import LINF
 
 #: bound domains tried after the attack, cheap to tight
 DEFAULT_DOMAINS = ("interval", "crown-ibp", "symbolic-linear", "crown")
@@ -54,8 +55,7 @@ def robustness_property(x: Tensor, y: int, eps: float, num_classes: int, comment
     of `Ball.box()`, so exactly the set veritrain bounds) and some Y_j >= Y_y. unsat = robust.
     `targets` restricts j to those classes (one query per class, as complete verifiers often prefer)."""
     targets = [j for j in range(num_classes) if j != y] if targets is None else list(targets)
-    lo, hi = Ball(x.unsqueeze(0).float(), eps).box()
-    lo, hi = lo.flatten().tolist(), hi.flatten().tolist()
+    lo, hi = (bound.flatten().tolist() for bound in Ball(x.unsqueeze(0).float(), eps).box())
     lines = [f"; {comment}" if comment else "; local robustness",
              f"; L-inf ball of radius {eps} around a sample of label {y}, intersected with [0, 1];",
              "; sat: some other class reaches the label's logit (a counterexample); unsat: robust", ""]
@@ -410,8 +410,7 @@ class Instance:
     def attack(self, deadline: float, steps: int = 100, restarts: int = 8, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray] | None:
         """PGD on every disjunct over its float32 box: minimise max_rows(a·Y - b); a re-checked point or None."""
-        boxes = [(d, _float32_box(d)) for d in self.prop.disjuncts]
-        boxes = [(d, b) for d, b in boxes if b is not None]
+        boxes = [(d, box) for d in self.prop.disjuncts if (box := _float32_box(d)) is not None]
         if not boxes:
             return None
         gen = torch.Generator().manual_seed(seed)
@@ -482,7 +481,7 @@ def box_ball(lower: Tensor, upper: Tensor) -> tuple[Ball, bool]:
     at_lo, at_hi = lower <= lo, upper >= hi
     centre = (lower + upper) / 2
     x = torch.where(full, centre, torch.where(at_lo, upper - eps, torch.where(at_hi, lower + eps, centre)))
-    ball = Ball(x.clamp(lo, hi), eps * (1 + 1e-9) + 1e-12, "linf", lo, hi)
+    ball = Ball(x.clamp(lo, hi), eps * (1 + 1e-9) + 1e-12, LINF, lo, hi)
     got_lo, got_hi = ball.box()
     if not (bool((got_lo <= lower).all()) and bool((got_hi >= upper).all())):
         raise RuntimeError("box_ball: the ball does not contain the box (a bug; no bound was computed)")

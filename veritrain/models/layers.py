@@ -10,6 +10,9 @@ from torch import nn
 class Normalize(nn.Module):
     """(x - mean) / std per channel. Models carry it so attacks and bounds work in pixel space [0, 1]."""
 
+    mean: torch.Tensor  # buffers (C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1))

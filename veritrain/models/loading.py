@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import torch
 from torch import nn
@@ -132,7 +132,7 @@ def _shape(t: torch.Tensor) -> str:
     return "(" + ", ".join(str(d) for d in t.shape) + (",)" if t.dim() == 1 else ")")
 
 
-def _is_tensor_map(obj: object) -> bool:
+def _is_tensor_map(obj: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
     return (
         isinstance(obj, Mapping)
         and len(obj) > 0
@@ -181,14 +181,14 @@ def load_error_message(path: str | os.PathLike[str], e: BaseException, fix: str)
 def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
     """A plain state_dict, or one under "model" / "state_dict" (also Wong et al.'s [state_dict])."""
     if _is_tensor_map(obj):
-        return dict(obj)  # type: ignore[arg-type]
+        return dict(obj)
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
             inner = obj.get(key)
             if isinstance(inner, (list, tuple)) and len(inner) == 1:
                 inner = inner[0]
             if _is_tensor_map(inner):
-                return dict(inner)  # type: ignore[arg-type]
+                return dict(inner)
         keys = ", ".join(repr(k) for k in list(obj)[:6])
         raise ModelError(
             f"{path} holds no state_dict (top-level keys: {keys or 'none'}); expected a state_dict "

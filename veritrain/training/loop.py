@@ -49,10 +49,9 @@ from veritrain.training.run_dir import (
 from veritrain.training.run_lock import acquire as acquire_lock
 from veritrain.training.run_lock import release as release_lock
 from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS, make_optimizer, make_scheduler, step_schedule
-from veritrain.validation import check_labels
+from veritrain.validation import LINF, NORMS, check_labels
 from veritrain.versions import versions
 
-NORMS = ("linf", "l2")
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
@@ -75,7 +74,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr_step >= 1, f"--lr-step must be at least 1, got {cfg.lr_step}"),
         (cfg.lr_gamma > 0, f"--lr-gamma must be positive, got {cfg.lr_gamma}"),
         (math.isfinite(cfg.eps) and cfg.eps >= 0, f"--eps must be a finite number >= 0 (pixel space), got {cfg.eps}"),
-        (cfg.norm != "linf" or cfg.eps <= 1,
+        (cfg.norm != LINF or cfg.eps <= 1,
          f"--eps {cfg.eps} exceeds 1, the whole pixel range [0, 1] (L-inf); pixel-space eps are e.g. 0.1, 0.3, 2/255"),
         (cfg.eps_start is None or (math.isfinite(cfg.eps_start) and cfg.eps_start >= 0),
          f"--eps-start must be a finite number >= 0, got {cfg.eps_start}"),

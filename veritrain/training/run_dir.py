@@ -84,7 +84,9 @@ def seed_everything(seed: int) -> None:
 
 def get_rng_state(shuffle_gen: torch.Generator, method_gen: torch.Generator) -> dict[str, Any]:
     """Every random state the loop depends on, in types `torch.load(weights_only=True)` accepts."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # type: ignore[misc]
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy=True, the default: ("MT19937", keys, pos, has_gauss, gauss)
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

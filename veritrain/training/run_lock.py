@@ -82,9 +82,9 @@ def acquire(folder: str | os.PathLike[str], purpose: str) -> Path:
         owner = _read(path)
         if owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == info["host"]:
             raise RunLockedError(f"{folder} is already locked by this process ({owner.get('purpose')})")
-        if not _is_stale(owner):
+        if owner is not None and not _is_stale(owner):
             raise RunLockedError(
-                f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} "  # type: ignore[union-attr]
+                f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} "
                 f"({owner.get('purpose')} since {owner.get('started')}); wait for it to finish or use another "
                 f"folder (if no such process runs, delete {path})")
         with contextlib.suppress(FileNotFoundError):
