@@ -1,4 +1,5 @@
-"""Building blocks of the random test networks shared by the bound tests."""
+"""Building blocks of the random test networks shared by the bound tests, and the synthetic images of the
+training-method tests."""
 import itertools
 
 import numpy as np
@@ -16,6 +17,16 @@ def random_batchnorm(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Mo
         bn.weight.copy_(torch.randn(n, generator=g))
         bn.bias.copy_(torch.randn(n, generator=g) * 0.3)
     return bn.eval()
+
+
+def three_class_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images of `shape` in [0, 1], labels 0, 1, 2 in turn: bright top two rows, bright bottom two rows, dark."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = 0.3 * torch.rand(n, *shape, generator=g)
+    x[y == 0, :, :2] += 0.6
+    x[y == 1, :, -2:] += 0.6
+    return x.clamp(0, 1), y
 
 
 def tiny_net(seed: int, hidden: tuple[int, ...], n_in: int = 2, n_out: int = 2) -> nn.Sequential:

@@ -19,6 +19,8 @@ from veritrain.training.methods.madry import madry_examples
 from veritrain.training.methods.wong import ProjectedDualNetwork
 from veritrain.training.methods.wrm import penalised_objective, wrm_examples
 
+from nets import three_class_images
+
 SHAPE = (1, 4, 4)
 
 
@@ -37,13 +39,7 @@ def conv_res_net(seed: int = 0) -> nn.Sequential:
 
 
 def synthetic(n: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Three classes: bright top rows, bright bottom rows, dark image (pixels in [0, 1])."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = 0.3 * torch.rand(n, *SHAPE, generator=g)
-    x[y == 0, :, :2] += 0.6
-    x[y == 1, :, 2:] += 0.6
-    return x.clamp(0, 1), y
+    return three_class_images(n, SHAPE, seed)
 
 
 def ctx(eps: float, seed: int = 0) -> StepContext:

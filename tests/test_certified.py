@@ -17,6 +17,8 @@ from veritrain.training.methods import METHODS, StepContext
 from veritrain.training.methods.ibp import shi_init, shi_regulariser
 from veritrain.training.schedules import StepSchedule, eps_at_epoch, make_scheduler, smooth_ramp
 
+from nets import three_class_images
+
 SHAPE = (1, 6, 6)
 
 
@@ -27,12 +29,7 @@ def tiny_net(seed: int = 0) -> nn.Module:
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = 0.3 * torch.rand(n, *SHAPE, generator=g)
-    x[y == 0, :, :2] += 0.6
-    x[y == 1, :, 4:] += 0.6
-    return x.clamp(0, 1), y
+    return three_class_images(n, SHAPE, seed)
 
 
 def ctx(eps: float, step: int = 10**6, num_batches: int = 10, seed: int = 0) -> StepContext:

@@ -21,34 +21,13 @@ from veritrain.cli import (
 )
 from veritrain.training.config import TrainConfig
 
+from cli_helpers import run_main, snapshot
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except ImportError:
-        return False
-
-
-needs_models = pytest.mark.skipif(not _has("veritrain.models"), reason="veritrain.models not installed yet")
-needs_mini = pytest.mark.skipif(not (_has("veritrain.models") and _has("veritrain.data")),
-                                reason="needs veritrain.models and veritrain.data (embedded mnist-mini)")
 
 
 def parse_train(*argv: str) -> TrainConfig:
     return config_from_args(build_parser().parse_args(["train", *argv]))
-
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # ----------------------------------------------------------------------------- options
@@ -126,7 +105,6 @@ def test_usage_error_is_one_line(capsys):
 # ----------------------------------------------------------------------------- errors: one line, exit 2, RUN intact
 
 
-@needs_models
 def test_unknown_net_dataset_method_exit_2_one_line(tmp_path, capsys):
     for opt, value, word in (("--net", "mnist-huge", "mnist-huge"), ("--dataset", "svhn", "svhn"),
                              ("--method", "magic", "magic")):
@@ -155,18 +133,6 @@ def test_corrupt_checkpoint_exit_2_and_run_untouched(tmp_path, capsys):
                             "--no-progress")
     assert rc == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(run) == before
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One short real run on the embedded mnist-mini (100 images, 1 epoch, ACC only)."""
-    if not (_has("veritrain.models") and _has("veritrain.data")):
-        pytest.skip("needs veritrain.models and veritrain.data")
-    run = tmp_path_factory.mktemp("cli") / "run"
-    rc = main(["train", "--net", "mnist-small", "--dataset", "mnist-mini", "--train-size", "100", "--epochs", "1",
-               "--out", str(run), "--no-progress", "--eps", "0.1", "--eval-attacks", "", "--eval-domains", ""])
-    assert rc == 0
-    return run
 
 
 def test_train_writes_run_and_resume_of_finished_run(tiny_run, capsys):
@@ -232,7 +198,6 @@ def test_plot(tiny_run, tmp_path, capsys):
 # ----------------------------------------------------------------------------- models, quickstart
 
 
-@needs_models
 def test_models_json_lists_the_eight_networks(capsys):
     rc, out, err = run_main(capsys, "models", "--json")
     rows = json.loads(out)
@@ -258,7 +223,6 @@ def test_quickstart_picks_the_strongest_available_method(tmp_path):
 
 
 @pytest.mark.slow
-@needs_mini
 def test_quickstart_fast_end_to_end(tmp_path, capsys):
     rc, out, err = run_main(capsys, "quickstart", "--fast", "--out", str(tmp_path), "--no-progress")
     assert rc == 0, err

@@ -6,23 +6,13 @@ import json
 import os
 import socket
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from veritrain.cli import main
 from veritrain.training.run_dir import RunFiles
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+from cli_helpers import run_main, snapshot
 
 
 def one_line_error(rc: int, err: str, *words: str) -> None:
@@ -32,15 +22,6 @@ def one_line_error(rc: int, err: str, *words: str) -> None:
     assert "Traceback" not in err
     for w in words:
         assert w in lines[0], (w, lines[0])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli17") / "run"
-    rc = main(["train", "--net", "mnist-small", "--dataset", "mnist-mini", "--train-size", "100", "--epochs", "1",
-               "--out", str(run), "--no-progress", "--eps", "0.1", "--eval-attacks", "", "--eval-domains", ""])
-    assert rc == 0
-    return run
 
 
 # ----------------------------------------------------------------------------- train options
