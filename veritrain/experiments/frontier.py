@@ -146,7 +146,7 @@ def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple
 
 
 def epochs_for_budget(recipe: Recipe, setting: Setting, minutes: float, per_step: tuple[float, float, int],
-                      max_epochs: int = 200) -> int:
+                      max_epochs: int = 1000) -> int:
     """The largest number of epochs whose estimated CPU time fits `minutes` (at least 1)."""
     ramp_t, post_t, nb = per_step
     best = 1
