@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, StepContext
 from veritrain.training.methods.ibp import IBP, check_unit
-from veritrain.training.methods.sabr import training_attack
+from veritrain.training.methods.sabr import check_adv_steps, training_attack
 
 
 @METHODS.register("mtl-ibp")
@@ -25,12 +25,11 @@ class MTLIBP(IBP):
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.a = check_unit("mtl_alpha", cfg.mtl_alpha)
-        if cfg.adv_steps < 0:
-            raise ValueError(f"--adv-steps must be >= 0, got {cfg.adv_steps}")
+        self.adv_steps = check_adv_steps(cfg.adv_steps)
 
     def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor, lower: Tensor, ctx: StepContext) -> Tensor:
         verified = F.cross_entropy(-lower, y)
         if self.a >= 1.0:
             return verified
-        x_adv = training_attack(model, x, y, float(ctx.eps), self.cfg.adv_steps, self.cfg.norm, ctx)
+        x_adv = training_attack(model, x, y, float(ctx.eps), self.adv_steps, self.cfg.norm, ctx)
         return (1.0 - self.a) * F.cross_entropy(model(x_adv), y) + self.a * verified
