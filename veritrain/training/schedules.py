@@ -86,6 +86,8 @@ def step_schedule(cfg: TrainConfig, num_batches: int) -> StepSchedule:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (MNIST-like, lr 1e-3) or SGD with momentum (CIFAR, lr 0.05); `cfg` must be resolved."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.lr is None:
+        raise ValueError("make_optimizer needs a resolved configuration (cfg.resolved() sets the data set's lr)")
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":

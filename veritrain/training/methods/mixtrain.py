@@ -141,7 +141,7 @@ class MixTrain(Objective):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.fixed = cfg.alpha is not None
-        self.alpha = float(cfg.alpha if self.fixed else alpha0)
+        self.alpha = float(cfg.alpha) if cfg.alpha is not None else float(alpha0)
         self.acc0 = default_acc0(cfg.dataset) if cfg.acc0 is None else float(cfg.acc0)
         if not (self.acc0 == 0.0 or 1.0 < self.acc0 <= 100.0):
             raise ValueError(f"acc0 is a percentage in (1, 100] (e.g. 95 for 95%), got {self.acc0}")
