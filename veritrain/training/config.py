@@ -12,6 +12,7 @@ from typing import Any
 
 from veritrain.data.info import DATASETS, training_defaults
 from veritrain.errors import ConfigError
+from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM
 
 # Paper Section V-A: MNIST-like data sets use Adam 1e-3, CIFAR/ImageNet SGD 0.05; x0.6 every 5 epochs.
 # MixTrain departs from it on colour data: with k' = 1 the one bounded image weighs alpha = 0.5 in Eqn. 9
@@ -95,7 +96,7 @@ class TrainConfig:
     eps: float = option(0.1, "final perturbation radius eps in pixel space [0, 1] (e.g. 0.1, 0.3 MNIST; "
                              "2/255 = 0.00784 CIFAR); also the radius of the final ERA/VRA evaluation",
                         group="robust")
-    norm: str = option("linf", "norm of the perturbation ball: {norms}", group="robust")
+    norm: str = option(DEFAULT_NORM, "norm of the perturbation ball: {norms}", group="robust")
     eps_start: float | None = option(None, "eps of the first epoch; eps ramps linearly to --eps over "
                                            "--eps-ramp-epochs (default per data set: {defaults.eps_start})",
                                      group="robust")
@@ -124,7 +125,7 @@ class TrainConfig:
     batch_domain: str | None = option(None, "cheap sound bound on every sample of the batch: {batch_domains} "
                                             "(the --domain bound stays on k' samples)", methods=("mixtrain",))
     # MixTrain (Section IV)
-    domain: str = option("symbolic-linear", "sound over-approximation used in training: {domains} "
+    domain: str = option(DEFAULT_DOMAIN, "sound over-approximation used in training: {domains} "
                                             "(paper: symbolic-linear)", methods=("mixtrain",))
     k: int | None = option(None, "sound training samples per epoch, k in Eqn. 8 (default: k' per batch x "
                                  "batches)", methods=("mixtrain",))
@@ -165,7 +166,7 @@ class TrainConfig:
                                "whole test set)", group="eval")
     eval_attacks: str = option("pgd", "final evaluation: comma-separated attacks for ERA: {attacks} (empty: none)",
                                group="eval")
-    eval_domains: str = option("symbolic-linear", "final evaluation: comma-separated bound domains for VRA: "
+    eval_domains: str = option(DEFAULT_DOMAIN, "final evaluation: comma-separated bound domains for VRA: "
                                                   "{domains} (empty: none)", group="eval")
     monitor_n: int = option(100, "per-epoch test metrics on the first N test images, in metrics.jsonl and the "
                                  "plot: ACC, ERA under PGD and VRA with the training domain (methods that train "

@@ -16,6 +16,7 @@ from veritrain.attacks.base import random_in_ball
 from veritrain.attacks.pgd import pgd_attack
 from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.methods.base import METHODS, Objective, StepContext
+from veritrain.validation import LINF
 
 
 def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
@@ -25,7 +26,7 @@ def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
 
 
 def madry_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, step_size: float,
-                   norm: str = "linf", generator: torch.Generator | None = None) -> Tensor:
+                   norm: str = LINF, generator: torch.Generator | None = None) -> Tensor:
     """PGD examples for training (detached, inside the ball and [0, 1]); random start from `generator`."""
     if eps <= 0:
         return x.detach()

@@ -24,6 +24,7 @@ from veritrain.evaluation.accuracy import batch_accuracy
 from veritrain.training.config import TrainConfig
 from veritrain.training.methods.base import METHODS, Objective, StepContext
 from veritrain.training.methods.ibp import verified_metrics
+from veritrain.validation import LINF
 
 
 @METHODS.register("wong")
@@ -39,12 +40,12 @@ class Wong(Objective):
         if cfg.projections is not None:
             if cfg.projections < 1:
                 raise ValueError(f"--projections must be >= 1 (or unset for the exact bound), got {cfg.projections}")
-            if cfg.norm != "linf":
+            if cfg.norm != LINF:
                 raise ValueError("--projections supports --norm linf only; unset it for the exact dual bound")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         ball = Ball(x, float(ctx.eps), self.cfg.norm)
-        if self.cfg.projections is None and self.cfg.norm != "linf":
+        if self.cfg.projections is None and self.cfg.norm != LINF:
             domain = Dual()  # the engine's backward dual bound (L2 balls)
         else:
             # L-inf exact: the same bound as the `dual` domain (tested), computed forward (~1.7x faster on
