@@ -168,6 +168,10 @@ def test_table1_attacks_at_equal_time(tmp_path, monkeypatch):
         assert 0.0 <= res[k] <= 100.0
     assert res["n"] == 6 and res["attack time s"] > 0 and res["PGD iterations"] >= 40
     assert attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3) == res  # cached
+    # on the CPU clock PGD and CW get the interval attack's CPU seconds (at least: they stop after a whole restart)
+    cpu = attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3, clock="cpu")
+    assert cpu["clock"] == "cpu" and cpu["PGD time s"] >= cpu["attack time s"] or cpu["PGD"] == 100.0
+    assert 0 <= cpu["interval only"] <= 6 and 0 <= cpu["PGD only"] <= 6
 
 
 def test_table10_step_in_a_child_process():
