@@ -253,3 +253,38 @@ def test_cached_conversion_follows_weights_statistics_and_layer_swaps() -> None:
     del model
     gc.collect()
     assert ref() is None  # the cache does not keep models alive
+
+
+@pytest.mark.parametrize("domain", ALL_DOMAINS)
+def test_public_calls_chunk_a_large_batch_with_the_unchunked_results(domain: str, monkeypatch) -> None:
+    """compute_bounds, margin_lower, verify, verified_loss and interval_gradient split a batch into chunks
+    (`chunk_size`, or sized by CHUNK_MEMORY) with the results of one pass. crown-lirpa takes its unstable set
+    over the samples of a pass (auto_LiRPA's policy), so its chunks are compared per sample (chunk_size=1)."""
+    import veritrain.bounds.base as base
+    from veritrain.bounds import interval_gradient, margin_lower, verify
+
+    net, shape = random_net("conv", 3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(23, *shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (23,), generator=g)
+    ball = Ball(x, torch.rand(23, generator=g, dtype=torch.float64) * 0.1)  # per-sample eps, sliced per chunk
+    spec = torch.randn(23, 3, 4, generator=g, dtype=torch.float64)
+    whole = 1 if domain == "crown-lirpa" else 23
+    ref = compute_bounds(net, ball, spec, domain, chunk_size=whole)
+    for size in (5, 23, None):
+        for got, want in zip(compute_bounds(net, ball, spec, domain, chunk_size=size), ref):
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-9), (domain, size)
+    monkeypatch.setattr(base, "CHUNK_MEMORY", 1)  # the memory-sized default: one sample per chunk
+    assert base.chunk_size_for(DOMAINS.get(domain)(), base.to_ops(net, shape), ball) in (1, 23)
+    for got, want in zip(compute_bounds(net, ball, spec, domain), ref):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-9), domain
+    low = margin_lower(net, ball, y, domain, chunk_size=whole)
+    assert torch.allclose(margin_lower(net, ball, y, domain, chunk_size=4), low, rtol=1e-9, atol=1e-9)
+    assert torch.equal(verify(net, ball, y, domain, chunk_size=4), verify(net, ball, y, domain, chunk_size=whole))
+    assert torch.allclose(verified_loss(net, ball, y, domain, chunk_size=4),
+                          verified_loss(net, ball, y, domain, chunk_size=whole), rtol=1e-9, atol=1e-9)
+    grad = interval_gradient(net, ball, y, domain, chunk_size=whole)
+    assert torch.allclose(interval_gradient(net, ball, y, domain, chunk_size=4), grad, rtol=1e-9, atol=1e-9)
+    assert all(p.requires_grad for p in net.parameters())  # the weights are left as they were
+    with pytest.raises(ValueError, match="chunk_size"):
+        compute_bounds(net, ball, spec, domain, chunk_size=0)

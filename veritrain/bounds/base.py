@@ -33,6 +33,15 @@ class Ball:
         check_pixels(self.x, self.lo, self.hi, "Ball: x")
         check_eps(self.eps, self.x.shape[0], "Ball: eps")
 
+    def take(self, rows: slice) -> "Ball":
+        """The ball of the samples `rows` (a slice of the batch), without re-checking the pixels."""
+        e = self.eps
+        if isinstance(e, Tensor) and e.dim() > 0:
+            e = e[rows]
+        out = object.__new__(Ball)
+        out.x, out.eps, out.norm, out.lo, out.hi = self.x[rows], e, self.norm, self.lo, self.hi
+        return out
+
     def eps_view(self) -> Tensor:
         """eps as a tensor broadcastable to x: (B, 1, ..., 1)."""
         e = torch.as_tensor(self.eps, dtype=self.x.dtype, device=self.x.device)
@@ -84,8 +93,42 @@ class Domain:
         the upper bound's work override this."""
         return self.bounds(ops, ball)[0]
 
+    def sample_bytes(self, ops: list[Op], in_shape: tuple[int, ...], element_size: int) -> int:
+        """Rough working memory (bytes) of one sample, from which the public calls size their chunks
+        (`chunk_size_for`); 0: never chunk. The default suits the domains that carry one column per input
+        pixel on every neuron of a layer (symbolic domains, backward intermediate bounds)."""
+        return 2 * element_size * math.prod(in_shape) * max_neurons(ops)
+
 
 DOMAINS: Registry[type[Domain]] = Registry("bound domain")
+
+#: Working memory (bytes) a public bound call (`compute_bounds`, `margin_lower`, `verify`, `verified_loss`,
+#: `interval_gradient`, and through them the interval attack) aims at when it splits a batch into chunks by
+#: itself (`chunk_size=None`): chunk = max(1, CHUNK_MEMORY // the domain's `sample_bytes`). 512 MiB gives 26
+#: samples per chunk for `symbolic-linear` on MNIST Small (the CLI's 25) and 1 on CIFAR Large; the interval
+#: domain never chunks (its memory is that of a forward pass). Assign `veritrain.bounds.base.CHUNK_MEMORY`
+#: to change it for every call, or pass `chunk_size=N` to a call (`chunk_size=len(x)`: one pass).
+CHUNK_MEMORY = 512 * 2 ** 20
+
+
+def max_neurons(ops: list[Op]) -> int:
+    """The largest number of neurons (elements per sample) of any op's output."""
+    return max((math.prod(op.out_shape) for op in ops), default=1)
+
+
+def chunk_size_for(dom: Domain, ops: list[Op], ball: Ball, chunk_size: int | None = None) -> int:
+    """Samples per bound computation: `chunk_size` if given (>= 1), else from `CHUNK_MEMORY`."""
+    n = ball.x.shape[0]
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        return chunk_size
+    per = dom.sample_bytes(ops, tuple(ball.x.shape[1:]), ball.x.element_size())
+    return max(n, 1) if per <= 0 else max(1, CHUNK_MEMORY // per)
+
+
+def _rows(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)] or [slice(0, 0)]
 
 
 def check_supported(model: nn.Module, in_shape: tuple[int, ...], domains: list[str]) -> None:
@@ -108,13 +151,29 @@ def with_spec(ops: list[Op], spec: Tensor | None) -> list[Op]:
 
 
 def compute_bounds(
-    model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear"
+    model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear",
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec)."""
+    """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec).
+
+    The batch is bounded `chunk_size` samples at a time (None: sized by `CHUNK_MEMORY`), so the working
+    memory stays bounded whatever the batch size; the results are those of one pass (every domain bounds
+    each sample on its own, except `crown-lirpa`, whose unstable set is the union over the samples of a pass
+    as in auto_LiRPA). Under autograd, the graphs of all chunks are kept for the backward pass."""
     ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))
     if spec is not None:
         check_spec(spec, ball.x.shape[0], math.prod(ops[-1].out_shape))
-    return _bounds_of_ops(ops, ball, spec, domain)
+    dom = _domain(domain)
+    size = chunk_size_for(dom, ops, ball, chunk_size)
+    if ball.x.shape[0] <= size:
+        return _bounds_of_ops(ops, ball, spec, dom)
+    parts = [_bounds_of_ops(ops, ball.take(r), None if spec is None else spec[r], dom)
+             for r in _rows(ball.x.shape[0], size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _domain(domain: str | Domain) -> Domain:
+    return DOMAINS.get(domain)() if isinstance(domain, str) else domain
 
 
 def _checked(ball: Ball) -> Ball:
@@ -135,8 +194,7 @@ def check_spec(spec: Tensor, batch: int, num_outputs: int) -> None:
 
 
 def _bounds_of_ops(ops: list[Op], ball: Ball, spec: Tensor | None, domain: str | Domain) -> tuple[Tensor, Tensor]:
-    dom = DOMAINS.get(domain)() if isinstance(domain, str) else domain
-    return dom.bounds(with_spec(ops, spec), ball)
+    return _domain(domain).bounds(with_spec(ops, spec), ball)
 
 
 def margin_spec(y: Tensor, num_classes: int) -> Tensor:
@@ -145,44 +203,73 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
     return eye[y].unsqueeze(1) - eye.unsqueeze(0)
 
 
-def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
-    """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0."""
+def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
+                 chunk_size: int | None = None) -> Tensor:
+    """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0 (chunked as `compute_bounds`)."""
     ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))  # converted once: the spec needs the number of classes
     num_classes = math.prod(ops[-1].out_shape)
     check_labels(y, ball.x.shape[0], num_classes)
-    spec = margin_spec(y, num_classes).to(ball.x.dtype)
-    dom = DOMAINS.get(domain)() if isinstance(domain, str) else domain
-    return dom.lower(with_spec(ops, spec), ball)
+    dom = _domain(domain)
+    size = chunk_size_for(dom, ops, ball, chunk_size)
+
+    def lower(b: Ball, yb: Tensor) -> Tensor:
+        return dom.lower(with_spec(ops, margin_spec(yb, num_classes).to(b.x.dtype)), b)
+
+    if ball.x.shape[0] <= size:
+        return lower(ball, y)
+    return torch.cat([lower(ball.take(r), y[r]) for r in _rows(ball.x.shape[0], size)])
 
 
 def verified_loss(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", reduction: str = "mean"
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", reduction: str = "mean",
+    chunk_size: int | None = None,
 ) -> Tensor:
-    """The verified robust loss L(d(x), y) (Eqns. 6-7): CE on the worst-case logits -lower(z_y - z_j)."""
-    return F.cross_entropy(-margin_lower(model, ball, y, domain), y, reduction=reduction)
+    """The verified robust loss L(d(x), y) (Eqns. 6-7): CE on the worst-case logits -lower(z_y - z_j)
+    (chunked as `compute_bounds`)."""
+    return F.cross_entropy(-margin_lower(model, ball, y, domain, chunk_size), y, reduction=reduction)
 
 
 @torch.no_grad()
-def verify(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear") -> Tensor:
-    """Per-sample proof of robustness: every margin z_y - z_j (j != y) has a positive lower bound."""
-    lower = margin_lower(model, ball, y, domain)
+def verify(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
+           chunk_size: int | None = None) -> Tensor:
+    """Per-sample proof of robustness: every margin z_y - z_j (j != y) has a positive lower bound
+    (chunked as `compute_bounds`)."""
+    lower = margin_lower(model, ball, y, domain, chunk_size)
     lower = lower.scatter(1, y.view(-1, 1), float("inf"))
     return (lower > 0).all(dim=1)
 
 
 def interval_gradient(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear"
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
+    chunk_size: int | None = None,
 ) -> Tensor:
-    """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III)."""
-    x = ball.x.detach().requires_grad_(True)
-    moved = Ball(x, ball.eps, ball.norm, ball.lo, ball.hi)
-    with torch.enable_grad():
-        loss = verified_loss(model, moved, y, domain, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
+    """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III).
+
+    One backward pass per chunk (`chunk_size`, as `compute_bounds`), so the memory stays bounded; the
+    weights' gradients are neither computed nor recorded."""
+    dom = _domain(domain)
+    ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))
+    size = chunk_size_for(dom, ops, ball, chunk_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = []
+    try:
+        for p in params:  # only d/dx is wanted: keep autograd off the weights
+            p.requires_grad_(False)
+        for r in _rows(ball.x.shape[0], size):
+            part = ball.take(r)
+            x = part.x.detach().requires_grad_(True)
+            moved = Ball(x, part.eps, part.norm, part.lo, part.hi)
+            with torch.enable_grad():
+                loss = verified_loss(model, moved, y[r], dom, reduction="sum", chunk_size=x.shape[0])
+                (grad,) = torch.autograd.grad(loss, x)
+            grads.append(grad)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return torch.cat(grads)
 
 
 __all__ = [
-    "AffineOp", "Ball", "DOMAINS", "Domain", "LinearOp", "check_supported", "compute_bounds", "interval_gradient",
+    "AffineOp", "Ball", "CHUNK_MEMORY", "DOMAINS", "Domain", "LinearOp", "check_supported", "chunk_size_for", "compute_bounds", "interval_gradient",
     "margin_lower", "margin_spec", "verified_loss", "verify", "with_spec",
 ]

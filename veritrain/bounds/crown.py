@@ -273,6 +273,13 @@ class BackwardDomain(Domain):
         self.lirpa_sparsity, self.lirpa_union = lirpa_sparsity, lirpa_union
         self.rule = LOWER_SLOPES[self.lower_slope]
 
+    def sample_bytes(self, ops: list[Op], in_shape: tuple[int, ...], element_size: int) -> int:
+        if self.backward_intermediate:
+            return super().sample_bytes(ops, in_shape, element_size)
+        # interval intermediate bounds, one backward pass of the spec rows (twice for the upper bound)
+        rows = 2 * math.prod(ops[-1].out_shape) if ops else 1
+        return 2 * element_size * rows * sum(math.prod(op.out_shape) for op in ops)
+
     # ----- intermediate bounds -------------------------------------------------------------------
     def layer_bounds(self, ops: list[Op], ball: Ball) -> tuple[LayerBounds, tuple[Tensor, Tensor]]:
         """Input bounds of every activation and max pooling (in network order) and the interval bounds of the
@@ -304,11 +311,16 @@ class BackwardDomain(Domain):
             if k == 0:
                 return lower, upper
             idx = unstable.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :k]
+            padded = ~unstable.gather(1, idx)  # rows past a sample's own unstable count (batch padding)
         else:
             idx = torch.arange(n, device=flat_l.device).expand(batch, n)
+            padded = None
         bl, bu = self._backward_bounds(path, ball, bounds, idx)
         if self.intersect:
             bl, bu = torch.maximum(flat_l.gather(1, idx), bl), torch.minimum(flat_u.gather(1, idx), bu)
+        if padded is not None:  # keep a sample's bounds independent of the others in its batch (and chunk)
+            bl = torch.where(padded, flat_l.gather(1, idx), bl)
+            bu = torch.where(padded, flat_u.gather(1, idx), bu)
         new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
@@ -471,6 +483,11 @@ class Dual(BackwardDomain):
         if self.forward_net is not None:
             return self.forward_net.bounds(ops, ball)
         return super().bounds(ops, ball)
+
+    def sample_bytes(self, ops: list[Op], in_shape: tuple[int, ...], element_size: int) -> int:
+        if self.forward_net is not None:
+            return self.forward_net.sample_bytes(ops, in_shape, element_size)
+        return super().sample_bytes(ops, in_shape, element_size)
 
     def lower(self, ops: list[Op], ball: Ball) -> Tensor:
         if self.forward_net is not None:

@@ -166,6 +166,11 @@ class ProjectedDualNetwork(Domain):
             lower, upper = torch.maximum(lower, s.ibp[0]), torch.minimum(upper, s.ibp[1])
         return lower, upper
 
+    def sample_bytes(self, ops: list[Op], in_shape: tuple[int, ...], element_size: int) -> int:
+        # k projections: the memory of k forward passes, and a training estimate whose random draws a chunking
+        # would reorder: never chunked
+        return 0 if self.k is not None else super().sample_bytes(ops, in_shape, element_size)
+
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         """(lower, upper) of the ops' output over the ball, (B, *out_shape) flattened to (B, n)."""
         if ball.norm != "linf":

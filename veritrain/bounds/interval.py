@@ -152,4 +152,7 @@ class Interval(Domain):
         (lower, upper), first = start_box(ops, ball)
         return interval_ops(ops[first:], lower, upper)
 
+    def sample_bytes(self, ops: list[Op], in_shape: tuple[int, ...], element_size: int) -> int:
+        return 0  # the memory of a forward pass: never chunked
+
     _first_affine_l2 = staticmethod(first_affine_l2)
