@@ -288,3 +288,42 @@ def test_coloured_error_symbols_before_a_residual_block(seed: int, eps: float) -
     for domain in (SymbolicLinear(), SymbolicLinear(colour_errors=True)):
         for d, c in zip(dense, compute_bounds(net, ball, spec, domain)):
             assert torch.allclose(d, c, rtol=1e-9, atol=1e-9)
+
+
+def _onehot_net(variant: int, seed: int) -> tuple[nn.Module, tuple[int, ...]]:
+    torch.manual_seed(seed)
+    if variant == 0:  # strided, dilated and padded convolutions after ReLUs, then Linear layers
+        net = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 5, 3, 2, 2, dilation=2), nn.ReLU(),
+                            nn.Conv2d(5, 3, (2, 3), (1, 2), (0, 1)), nn.ReLU(), nn.Flatten(), nn.Linear(18, 7),
+                            nn.ReLU(), nn.Linear(7, 4))
+        return net.double().eval(), (2, 7, 7)
+    if variant == 1:  # a grouped convolution, BatchNorm, LeakyReLU, max pooling and a residual sum (densified)
+        net = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(4, 4, 3, 1, 1, groups=2),
+                            nn.BatchNorm2d(4).eval(), nn.ReLU(), nn.MaxPool2d(2),
+                            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 1))),
+                            nn.Tanh(), nn.Flatten(), nn.Linear(36, 4))
+        return net.double().eval(), (2, 6, 6)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 8), nn.Sigmoid(), nn.Linear(8, 3))
+    return net.double().eval(), (3, 2, 2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.02, 0.5),
+       norm=st.sampled_from(["linf", "l2"]))
+def test_onehot_error_blocks_give_the_dense_bounds(seed: int, variant: int, eps: float, norm: str) -> None:
+    """Fresh error symbols kept as `OneHot` blocks (gathers through Linear and convolutions, scatters when
+    concretised, densified elsewhere) give the bounds of dense error columns, with and without colouring."""
+    from veritrain.bounds.symbolic_linear import SymbolicLinear
+
+    net, shape = _onehot_net(variant, seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, *shape, generator=g, dtype=torch.float64)
+    ball = Ball(x, eps, norm)
+    spec = torch.randn(3, 2, 4 if variant < 2 else 3, generator=g, dtype=torch.float64)
+    for colour in (False, True):
+        want = compute_bounds(net, ball, spec, SymbolicLinear(colour=colour, sparse=False))
+        dom = SymbolicLinear(colour=colour)
+        got = compute_bounds(net, ball, spec, dom)
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), (variant, colour)
+    assert dom.sparse and dom.error_symbols > 0 or eps < 0.05

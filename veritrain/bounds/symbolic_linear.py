@@ -11,8 +11,12 @@ max pooling is max = x_j + gap·e_new (j: the largest lower bound of the window,
 
 Error symbols are just more columns of G (B, d + m, *shape), kept as blocks keyed by the op that made them
 ('input' for the input columns): an activation appends, per sample, one column per unstable neuron (padded
-to the batch maximum with zero columns), so memory grows with the number of unstable neurons; chunk the
-samples (`veritrain.evaluation.vra`) to bound it. At a join (residual sum) the blocks of the same key are
+to the batch maximum with zero columns), so memory grows with the number of unstable neurons; the public
+calls chunk the samples (`veritrain.bounds.base.CHUNK_MEMORY`) to bound it. A fresh block has one non-zero
+per column and is kept in that form (`OneHot`: the neuron and the coefficient of each column) until an op
+mixes neurons: per-neuron scalings keep it, a Linear layer or a convolution applied to it is a gather of
+its weight (no product with mostly-zero columns), concretising it is a scatter; any other op densifies it.
+The numbers are those of the dense columns (the same products, without the zero terms). At a join (residual sum) the blocks of the same key are
 the same variables and add up; the others are distinct variables and are kept side by side. Interval
 bounds are propagated alongside and intersected with the concretised ones at every activation and at the
 output: the result is never looser than the `interval` domain. The spec C (SpecOp) is applied like any
@@ -20,35 +24,128 @@ affine op.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
 from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.interval import fold_spec, interval_step
-from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp
+from veritrain.bounds.ops import (
+    ActivationOp, AddOp, AffineOp, CatOp, Conv2dOp, LinearOp, MaxPool2dOp, Op, ReLUOp, ReshapeOp,
+)
 from veritrain.bounds.relaxations import Lines, relu_relaxation, s_shaped_relaxation
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
 
-Form = tuple[list[Tensor], Tensor]  # (column blocks, each (B, M_i, *shape); constant c (B, *shape))
-Blocks = dict[Any, Tensor]  # block key ('input' or the op that made the symbols) -> (B, M_i, *shape)
+Form = tuple[list["Block"], Tensor]  # (column blocks, each (B, M_i, *shape); constant c (B, *shape))
+Blocks = dict[Any, "Block"]  # block key ('input' or the op that made the symbols) -> (B, M_i, *shape)
 Value = tuple[Blocks, Tensor, Box]  # blocks, constant c (B, *shape), interval box
 INPUT = "input"
 
 
-def concretize_blocks(space: InputSpace, blocks: list[Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
+class OneHot:
+    """A block of columns with one non-zero each (fresh error symbols): column k of sample b is `val[b, k]` at
+    the flat neuron `idx[b, k]` of a (B, *shape) layer; padding columns have val 0. `dense()` is the
+    (B, m, *shape) tensor it stands for."""
+
+    def __init__(self, idx: Tensor, val: Tensor, shape: tuple[int, ...]) -> None:
+        self.idx, self.val, self.shape = idx, val, tuple(shape)
+
+    @property
+    def columns(self) -> int:
+        return self.idx.shape[1]
+
+    def dense(self) -> Tensor:
+        b, m = self.idx.shape
+        n = self.val.new_zeros(b, m, math.prod(self.shape))
+        return n.scatter(2, self.idx.unsqueeze(2), self.val.unsqueeze(2)).reshape(b, m, *self.shape)
+
+    def per_neuron(self, v: Tensor) -> Tensor:
+        """The sum over columns of `v` (a function of val), per neuron: (B, *shape)."""
+        out = v.new_zeros(v.shape[0], math.prod(self.shape)).scatter_add(1, self.idx, v)
+        return out.reshape(v.shape[0], *self.shape)
+
+    def __mul__(self, k: float) -> "OneHot":
+        return OneHot(self.idx, self.val * k, self.shape)
+
+    __rmul__ = __mul__
+
+    def scale(self, slope: Tensor) -> "OneHot":
+        """The columns times a per-neuron factor slope (B, *shape)."""
+        return OneHot(self.idx, self.val * slope.flatten(1).gather(1, self.idx), self.shape)
+
+
+Block = Tensor | OneHot
+
+
+def dense(b: Block) -> Tensor:
+    return b.dense() if isinstance(b, OneHot) else b
+
+
+def _conv_index(op: Conv2dOp) -> tuple[Tensor, Tensor]:
+    """Per spatial axis, the kernel index (n_in, n_out) that links input i to output o (K + 1 where none)."""
+    cached = op.__dict__.get("_onehot_index")
+    dev = op.layer.weight.device
+    if cached is not None and cached[0].device == dev:
+        return cached
+    tables = []
+    for axis in range(2):
+        k, s, p, d = op.layer.kernel_size[axis], op.layer.stride[axis], op._padding[axis], op.layer.dilation[axis]
+        i = torch.arange(op.in_shape[1 + axis], device=dev).unsqueeze(1)
+        o = torch.arange(op.out_shape[1 + axis], device=dev).unsqueeze(0)
+        off = i + p - o * s
+        kk = torch.div(off, d, rounding_mode="floor")
+        ok = (off >= 0) & (off % d == 0) & (kk < k)
+        tables.append(torch.where(ok, kk, torch.full_like(kk, k)))
+    op.__dict__["_onehot_index"] = (tables[0], tables[1])
+    return tables[0], tables[1]
+
+
+def linear_block(op: AffineOp, b: Block) -> Block:
+    """W b for a block: `op.linear` on a dense block; on a `OneHot` block a gather of the weight's columns
+    (Linear, ungrouped Conv2d), the same flat indices (reshape), else op.linear on its dense form."""
+    if not isinstance(b, OneHot):
+        return op.linear(b)
+    if isinstance(op, ReshapeOp):
+        return OneHot(b.idx, b.val, op.out_shape)
+    bsz, m = b.idx.shape
+    if isinstance(op, LinearOp):
+        cols = op.layer.weight.t().index_select(0, b.idx.flatten()).reshape(bsz, m, -1)
+        return cols * b.val.unsqueeze(2)
+    if isinstance(op, Conv2dOp) and op.layer.groups == 1:
+        w = op.layer.weight  # (Co, Ci, Kh, Kw); out[co, oi, oj] of the unit input at (c, i, j) = w[co, c, kh, kw]
+        co, ci, kh, kw = w.shape
+        _, h, wd = op.in_shape
+        th, tw = _conv_index(op)
+        c, i, j = b.idx // (h * wd), (b.idx // wd) % h, b.idx % wd
+        flat = (c * ((kh + 1) * (kw + 1))).view(bsz, m, 1, 1) + th[i].unsqueeze(3) * (kw + 1) + tw[j].unsqueeze(2)
+        wpad = F.pad(w, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero row and column (no link)
+        cols = wpad.index_select(1, flat.flatten()).reshape(co, bsz, m, *flat.shape[2:]).permute(1, 2, 0, 3, 4)
+        return cols * b.val.view(bsz, m, 1, 1, 1)
+    return op.linear(b.dense())
+
+
+def concretize_blocks(space: InputSpace, blocks: list[Block], c: Tensor) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of a form: block 0 holds the input columns, later blocks error symbols in [0, 1]."""
+    def neg_total(b: Block) -> tuple[Tensor, Tensor]:
+        if isinstance(b, OneHot):
+            return b.per_neuron(b.val.clamp(max=0)), b.per_neuron(b.val)
+        return b.clamp(max=0).sum(1), b.sum(1)
+
     if space.unit:  # every variable in [0, 1]: lower = c + sum min(G, 0), upper = c + sum G - sum min(G, 0)
-        neg = sum(b.clamp(max=0).sum(1) for b in blocks)
-        total = sum(b.sum(1) for b in blocks)
+        parts = [neg_total(b) for b in blocks]
+        neg = sum(p[0] for p in parts)
+        total = sum(p[1] for p in parts)
         return c + neg, c + total - neg  # type: ignore[operator]
-    lower, upper = space.concretize(blocks[0], c, True), space.concretize(blocks[0], c, False)
+    first = dense(blocks[0])
+    lower, upper = space.concretize(first, c, True), space.concretize(first, c, False)
     for b in blocks[1:]:
-        neg = b.clamp(max=0).sum(1)
-        lower, upper = lower + neg, upper + b.sum(1) - neg
+        neg, total = neg_total(b)
+        lower, upper = lower + neg, upper + total - neg
     return lower, upper
 
 
@@ -60,38 +157,38 @@ def use_colours(n_new: int, colouring: Colouring | None, always: bool = False) -
 
 
 def error_block(offset: Tensor, mask: Tensor, colouring: Colouring | None = None,
-                always: bool = False) -> tuple[Tensor | None, int]:
+                always: bool = False, sparse: bool = False) -> tuple[Block | None, int]:
     """New error symbols e in [0, 1] with coefficient `offset` (B, *shape) on the neurons where `mask` holds
-    (offset is 0 elsewhere): one column per such neuron of each sample, zero-padded to the batch maximum, or
-    (with a `colouring` and `use_colours`) one column per colour. Returns the block (or None) and the count."""
+    (offset is 0 elsewhere): one column per such neuron of each sample, zero-padded to the batch maximum
+    (as a `OneHot` block with `sparse`), or (with a `colouring` and `use_colours`) one column per colour.
+    Returns the block (or None) and the count."""
     flat = mask.flatten(1)
     n_new = int(flat.sum(1).max()) if flat.numel() else 0  # one host sync per layer: the new column count
     if n_new == 0:
         return None, 0
     if use_colours(n_new, colouring, always):
         return colouring.start(offset), n_new  # type: ignore[union-attr]
-    b, n = flat.shape
     idx = torch.argsort(flat.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
     vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off the masked neurons)
-    cols = torch.zeros(b, n_new, n, dtype=offset.dtype, device=offset.device).scatter(2, idx.unsqueeze(2),
-                                                                                       vals.unsqueeze(2))
-    return cols.reshape(b, n_new, *offset.shape[1:]), n_new
+    block = OneHot(idx, vals, tuple(offset.shape[1:]))
+    return (block if sparse else block.dense()), n_new
 
 
-def relax(blocks: list[Tensor], c: Tensor, lines: Lines, colouring: Colouring | None = None,
-          always: bool = False) -> tuple[Form, int]:
+def relax(blocks: list[Block], c: Tensor, lines: Lines, colouring: Colouring | None = None,
+          always: bool = False, sparse: bool = False) -> tuple[Form, int]:
     """f(z) = slope·z + lower_bias + width·e_new for z = G·v + c: the blocks scaled by the slope per neuron and
     one block of new columns appended (`error_block`); returns the form and the number of new symbols."""
     scale = lines.slope.unsqueeze(1)
-    blocks, c = [b * scale for b in blocks], c * lines.slope
+    blocks = [b.scale(lines.slope) if isinstance(b, OneHot) else b * scale for b in blocks]
+    c = c * lines.slope
     if lines.lower_bias is not None:
         c = c + lines.lower_bias
-    new, n_new = error_block(lines.width, lines.unstable, colouring, always)
-    return (blocks if new is None else blocks + [new], c), n_new
+    new, n_new = error_block(lines.width, lines.unstable, colouring, always, sparse)
+    return (blocks if new is None else blocks + [new], c), n_new  # type: ignore[return-value]
 
 
-def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor,
-               colouring: Colouring | None = None, always: bool = False) -> tuple[Form, int]:
+def relax_relu(blocks: list[Block], c: Tensor, lower: Tensor, upper: Tensor,
+               colouring: Colouring | None = None, always: bool = False, sparse: bool = False) -> tuple[Form, int]:
     """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols.
 
     relu(z) = lambda·z + (-lambda·l)·e_new: the existing blocks are scaled by lambda per neuron and one block
@@ -99,7 +196,7 @@ def relax_relu(blocks: list[Tensor], c: Tensor, lower: Tensor, upper: Tensor,
     With a `colouring` of the ReLU's neurons (`error_colouring`) and `use_colours`, the new block has one
     column per colour instead: column k holds the offsets of the unstable neurons of colour k.
     """
-    return relax(blocks, c, relu_relaxation(lower, upper), colouring, always)
+    return relax(blocks, c, relu_relaxation(lower, upper), colouring, always, sparse)
 
 
 def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor | None) -> Tensor:
@@ -117,7 +214,7 @@ def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor 
 
 def _affine(dom: "SymbolicLinear", op: AffineOp, v: Value) -> Value:
     blocks, c, box = v
-    return {k: op.linear(b) for k, b in blocks.items()}, affine_const(op, c), interval_step(op, *box)
+    return {k: linear_block(op, b) for k, b in blocks.items()}, affine_const(op, c), interval_step(op, *box)
 
 
 def _concrete(dom: "SymbolicLinear", v: Value) -> Box:
@@ -129,14 +226,14 @@ def _concrete(dom: "SymbolicLinear", v: Value) -> Box:
 def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
     blocks, c, _ = v
     lower, upper = _concrete(dom, v)
-    col, always = dom._colouring, bool(dom.colour_errors)
+    col, always, sparse = dom._colouring, bool(dom.colour_errors), dom.sparse
     if isinstance(op, ReLUOp) and op.negative_slope == 0.0:
-        (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always)
+        (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always, sparse)
         dom._unstable = (lower < 0) & (upper > 0)
     else:
         lines = relu_relaxation(lower, upper, op.negative_slope) if isinstance(op, ReLUOp) \
             else s_shaped_relaxation(op, lower, upper)  # type: ignore[arg-type]
-        (new, c), n_new = relax(list(blocks.values()), c, lines, col, always)
+        (new, c), n_new = relax(list(blocks.values()), c, lines, col, always, sparse)
         dom._unstable = lines.unstable
     dom.error_symbols += n_new
     out = dict(zip(blocks, new))
@@ -149,10 +246,10 @@ def _maxpool(dom: "SymbolicLinear", op: MaxPool2dOp, v: Value) -> Value:
     blocks, c, _ = v
     lower, upper = _concrete(dom, v)
     idx, _, gap, _ = op.select(lower, upper)
-    out = {k: op.gather(b, idx) for k, b in blocks.items()}
+    out = {k: op.gather(dense(b), idx) for k, b in blocks.items()}
     c = op.gather(c.unsqueeze(1), idx).squeeze(1)
     gap = gap.reshape(c.shape)
-    new, n_new = error_block(gap, gap > 0)
+    new, n_new = error_block(gap, gap > 0, sparse=dom.sparse)
     dom.error_symbols += n_new
     if new is not None:
         out[op] = new
@@ -164,7 +261,7 @@ def _add(dom: "SymbolicLinear", op: AddOp, *vs: Value) -> Value:
     out: Blocks = {}
     for blocks, _, _ in vs:
         for k, b in blocks.items():
-            out[k] = out[k] + b if k in out else b
+            out[k] = dense(out[k]) + dense(b) if k in out else b
     c = sum(v[1] for v in vs)
     return out, c, (sum(v[2][0] for v in vs), sum(v[2][1] for v in vs))  # type: ignore[return-value]
 
@@ -174,8 +271,8 @@ def _cat(dom: "SymbolicLinear", op: CatOp, *vs: Value) -> Value:
     keys = list(dict.fromkeys(k for v in vs for k in v[0]))
     out: Blocks = {}
     for k in keys:
-        ref = next(v[0][k] for v in vs if k in v[0])
-        parts = [v[0][k] if k in v[0] else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
+        ref = dense(next(v[0][k] for v in vs if k in v[0]))
+        parts = [dense(v[0][k]) if k in v[0] else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
                  for v, shape in zip(vs, op.in_shapes)]
         b = max(p.shape[0] for p in parts)
         out[k] = op.cat([p.expand(b, *p.shape[1:]) for p in parts], 2)
@@ -197,8 +294,9 @@ class SymbolicLinear(Domain):
     name = "symbolic-linear"
     table = TABLE
 
-    def __init__(self, colour: bool = True, colour_errors: bool | None = None) -> None:
+    def __init__(self, colour: bool = True, colour_errors: bool | None = None, sparse: bool = True) -> None:
         self.error_symbols = 0
+        self.sparse = sparse  # fresh error symbols as `OneHot` blocks (False: dense columns; the same numbers)
         self.colour = colour  # compress the input columns through the local layers (`colouring`)
         # error symbols of activations inside those layers by colour too (with `colour`): None = when that
         # means much fewer columns (`use_colours`), True = always, False = never
