@@ -104,11 +104,12 @@ DOMAINS: Registry[type[Domain]] = Registry("bound domain")
 
 #: Working memory (bytes) a public bound call (`compute_bounds`, `margin_lower`, `verify`, `verified_loss`,
 #: `interval_gradient`, and through them the interval attack) aims at when it splits a batch into chunks by
-#: itself (`chunk_size=None`): chunk = max(1, CHUNK_MEMORY // the domain's `sample_bytes`). 512 MiB gives 26
-#: samples per chunk for `symbolic-linear` on MNIST Small (the CLI's 25) and 1 on CIFAR Large; the interval
-#: domain never chunks (its memory is that of a forward pass). Assign `veritrain.bounds.base.CHUNK_MEMORY`
+#: itself (`chunk_size=None`): chunk = max(1, CHUNK_MEMORY // the domain's `sample_bytes`). 256 MiB gives 13
+#: samples per chunk for `symbolic-linear` on MNIST Small (faster than 25, whose intermediates fall out of the
+#: caches: 7 against 10 CPU ms per image) and 1 on CIFAR Large; the interval domain never chunks (its memory
+#: is that of a forward pass). Assign `veritrain.bounds.base.CHUNK_MEMORY`
 #: to change it for every call, or pass `chunk_size=N` to a call (`chunk_size=len(x)`: one pass).
-CHUNK_MEMORY = 512 * 2 ** 20
+CHUNK_MEMORY = 256 * 2 ** 20
 
 
 def max_neurons(ops: list[Op]) -> int:

@@ -1,8 +1,9 @@
 """Verified robust accuracy (VRA, Section II): the share of test samples that are classified correctly
 and proved robust by a sound bound domain over B_eps(x) ∩ [0, 1].
 
-Memory is bounded by `chunk_size` (samples per bound computation): symbolic domains carry d input
-columns plus one error column per unstable ReLU per sample, so their memory grows linearly in it.
+Memory is bounded by `chunk_size` (samples per bound computation; None: the bound engine's default, sized by
+`veritrain.bounds.base.CHUNK_MEMORY`): symbolic domains carry d input columns plus one error column per
+unstable ReLU per sample, so their memory grows linearly in it.
 Misclassified samples are never bounded (they cannot count), nor are samples with a known counterexample
 in the same ball (`candidates`, e.g. the ERA attacks' robust mask): no sound bound can prove them. As a
 guard against unsound bounds or attacks, a few of those skipped samples are bounded anyway
@@ -16,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from veritrain.attacks.base import eval_mode
-from veritrain.bounds import DOMAINS, Ball, verify
+from veritrain.bounds import DOMAINS, Ball, to_ops, verify
+from veritrain.bounds.base import chunk_size_for
 from veritrain.evaluation.accuracy import model_device, percent
 from veritrain.progress import progress_bar
 from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM
@@ -31,7 +33,7 @@ def verified_mask(
     domain: str,
     norm: str = DEFAULT_NORM,
     batch_size: int = 500,
-    chunk_size: int = 25,
+    chunk_size: int | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
     candidates: Tensor | None = None,
@@ -44,7 +46,7 @@ def verified_mask(
     of them, whose proof would expose an unsound bound or attack (RuntimeError)."""
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}; pass one label per image")
-    if chunk_size < 1 or batch_size < 1:
+    if (chunk_size is not None and chunk_size < 1) or batch_size < 1:
         raise ValueError(f"chunk_size and batch_size must be >= 1 (got {chunk_size}, {batch_size})")
     DOMAINS.get(domain)  # fail early with the list of domains
     dev = torch.device(device) if device is not None else model_device(model)
@@ -68,10 +70,14 @@ def verified_mask(
                         f"domain {domain!r} proved sample(s) {check[proved].tolist()} robust at eps={eps:g}, "
                         "but an attack found a misclassified point in the same ball: a bound or an attack is unsound")
             ok[broken] = False
+        size = chunk_size or 1
+        if chunk_size is None and len(todo):  # the bound engine's memory-sized default (`bounds.base.CHUNK_MEMORY`)
+            first = Ball(x[todo[:1]].to(dev), eps, norm)
+            size = chunk_size_for(DOMAINS.get(domain)(), to_ops(model, tuple(x.shape[1:])), first)
         bar = progress_bar(total=len(x), desc=f"vra {domain} eps={eps:g}", enabled=progress)
         bar.update(len(x) - len(todo))
-        for j in range(0, len(todo), chunk_size):
-            idx = todo[j:j + chunk_size]
+        for j in range(0, len(todo), size):
+            idx = todo[j:j + size]
             ball = Ball(x[idx].to(dev), eps, norm)
             ok[idx] = verify(model, ball, y[idx].to(dev), domain).cpu()
             bar.update(len(idx))
@@ -91,7 +97,7 @@ def verified_robust_accuracy(
     domains: Sequence[str] = (DEFAULT_DOMAIN,),
     norm: str = DEFAULT_NORM,
     batch_size: int = 500,
-    chunk_size: int = 25,
+    chunk_size: int | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
     candidates: Tensor | None = None,
