@@ -18,7 +18,7 @@ with symbolic-linear unless the table says otherwise, the whole test set): meant
 --scale cpu reduces it so that it finishes on a few (shared) CPU cores: 1-4 epochs (eps ramp and lr decay
 compressed to match) on a training subset (1,000-5,000 images; Table I's FC1 on all 60,000), ERA/VRA on the first
 500 test images, acc0 90, MNIST Small at eps 0.1 for the CIFAR Small experiments (Table VIII: k' = 1, 2, 5;
-Table IX, Figure 8), in Table I Madry with PGD-8 (FC1, 6 epochs) / PGD-3 (FC2) and the interval attack with
+Table IX, Figure 8), in Table I Madry with PGD-8 (FC1, 5 epochs) / PGD-3 (FC2) and the interval attack with
 crown-ibp on 500/20 images at equal CPU time, Wong et al. with 10 projections in Table IV, CPU time and forked
 children capped at 8 CPU s in Table X, and only the rows small enough (the large networks are for a GPU).
 `--dry-run` prints exactly what each scale runs.
