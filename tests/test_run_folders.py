@@ -188,6 +188,20 @@ def test_train_time_counts_every_epoch_across_a_resume(tmp_path):
     assert resumed["resumed"] is True
 
 
+def test_a_resume_with_no_epoch_left_still_writes_the_weights(tmp_path):
+    """A resume whose checkpoint already holds every epoch (a kill between the last checkpoint and model.pt, or
+    a folder copied without its weights) trains nothing but evaluates the checkpoint: its model.pt must be
+    written too, equal to the checkpoint's weights."""
+    folder = tmp_path / "run"
+    run(cfg_for(folder, epochs=2))
+    (folder / "model.pt").unlink()
+    run(cfg_for(folder, epochs=2, resume=True))
+    weights = torch.load(folder / "model.pt", weights_only=True)
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=False)
+    assert weights.keys() == ckpt["model"].keys()
+    assert all(torch.equal(weights[k], ckpt["model"][k]) for k in weights)
+
+
 def test_progress_bars_only_on_a_terminal(tmp_path, capfd):
     """issue 17: progress bars flooded log files when output was not a terminal; a plain line per epoch instead."""
     from veritrain.progress import on_terminal, progress_bar

@@ -394,6 +394,9 @@ class Trainer:
                 continue
             print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
                   f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}", file=sys.stderr)
+        if self.procs.main and not self.files.model.exists():
+            # a resume with no epoch left to train (e.g. --epochs lowered) still leaves the weights it evaluates
+            save_weights(self.files.model, self.model)
 
 
 def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
