@@ -9,6 +9,7 @@
 
     python bench/bench_attacks.py [--device cpu] [--repeats 5] [--data DIR] [--n 500] [--attacks fgsm,pgd,cw]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,8 +108,11 @@ def main() -> None:
                 r = estimate_robust_accuracy(m, xt, yt, attacks, eps, batch_size=args.batch, progress=False)
                 r["seconds"] = time.perf_counter() - t
                 out["era"][f"{tag}@{eps}"] = r
-                print(f"{tag} eps={eps} n={r['n']}: ACC {r['acc']:.1f}  ERA "
-                      + "  ".join(f"{k} {v:.1f}" for k, v in r["era"].items()) + f"  ({r['seconds']:.0f} s)")
+                print(
+                    f"{tag} eps={eps} n={r['n']}: ACC {r['acc']:.1f}  ERA "
+                    + "  ".join(f"{k} {v:.1f}" for k, v in r["era"].items())
+                    + f"  ({r['seconds']:.0f} s)"
+                )
     print(json.dumps(out))
 
 

@@ -13,6 +13,7 @@ Uses the authors' checkpoint and real MNIST test images when $VERITRAIN_DATA (or
 
     python bench/bench_bounds.py [--eps 0.3] [--device cpu] [--repeats 5] [--data DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,20 @@ def error_symbols(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 
 def peak_memory_child(args: argparse.Namespace, chunk: int) -> float:
     """Peak memory (MiB) of a VRA run with `chunk` samples per bound computation, in a fresh process."""
-    cmd = [sys.executable, __file__, "--child-vra", str(chunk), "--eps", str(args.eps), "--device", args.device,
-           "--vra-samples", str(args.vra_samples), "--threads", str(args.threads)] + (["--data", args.data] if args.data else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-vra",
+        str(chunk),
+        "--eps",
+        str(args.eps),
+        "--device",
+        args.device,
+        "--vra-samples",
+        str(args.vra_samples),
+        "--threads",
+        str(args.threads),
+    ] + (["--data", args.data] if args.data else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mib"]
 
@@ -150,8 +163,9 @@ def child_vra(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     with PeakRSS() as rss:
-        res = verified_robust_accuracy(model, x, y, args.eps, ["symbolic-linear"], chunk_size=args.child_vra,
-                                       progress=False, device=device)
+        res = verified_robust_accuracy(
+            model, x, y, args.eps, ["symbolic-linear"], chunk_size=args.child_vra, progress=False, device=device
+        )
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     else:
@@ -183,22 +197,33 @@ def main() -> None:
         xs, ys = x[:k], y[:k]
         m = error_symbols(model, xs, ys, args.eps)
         t_sym = timed(lambda: fwd_bwd_bound(model, xs, ys, args.eps, SymbolicLinear()), device, args.repeats)
-        t_dense = timed(lambda: fwd_bwd_bound(model, xs, ys, args.eps, SymbolicLinear(colour=False)), device,
-                        args.repeats)
+        t_dense = timed(
+            lambda: fwd_bwd_bound(model, xs, ys, args.eps, SymbolicLinear(colour=False)), device, args.repeats
+        )
         n = k * (d + 1 + m)  # images a plain network would process for as many columns
         xp = torch.rand(n, *x.shape[1:], device=device)
         yp = torch.randint(0, 10, (n,), device=device)
         t_plain = timed(lambda: fwd_bwd_plain(model, xp, yp), device, args.repeats)
-        print(f"symbolic-linear k'={k:2d}: error symbols {m} (padded, per sample); fwd+bwd {t_sym * 1e3:.1f} ms "
-              f"(dense pixel columns {t_dense * 1e3:.1f} ms); plain fwd+bwd on {n} images {t_plain * 1e3:.1f} ms; "
-              f"ratio {t_sym / t_plain:.2f}x (dense {t_dense / t_plain:.2f}x; target <= 1.5x)")
-    t_int, t_reg = paired(lambda: fwd_bwd_bound(model, x, y, args.eps, "interval"),
-                          lambda: fwd_bwd_plain(model, x, y), device, args.repeats * 40)
-    print(f"interval batch 50: fwd+bwd {t_int * 1e3:.2f} ms; regular fwd+bwd {t_reg * 1e3:.2f} ms; "
-          f"ratio {t_int / t_reg:.2f}x (target <= 2.5x; medians of {args.repeats * 40} alternating runs)")
+        print(
+            f"symbolic-linear k'={k:2d}: error symbols {m} (padded, per sample); fwd+bwd {t_sym * 1e3:.1f} ms "
+            f"(dense pixel columns {t_dense * 1e3:.1f} ms); plain fwd+bwd on {n} images {t_plain * 1e3:.1f} ms; "
+            f"ratio {t_sym / t_plain:.2f}x (dense {t_dense / t_plain:.2f}x; target <= 1.5x)"
+        )
+    t_int, t_reg = paired(
+        lambda: fwd_bwd_bound(model, x, y, args.eps, "interval"),
+        lambda: fwd_bwd_plain(model, x, y),
+        device,
+        args.repeats * 40,
+    )
+    print(
+        f"interval batch 50: fwd+bwd {t_int * 1e3:.2f} ms; regular fwd+bwd {t_reg * 1e3:.2f} ms; "
+        f"ratio {t_int / t_reg:.2f}x (target <= 2.5x; medians of {args.repeats * 40} alternating runs)"
+    )
     for chunk in [int(c) for c in args.chunks.split(",") if c]:
         peak = peak_memory_child(args, chunk)
-        print(f"VRA symbolic-linear over {args.vra_samples} samples, chunk_size={chunk}: peak memory above baseline {peak:.0f} MiB")
+        print(
+            f"VRA symbolic-linear over {args.vra_samples} samples, chunk_size={chunk}: peak memory above baseline {peak:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ else random pixels (the step time hardly depends on the pixels, except through u
 
     python bench/bench_methods.py [--steps 10] [--eps 0.1] [--device cpu] [--threads N] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_method(method: str, opts: dict, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-                warmup: int, device: torch.device) -> list[float]:
+def time_method(
+    method: str, opts: dict, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, warmup: int, device: torch.device
+) -> list[float]:
     cfg = TrainConfig(method=method, dataset="mnist", eps=eps, **opts).resolved()
     torch.manual_seed(0)
     model = mnist_small(cfg.activation).to(device).train()

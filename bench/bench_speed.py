@@ -15,6 +15,7 @@ CPU seconds are the child's process time (robust on a shared machine, one thread
 seconds equal them. Needs $VERITRAIN_DATA (or --data) with mnist/ and reference/mnist_small_mixtrain_0.3.pth;
 the cifar part uses random pixels (the memory does not depend on the images much).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,9 @@ def child(args: argparse.Namespace) -> dict:
 
         model = build_model("cifar-large").train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        obj = MixTrain(TrainConfig(method="mixtrain", dataset="cifar10", domain="symbolic-linear", eps=2 / 255,
-                                   k_per_batch=1))
+        obj = MixTrain(
+            TrainConfig(method="mixtrain", dataset="cifar10", domain="symbolic-linear", eps=2 / 255, k_per_batch=1)
+        )
         g = torch.Generator().manual_seed(0)
         x, y = torch.rand(50, 3, 32, 32, generator=g), torch.randint(0, 10, (50,), generator=g)
         out["rss_before_mb"] = peak_rss_mb()
@@ -117,20 +119,26 @@ def main() -> None:
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.splitlines()[-1])
         if part == "vra":
             ms = 1000 * r["cpu_s"] / r["n"]
-            print(f"VRA symbolic-linear, authors' eps 0.3 checkpoint, first {r['n']} test images: VRA {r['vra']:.1f}%, "
-                  f"{ms:.2f} CPU ms/image (wall {1000 * r['wall_s'] / r['n']:.2f}), target <= 8 "
-                  f"{'ok' if ms <= 8 else 'MISSED'}; peak RSS {r['peak_rss_mb']:.0f} MB")
+            print(
+                f"VRA symbolic-linear, authors' eps 0.3 checkpoint, first {r['n']} test images: VRA {r['vra']:.1f}%, "
+                f"{ms:.2f} CPU ms/image (wall {1000 * r['wall_s'] / r['n']:.2f}), target <= 8 "
+                f"{'ok' if ms <= 8 else 'MISSED'}; peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
         elif part == "interval":
             per = 1000 * r["cpu_s"] / r["n"]
             ok = r["interval_era"] <= r["pgd_era"]
-            print(f"interval attack eps 0.3, first {r['n']} test images: {r['cpu_s']:.0f} CPU s ({per:.0f} ms/image; "
-                  f"{per:.0f} s per 1,000, target <= 300 {'ok' if per <= 300 else 'MISSED'}), wall {r['wall_s']:.0f} s; "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB (target <= 2048 {'ok' if r['peak_rss_mb'] <= 2048 else 'MISSED'}); "
-                  f"ERA interval {r['interval_era']:.1f} vs PGD {r['pgd_era']:.1f} {'ok' if ok else 'ABOVE PGD'}")
+            print(
+                f"interval attack eps 0.3, first {r['n']} test images: {r['cpu_s']:.0f} CPU s ({per:.0f} ms/image; "
+                f"{per:.0f} s per 1,000, target <= 300 {'ok' if per <= 300 else 'MISSED'}), wall {r['wall_s']:.0f} s; "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB (target <= 2048 {'ok' if r['peak_rss_mb'] <= 2048 else 'MISSED'}); "
+                f"ERA interval {r['interval_era']:.1f} vs PGD {r['pgd_era']:.1f} {'ok' if ok else 'ABOVE PGD'}"
+            )
         elif part == "cifar":
-            print(f"MixTrain k'=1 symbolic-linear step, CIFAR Large, batch 50: {r['cpu_s']:.1f} CPU s, peak RSS "
-                  f"{r['peak_rss_mb']:.0f} MB (before the step {r['rss_before_mb']:.0f}; target < 4096 "
-                  f"{'ok' if r['peak_rss_mb'] < 4096 else 'MISSED'})")
+            print(
+                f"MixTrain k'=1 symbolic-linear step, CIFAR Large, batch 50: {r['cpu_s']:.1f} CPU s, peak RSS "
+                f"{r['peak_rss_mb']:.0f} MB (before the step {r['rss_before_mb']:.0f}; target < 4096 "
+                f"{'ok' if r['peak_rss_mb'] < 4096 else 'MISSED'})"
+            )
 
 
 if __name__ == "__main__":

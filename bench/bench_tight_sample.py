@@ -4,6 +4,7 @@ crown-ibp, symbolic-linear or interval, at the final eps, on fresh weights, one 
 
     python bench/bench_tight_sample.py [--setting mnist-0.3|mnist-0.1|cifar-2of255] [--reps 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def main() -> None:
         for key, (model, objective, opt, times) in runs.items():
             for _ in range(4):
                 step += 1
-                ctx = StepContext(eps=setting.eps_train, epoch=20, step=20 * 600 + step, num_batches=600,
-                                  generator=torch.Generator().manual_seed(step), device=torch.device("cpu"))
+                ctx = StepContext(
+                    eps=setting.eps_train,
+                    epoch=20,
+                    step=20 * 600 + step,
+                    num_batches=600,
+                    generator=torch.Generator().manual_seed(step),
+                    device=torch.device("cpu"),
+                )
                 t0 = time.process_time()
                 loss, _ = objective.loss(model, x, y, ctx)
                 opt.zero_grad()

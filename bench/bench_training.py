@@ -13,6 +13,7 @@ A step is a full optimiser step: forward, backward and Adam. Steps of all varian
 
 Real MNIST batches when --data or $VERITRAIN_DATA holds MNIST, else random pixels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,14 @@ def batches(args: argparse.Namespace, device: torch.device, count: int) -> tuple
     return [(a.to(device), b.to(device)) for a, b in zip(xs, ys)], source
 
 
-def make_step(kind: str, args: argparse.Namespace, device: torch.device, data: list,
-              k_per_batch: int = 1, domain: str | None = None) -> Step:
+def make_step(
+    kind: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    data: list,
+    k_per_batch: int = 1,
+    domain: str | None = None,
+) -> Step:
     """One full optimiser step of `kind` (regular | pgd40 | mixtrain) on its own model and Adam."""
     torch.manual_seed(0)
     model = mnist_small()
@@ -62,8 +69,9 @@ def make_step(kind: str, args: argparse.Namespace, device: torch.device, data: l
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = {"i": 0}
     if kind == "mixtrain":
-        cfg = TrainConfig(method="mixtrain", dataset="mnist", domain=domain or args.domain, eps=args.eps,
-                          k_per_batch=k_per_batch)
+        cfg = TrainConfig(
+            method="mixtrain", dataset="mnist", domain=domain or args.domain, eps=args.eps, k_per_batch=k_per_batch
+        )
         obj = MixTrain(cfg)
         gen = torch.Generator(device=device).manual_seed(1)
     if kind == "pgd40":
@@ -81,8 +89,7 @@ def make_step(kind: str, args: argparse.Namespace, device: torch.device, data: l
             else:
                 x_adv = inline_pgd(model, x, y, args.eps, 40, 0.01)
             return F.cross_entropy(model(x_adv), y)
-        ctx = StepContext(eps=args.eps, epoch=0, step=state["i"], num_batches=len(data), generator=gen,
-                          device=device)
+        ctx = StepContext(eps=args.eps, epoch=0, step=state["i"], num_batches=len(data), generator=gen, device=device)
         return obj.loss(model, x, y, ctx)[0]
 
     def step() -> None:
@@ -168,17 +175,38 @@ def memory_child(args: argparse.Namespace) -> None:
     reset = reset_peak_rss()
     for _ in range(args.mem_steps):
         step()
-    out = {"kind": kind, "rss_setup_mb": before, "rss_peak_mb": max(rss_mb(), before if not reset else 0.0),
-           "peak_reset": reset}
+    out = {
+        "kind": kind,
+        "rss_setup_mb": before,
+        "rss_peak_mb": max(rss_mb(), before if not reset else 0.0),
+        "peak_reset": reset,
+    }
     if device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     print(json.dumps(out))
 
 
 def memory(args: argparse.Namespace, kind: str, data_file: str, domain: str | None = None) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--mem-child", kind, "--mem-data", data_file, "--mem-steps", str(args.mem_steps),
-           "--threads", str(args.threads), "--device", args.device, "--eps", str(args.eps),
-           "--domain", domain or args.domain, "--batch", str(args.batch)] + (["--weights", args.weights] if args.weights else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--mem-child",
+        kind,
+        "--mem-data",
+        data_file,
+        "--mem-steps",
+        str(args.mem_steps),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--eps",
+        str(args.eps),
+        "--domain",
+        domain or args.domain,
+        "--batch",
+        str(args.batch),
+    ] + (["--weights", args.weights] if args.weights else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -191,14 +219,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--domain", default="symbolic-linear", help="MixTrain's domain for the headline ratios")
-    p.add_argument("--domains", default="interval,symbolic,symbolic-linear,crown-ibp,crown",
-                   help="domains timed for MixTrain (those registered)")
+    p.add_argument(
+        "--domains",
+        default="interval,symbolic,symbolic-linear,crown-ibp,crown",
+        help="domains timed for MixTrain (those registered)",
+    )
     p.add_argument("--mem-steps", type=int, default=300, help="steps per memory subprocess (0: skip)")
     p.add_argument("--mem-domains", default="interval,crown-ibp", help="extra domains whose memory is measured")
     p.add_argument("--data", default=None, help="data root holding MNIST (default $VERITRAIN_DATA)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--weights", default=None,
-                   help="start every network from these MNIST Small weights (default: fresh initialisation)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="start every network from these MNIST Small weights (default: fresh initialisation)",
+    )
     p.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--mem-data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -208,9 +242,11 @@ def main() -> None:
         return
     device = torch.device(args.device)
     data, source = batches(args, device, 20)
-    print(f"MNIST Small ({'weights ' + args.weights if args.weights else 'fresh weights'}), batch {args.batch}, "
-          f"eps {args.eps}, {source}, device {device}, "
-          f"{args.threads} thread(s), median of {args.steps} interleaved steps (3 for steps over 2 s) (forward+backward+Adam)")
+    print(
+        f"MNIST Small ({'weights ' + args.weights if args.weights else 'fresh weights'}), batch {args.batch}, "
+        f"eps {args.eps}, {source}, device {device}, "
+        f"{args.threads} thread(s), median of {args.steps} interleaved steps (3 for steps over 2 s) (forward+backward+Adam)"
+    )
 
     steps = {
         "regular": make_step("regular", args, device, data),
@@ -234,19 +270,29 @@ def main() -> None:
         big = t[f"mixtrain k'={args.batch} ({args.domain})"]
         rows.append((f"MixTrain k'={args.batch} / k'=1", big / mix, "report", None))
     if args.mem_steps > 0:
-        mem_domains = [args.domain] + [d for d in args.mem_domains.split(",") if d and d != args.domain and d in DOMAINS]
+        mem_domains = [args.domain] + [
+            d for d in args.mem_domains.split(",") if d and d != args.domain and d in DOMAINS
+        ]
         with tempfile.TemporaryDirectory() as tmp:
             data_file = str(Path(tmp) / "batches.pt")
             torch.save([(x.cpu(), y.cpu()) for x, y in data], data_file)
             reg = memory(args, "regular", data_file)
             mems = {d: memory(args, "mixtrain", data_file, d) for d in mem_domains}
-        print(f"\npeak RSS over training steps 2-{args.mem_steps + 1} (MB, separate processes; "
-              f"after step 1: regular {reg['rss_setup_mb']:.0f}):")
+        print(
+            f"\npeak RSS over training steps 2-{args.mem_steps + 1} (MB, separate processes; "
+            f"after step 1: regular {reg['rss_setup_mb']:.0f}):"
+        )
         print(f"  regular                            {reg['rss_peak_mb']:7.0f}")
         for d, mx in mems.items():
-            cuda = f"   CUDA peak {mx['cuda_peak_mb']:.0f} (regular {reg['cuda_peak_mb']:.0f})" if "cuda_peak_mb" in mx else ""
-            print(f"  mixtrain k'=1 ({d}){'':{max(0, 18 - len(d))}s} {mx['rss_peak_mb']:7.0f}   "
-                  f"x{mx['rss_peak_mb'] / reg['rss_peak_mb']:.2f} regular{cuda}")
+            cuda = (
+                f"   CUDA peak {mx['cuda_peak_mb']:.0f} (regular {reg['cuda_peak_mb']:.0f})"
+                if "cuda_peak_mb" in mx
+                else ""
+            )
+            print(
+                f"  mixtrain k'=1 ({d}){'':{max(0, 18 - len(d))}s} {mx['rss_peak_mb']:7.0f}   "
+                f"x{mx['rss_peak_mb'] / reg['rss_peak_mb']:.2f} regular{cuda}"
+            )
         ratio = mems[args.domain]["rss_peak_mb"] / reg["rss_peak_mb"]
         rows.append(("peak RSS MixTrain / regular", ratio, "<= 1.5", ratio <= 1.5))
     print(f"\nratios ({args.domain}, k'=1):")

@@ -5,6 +5,7 @@ sampled and PGD points (veritrain.bounds.fuzz), then the mutation check (how sen
 
 Exit status 1 when any case violates its bounds beyond float tolerance (or a domain raises).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     domains = [d for d in args.domains.split(",") if d] or None
 
     def show(r) -> None:  # noqa: ANN001
-        print(f"{r.cases} cases, {r.trials} networks, {r.seconds:.0f} s, worst violation {r.worst:.3g}, "
-              f"failures {len(r.failures)}, errors {len(r.errors)}", file=sys.stderr, flush=True)
+        print(
+            f"{r.cases} cases, {r.trials} networks, {r.seconds:.0f} s, worst violation {r.worst:.3g}, "
+            f"failures {len(r.failures)}, errors {len(r.errors)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     report = fuzz(args.cases, seed=args.seed, domains=domains, batch=args.batch, progress=show)
     show(report)
@@ -38,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, per in m["mutants"].items():
             rates = ", ".join(f"{d} {v['caught']}/{v['trials']}" for d, v in per.items())
             print(f"mutant {name}: {rates}", file=sys.stderr)
-        print(f"mutants killed: {m['killed']}/{m['total']}; trials catching a mutant: {100 * m['case_rate']:.1f}%",
-              file=sys.stderr)
+        print(
+            f"mutants killed: {m['killed']}/{m['total']}; trials catching a mutant: {100 * m['case_rate']:.1f}%",
+            file=sys.stderr,
+        )
     text = json.dumps(out, indent=2, default=str)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -4,6 +4,7 @@ Markdown table of seconds per batch and peak GPU memory. Called by scripts/gpu_c
 
     python scripts/gpu_check.py [--out gpu_check.md] [--device cuda] [--timeout 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,16 +60,22 @@ def main() -> int:
         cells = []
         for label in labels:
             r = res.get(label, {"error": "not reached"})
-            cells.append(r["error"] if "error" in r else
-                         f"{r['batch s']:.3f} s / {r.get('gpu MB', float('nan')):,.0f} MB")
+            cells.append(
+                r["error"] if "error" in r else f"{r['batch s']:.3f} s / {r.get('gpu MB', float('nan')):,.0f} MB"
+            )
         rows.append((net, cells))
         print(f"{net}: {time.perf_counter() - t0:.0f} s " + json.dumps(res), file=sys.stderr, flush=True)
     import torch
 
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device
-    lines = [f"# One training batch (50 images) per method and network on {where}",
-             "", "Seconds per batch / peak allocated GPU memory; eps 0.3 MNIST, 2/255 CIFAR, 0.0017 ImageNet-200.",
-             "", "| network | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines = [
+        f"# One training batch (50 images) per method and network on {where}",
+        "",
+        "Seconds per batch / peak allocated GPU memory; eps 0.3 MNIST, 2/255 CIFAR, 0.0017 ImageNet-200.",
+        "",
+        "| network | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
     lines += [f"| {net} | " + " | ".join(cells) + " |" for net, cells in rows]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -11,6 +11,7 @@ README: MNIST by Yann LeCun and Corinna Cortes (http://yann.lecun.com/exdb/mnist
 CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/); mnist_mini.npz is a subset of it,
 unchanged apart from the selection, and is distributed under the same license.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ sys.path.insert(0, str(REPO))
 from veritrain.data.idx import read_idx  # noqa: E402
 
 OUT = REPO / "veritrain" / "data" / "embedded" / "mnist_mini.npz"
-LICENSE = ("MNIST (c) Yann LeCun and Corinna Cortes, http://yann.lecun.com/exdb/mnist/, "
-           "CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/); this file is an unmodified subset")
+LICENSE = (
+    "MNIST (c) Yann LeCun and Corinna Cortes, http://yann.lecun.com/exdb/mnist/, "
+    "CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/); this file is an unmodified subset"
+)
 
 
 def stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,13 +56,17 @@ def main(argv: list[str] | None = None) -> None:
         arrays[f"x_{split}"] = x[idx].astype(np.uint8)
         arrays[f"y_{split}"] = y[idx].astype(np.uint8)
         arrays[f"{split}_indices"] = idx.astype(np.int32)
-    arrays["source"] = np.array(f"MNIST canonical IDX files, stratified draw with numpy default_rng(seed={args.seed}); "
-                                f"*_indices index the canonical train/t10k files")
+    arrays["source"] = np.array(
+        f"MNIST canonical IDX files, stratified draw with numpy default_rng(seed={args.seed}); "
+        f"*_indices index the canonical train/t10k files"
+    )
     arrays["license"] = np.array(LICENSE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "
-          f"{len(arrays['y_train'])} train, {len(arrays['y_test'])} test images")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "
+        f"{len(arrays['y_train'])} train, {len(arrays['y_test'])} test images"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Helpers of the CLI tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Shared test set-up."""
+
 import pytest
 import torch
 
@@ -19,7 +20,27 @@ def tiny_run(tmp_path_factory):
     from veritrain.cli import main
 
     run = tmp_path_factory.mktemp("cli") / "run"
-    rc = main(["train", "--net", "mnist-small", "--dataset", "mnist-mini", "--train-size", "100", "--epochs", "1",
-               "--out", str(run), "--no-progress", "--eps", "0.1", "--eval-attacks", "", "--eval-domains", ""])
+    rc = main(
+        [
+            "train",
+            "--net",
+            "mnist-small",
+            "--dataset",
+            "mnist-mini",
+            "--train-size",
+            "100",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--eps",
+            "0.1",
+            "--eval-attacks",
+            "",
+            "--eval-domains",
+            "",
+        ]
+    )
     assert rc == 0
     return run

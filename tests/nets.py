@@ -1,5 +1,6 @@
 """Building blocks of the random test networks shared by the bound tests, and the synthetic images of the
 training-method tests."""
+
 import itertools
 
 import numpy as np
@@ -53,7 +54,7 @@ def exact_range(model: nn.Sequential, lo: np.ndarray, hi: np.ndarray) -> tuple[n
         ub_rows, ub_vals, pos = [], [], 0
         for w, b, n in zip(ws[:-1], bs[:-1], hidden):
             z_mat, z_vec = w @ a_mat, w @ a_vec + b
-            act = np.array(pattern[pos:pos + n], dtype=float)
+            act = np.array(pattern[pos : pos + n], dtype=float)
             pos += n
             for j in range(n):  # active: z >= 0  <=>  -z <= 0; inactive: z <= 0
                 s = -1.0 if act[j] else 1.0
@@ -63,8 +64,13 @@ def exact_range(model: nn.Sequential, lo: np.ndarray, hi: np.ndarray) -> tuple[n
         out_mat, out_vec = ws[-1] @ a_mat, ws[-1] @ a_vec + bs[-1]
         for o in range(n_out):
             for sgn in (1.0, -1.0):
-                res = linprog(sgn * out_mat[o], A_ub=np.array(ub_rows) if ub_rows else None, b_ub=np.array(ub_vals) if ub_rows else None,
-                              bounds=list(zip(lo, hi)), method="highs")
+                res = linprog(
+                    sgn * out_mat[o],
+                    A_ub=np.array(ub_rows) if ub_rows else None,
+                    b_ub=np.array(ub_vals) if ub_rows else None,
+                    bounds=list(zip(lo, hi)),
+                    method="highs",
+                )
                 if res.status == 2:  # infeasible pattern
                     break
                 assert res.status == 0, res.message

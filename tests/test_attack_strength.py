@@ -1,6 +1,7 @@
 """Attacks at full strength by default, checked against each other on trained networks (issue 17): CW-L2 and
 the L2 robustness curves are not weaker than PGD-L2; the 11.5% ERA of the authors' regular network at
 eps = 0.1 (paper: 0.8%) comes from the perturbation set (L-inf ball ∩ [0, 1] here, no clipping there)."""
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ def trained_mlp():
     for _ in range(3):
         for i in range(0, len(x), 50):
             opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward()
+            F.cross_entropy(model(x[i : i + 50]), y[i : i + 50]).backward()
             opt.step()
     test = load_dataset("mnist-mini", "test")
     return model.eval(), test.tensors[0][:40], test.tensors[1][:40]

@@ -1,4 +1,5 @@
 """Tests for veritrain.attacks and veritrain.evaluation.era (tiny nets on 1x8x8 inputs; a few seconds)."""
+
 from __future__ import annotations
 
 import pytest
@@ -139,10 +140,19 @@ def real_bounds():
 
 # ---------------------------------------------------------------- the calling convention
 CASES = [
-    ("pgd", "linf", 0.1), ("pgd", "l2", 0.5), ("pgd-l2", "l2", 0.5), ("fgsm", "linf", 0.1),
-    ("fgsm", "l2", 0.5), ("cw", "linf", 0.1), ("cw", "l2", 0.5), ("cw-l2", "l2", 0.5),
-    ("cw-l2", "l2", None), ("pointwise", "l0", 5), ("pointwise", "l0", None),
-    ("interval", "linf", 0.1), ("interval", "l2", 0.5),
+    ("pgd", "linf", 0.1),
+    ("pgd", "l2", 0.5),
+    ("pgd-l2", "l2", 0.5),
+    ("fgsm", "linf", 0.1),
+    ("fgsm", "l2", 0.5),
+    ("cw", "linf", 0.1),
+    ("cw", "l2", 0.5),
+    ("cw-l2", "l2", 0.5),
+    ("cw-l2", "l2", None),
+    ("pointwise", "l0", 5),
+    ("pointwise", "l0", None),
+    ("interval", "linf", 0.1),
+    ("interval", "l2", 0.5),
 ]
 
 
@@ -329,8 +339,16 @@ def test_era(trained, standin_bounds):
     model, x, y = trained
     attacks = ["fgsm", "pgd", "cw", "interval"]
     out = estimate_robust_accuracy(
-        model, x, y, attacks, 0.15, batch_size=16, progress=False, pgd={"steps": 10},
-        cw={"steps": 10}, interval=FAST["interval"],
+        model,
+        x,
+        y,
+        attacks,
+        0.15,
+        batch_size=16,
+        progress=False,
+        pgd={"steps": 10},
+        cw={"steps": 10},
+        interval=FAST["interval"],
     )
     era = out["era"]
     assert out["n"] == 40 and set(era) == set(attacks) | {"all"}
@@ -338,7 +356,15 @@ def test_era(trained, standin_bounds):
     assert era["all"] <= min(era[a] for a in attacks)
     assert era["pgd"] <= era["fgsm"]
     fast = estimate_robust_accuracy(
-        model, x, y, attacks, 0.15, batch_size=16, progress=False, per_attack=False, steps=10,
+        model,
+        x,
+        y,
+        attacks,
+        0.15,
+        batch_size=16,
+        progress=False,
+        per_attack=False,
+        steps=10,
         interval=FAST["interval"],
     )
     assert set(fast["era"]) == {"all"} and 0 <= fast["era"]["all"] <= out["acc"]
@@ -351,8 +377,13 @@ def test_era(trained, standin_bounds):
 def test_robustness_curves(trained):
     model, x, y = trained
     out = robustness_curves(
-        model, x[:16], y[:16], radii={"cw-l2": [0, 0.5, 1, 2], "pointwise": [0, 2, 5, 20]},
-        progress=False, batch_size=8, **{"cw-l2": FAST["cw-l2"], "pointwise": FAST["pointwise"]},
+        model,
+        x[:16],
+        y[:16],
+        radii={"cw-l2": [0, 0.5, 1, 2], "pointwise": [0, 2, 5, 20]},
+        progress=False,
+        batch_size=8,
+        **{"cw-l2": FAST["cw-l2"], "pointwise": FAST["pointwise"]},
     )
     for name in ("cw-l2", "pointwise"):
         c = out["curves"][name]
@@ -377,8 +408,12 @@ def test_era_reference_checkpoints():
     if not root:
         pytest.skip("VERITRAIN_DATA is unset (needs mnist/ and reference/*.pth)")
     root = Path(root)
-    files = [root / "mnist" / "t10k-images-idx3-ubyte.gz", root / "mnist" / "t10k-labels-idx1-ubyte.gz",
-             root / "reference" / "mnist_small_mixtrain_0.3.pth", root / "reference" / "mnist_small_baseline.pth"]
+    files = [
+        root / "mnist" / "t10k-images-idx3-ubyte.gz",
+        root / "mnist" / "t10k-labels-idx1-ubyte.gz",
+        root / "reference" / "mnist_small_mixtrain_0.3.pth",
+        root / "reference" / "mnist_small_baseline.pth",
+    ]
     if not all(f.exists() for f in files):
         pytest.skip(f"VERITRAIN_DATA={root} lacks {[str(f) for f in files if not f.exists()]}")
     with gzip.open(files[0]) as f:
@@ -387,8 +422,16 @@ def test_era_reference_checkpoints():
         y = torch.tensor(np.frombuffer(f.read(), np.uint8, offset=8)[:100].astype(np.int64))
 
     def net(path):
-        m = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+        m = nn.Sequential(
+            nn.Conv2d(1, 16, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(1568, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
         m.load_state_dict(torch.load(path, weights_only=True))
         return m
 

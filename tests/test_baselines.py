@@ -1,4 +1,5 @@
 """The paper's baselines as training objectives (Section V-B): madry, wrm, wong, diffai."""
+
 from __future__ import annotations
 
 import warnings
@@ -32,9 +33,14 @@ def tiny_net(act: type[nn.Module] = nn.ReLU, seed: int = 0) -> nn.Sequential:
 def conv_res_net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(),
-        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))), nn.ReLU(),
-        nn.Flatten(), nn.Linear(64, 20), nn.ReLU(), nn.Linear(20, 5),
+        nn.Conv2d(1, 4, 3, 2, 1),
+        nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64, 20),
+        nn.ReLU(),
+        nn.Linear(20, 5),
     )
 
 
@@ -43,8 +49,14 @@ def synthetic(n: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ctx(eps: float, seed: int = 0) -> StepContext:
-    return StepContext(eps=eps, epoch=0, step=0, num_batches=1,
-                       generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
+    return StepContext(
+        eps=eps,
+        epoch=0,
+        step=0,
+        num_batches=1,
+        generator=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+    )
 
 
 CASES = {
@@ -155,8 +167,9 @@ def test_madry_examples_in_ball_and_pixel_domain(norm: str, eps: float) -> None:
     x, y = synthetic(20)
     x[:5] = 0.0
     x[5:10] = 1.0
-    x_adv = madry_examples(net, x, y, eps, steps=5, step_size=eps / 2, norm=norm,
-                           generator=torch.Generator().manual_seed(1))
+    x_adv = madry_examples(
+        net, x, y, eps, steps=5, step_size=eps / 2, norm=norm, generator=torch.Generator().manual_seed(1)
+    )
     d = (x_adv - x).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     assert (size <= eps + 1e-6).all()
@@ -179,27 +192,45 @@ def test_diffai_kappa_ramps_with_eps() -> None:
     net = tiny_net()
     x, y = synthetic(10)
     obj = METHODS.get("diffai")(TrainConfig(method="diffai", eps_ramp_epochs=2, diffai_kappa=0.8))
-    first = StepContext(eps=0.05, epoch=0, step=0, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
+    first = StepContext(
+        eps=0.05, epoch=0, step=0, num_batches=5, generator=torch.Generator(), device=torch.device("cpu")
+    )
     assert obj.kappa_at(first) == pytest.approx(0.92)  # ibp's kappa: the weight of the clean CE
     loss, metrics = obj.loss(net, x, y, first)
     clean, robust = F.cross_entropy(net(x), y), verified_loss(net, Ball(x, 0.05), y, "interval")
     torch.testing.assert_close(loss, 0.92 * clean + 0.08 * robust)
-    later = StepContext(eps=0.05, epoch=3, step=15, num_batches=5, generator=torch.Generator(), device=torch.device("cpu"))
+    later = StepContext(
+        eps=0.05, epoch=3, step=15, num_batches=5, generator=torch.Generator(), device=torch.device("cpu")
+    )
     assert obj.kappa_at(later) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="kappa"):
         METHODS.get("diffai")(TrainConfig(method="diffai", diffai_kappa=2.0))
 
 
-@pytest.mark.parametrize("method,opts", [
-    ("madry", dict(pgd_steps=3)), ("wrm", dict(activation="elu", wrm_steps=3)),
-    ("wong", dict(projections=10)), ("diffai", dict()),
-])
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        ("madry", dict(pgd_steps=3)),
+        ("wrm", dict(activation="elu", wrm_steps=3)),
+        ("wong", dict(projections=10)),
+        ("diffai", dict()),
+    ],
+)
 def test_through_train(method: str, opts: dict, tmp_path) -> None:
     train = pytest.importorskip("veritrain.training.loop").train
     x, y = synthetic(40)
     act = nn.ELU if opts.get("activation") == "elu" else nn.ReLU
-    cfg = TrainConfig(method=method, dataset="mnist-mini", epochs=2, batch_size=20, eps=0.05,
-                      eps_ramp_epochs=1, out=str(tmp_path / method), progress=False, **opts)
+    cfg = TrainConfig(
+        method=method,
+        dataset="mnist-mini",
+        epochs=2,
+        batch_size=20,
+        eps=0.05,
+        eps_ramp_epochs=1,
+        out=str(tmp_path / method),
+        progress=False,
+        **opts,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         summary = train(cfg, model=tiny_net(act), train_data=TensorDataset(x, y))

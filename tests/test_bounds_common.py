@@ -1,5 +1,6 @@
 """Property tests shared by EVERY bound domain in DOMAINS: soundness against random and PGD points, exact
 ranges on tiny networks (LP per activation pattern), differentiability, Eqn. 6, unsupported layers."""
+
 from __future__ import annotations
 
 
@@ -27,18 +28,36 @@ def random_net(arch: str, seed: int) -> tuple[nn.Sequential, tuple[int, ...]]:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     if arch == "mlp":
-        net, shape = nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), (2, 2, 2)
+        net, shape = (
+            nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)),
+            (2, 2, 2),
+        )
     elif arch == "conv":
         net = nn.Sequential(
-            Normalize([0.4, 0.5], [0.3, 0.25]), nn.Conv2d(2, 3, 3, 1, 1), _bn(nn.BatchNorm2d, 3, g), nn.ReLU(),
-            nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(36, 4),
+            Normalize([0.4, 0.5], [0.3, 0.25]),
+            nn.Conv2d(2, 3, 3, 1, 1),
+            _bn(nn.BatchNorm2d, 3, g),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(3, 4, 3, 1, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(36, 4),
         )
         shape = (2, 6, 6)
     else:  # residual
         branch = nn.Sequential(nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU(), nn.Conv2d(3, 3, 3, 1, 1))
         net = nn.Sequential(
-            nn.Conv2d(1, 3, 3, 1, 1), nn.ReLU(), Residual(branch), nn.ReLU(), nn.Identity(), nn.Flatten(),
-            nn.Linear(48, 6), _bn(nn.BatchNorm1d, 6, g), nn.ReLU(), nn.Linear(6, 3),
+            nn.Conv2d(1, 3, 3, 1, 1),
+            nn.ReLU(),
+            Residual(branch),
+            nn.ReLU(),
+            nn.Identity(),
+            nn.Flatten(),
+            nn.Linear(48, 6),
+            _bn(nn.BatchNorm1d, 6, g),
+            nn.ReLU(),
+            nn.Linear(6, 3),
         )
         shape = (1, 4, 4)
     return net.double().eval(), shape
@@ -118,7 +137,9 @@ def assert_inside(lower: torch.Tensor, upper: torch.Tensor, values: torch.Tensor
     norm=st.sampled_from(["linf", "l2"]),
     margins=st.booleans(),
 )
-def test_sound_on_random_and_pgd_points(domain: str, arch: str, seed: int, eps: float, norm: str, margins: bool) -> None:
+def test_sound_on_random_and_pgd_points(
+    domain: str, arch: str, seed: int, eps: float, norm: str, margins: bool
+) -> None:
     model, shape = random_net(arch, seed)
     ball = random_ball(shape, 2, eps, norm, seed)
     k = model(ball.x).shape[1]
@@ -134,6 +155,7 @@ def test_sound_on_random_and_pgd_points(domain: str, arch: str, seed: int, eps: 
 
 
 # ---- exact ranges on tiny networks: one LP per ReLU activation pattern (L-inf box input) ----
+
 
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 10_000), hidden=st.sampled_from([(3,), (4,), (3, 2), (2, 3)]), eps=st.floats(0.05, 0.5))
@@ -165,11 +187,16 @@ def test_single_affine_layer_is_exact(domain: str, seed: int) -> None:
     cw = torch.einsum("bsk,kn->bsn", spec, model[0].weight.detach())
     cb = torch.einsum("bsk,k->bs", spec, model[0].bias.detach())
     lo, hi = (t.unsqueeze(1) for t in ball.box())
-    torch.testing.assert_close(lower.detach(), (cw.clamp(min=0) * lo + cw.clamp(max=0) * hi).sum(2) + cb, atol=1e-9, rtol=0)
-    torch.testing.assert_close(upper.detach(), (cw.clamp(min=0) * hi + cw.clamp(max=0) * lo).sum(2) + cb, atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        lower.detach(), (cw.clamp(min=0) * lo + cw.clamp(max=0) * hi).sum(2) + cb, atol=1e-9, rtol=0
+    )
+    torch.testing.assert_close(
+        upper.detach(), (cw.clamp(min=0) * hi + cw.clamp(max=0) * lo).sum(2) + cb, atol=1e-9, rtol=0
+    )
 
 
 # ---- products of the bounds ----
+
 
 @pytest.mark.parametrize("domain", ALL_DOMAINS)
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -216,8 +243,16 @@ def test_unsupported_layer_raises_naming_it(domain: str, layer: nn.Module) -> No
 def test_conversion_leaves_batchnorm_statistics_alone() -> None:
     """Bounds use BatchNorm's running statistics; converting a model in train mode must not update them."""
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3, 1, 1), _bn(nn.BatchNorm2d, 3, g), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(48, 4), _bn(nn.BatchNorm1d, 4, g), nn.ReLU(), nn.Linear(4, 2)).train()
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, 1, 1),
+        _bn(nn.BatchNorm2d, 3, g),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(48, 4),
+        _bn(nn.BatchNorm1d, 4, g),
+        nn.ReLU(),
+        nn.Linear(4, 2),
+    ).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     compute_bounds(model, Ball(torch.rand(2, 1, 4, 4), 0.1), None, "interval")
     for k, v in model.state_dict().items():
@@ -281,8 +316,12 @@ def test_public_calls_chunk_a_large_batch_with_the_unchunked_results(domain: str
     low = margin_lower(net, ball, y, domain, chunk_size=whole)
     assert torch.allclose(margin_lower(net, ball, y, domain, chunk_size=4), low, rtol=1e-9, atol=1e-9)
     assert torch.equal(verify(net, ball, y, domain, chunk_size=4), verify(net, ball, y, domain, chunk_size=whole))
-    assert torch.allclose(verified_loss(net, ball, y, domain, chunk_size=4),
-                          verified_loss(net, ball, y, domain, chunk_size=whole), rtol=1e-9, atol=1e-9)
+    assert torch.allclose(
+        verified_loss(net, ball, y, domain, chunk_size=4),
+        verified_loss(net, ball, y, domain, chunk_size=whole),
+        rtol=1e-9,
+        atol=1e-9,
+    )
     grad = interval_gradient(net, ball, y, domain, chunk_size=whole)
     assert torch.allclose(interval_gradient(net, ball, y, domain, chunk_size=4), grad, rtol=1e-9, atol=1e-9)
     assert all(p.requires_grad for p in net.parameters())  # the weights are left as they were

@@ -1,6 +1,7 @@
 """Backward linear bound domains (`crown-ibp`, `crown`, `dual`): soundness (random and PGD points, both
 norms, residual nets), exact ranges of tiny networks, tightness against interval, Wong & Kolter's dual
 objective, chunking, differentiability, and the authors' MNIST checkpoint against auto_LiRPA's numbers."""
+
 from __future__ import annotations
 
 import gzip
@@ -36,16 +37,29 @@ def make_net(arch: str, seed: int) -> tuple[nn.Sequential, tuple[int, ...]]:
         shape = (2, 2, 2)
     elif arch == "conv":
         net = nn.Sequential(
-            Normalize([0.4, 0.5], [0.3, 0.25]), nn.Conv2d(2, 3, 3, 1, 1), _bn(nn.BatchNorm2d, 3, g), nn.ReLU(),
-            nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 4),
+            Normalize([0.4, 0.5], [0.3, 0.25]),
+            nn.Conv2d(2, 3, 3, 1, 1),
+            _bn(nn.BatchNorm2d, 3, g),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(3, 4, 3, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16, 4),
         )
         shape = (2, 6, 6)
     else:  # Wong et al.'s residual blocks: Residual(conv, ReLU, conv; identity or 1x1 conv) then ReLU
         b1 = nn.Sequential(nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU(), nn.Conv2d(3, 3, 3, 1, 1))
         b2 = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), _bn(nn.BatchNorm2d, 4, g), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))
         net = nn.Sequential(
-            nn.Conv2d(1, 3, 3, 1, 1), nn.ReLU(), Residual(b1), nn.ReLU(),
-            Residual(b2, nn.Conv2d(3, 4, 1, 2, 0)), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3),
+            nn.Conv2d(1, 3, 3, 1, 1),
+            nn.ReLU(),
+            Residual(b1),
+            nn.ReLU(),
+            Residual(b2, nn.Conv2d(3, 4, 1, 2, 0)),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16, 3),
         )
         shape = (1, 4, 4)
     return net.double().eval(), shape
@@ -73,7 +87,9 @@ def random_points(ball: Ball, n: int, seed: int) -> torch.Tensor:
     noise = torch.randn(n, *ball.x.shape, generator=g, dtype=ball.x.dtype)
     noise[: n // 2] = noise[: n // 2].sign() * 1e3
     scale = ball.eps if ball.norm == "linf" else ball.eps / np.sqrt(ball.x[0].numel())
-    return torch.stack([project(ball, ball.x + scale * z.clamp(-1, 1) * (1 if ball.norm == "linf" else 3)) for z in noise])
+    return torch.stack(
+        [project(ball, ball.x + scale * z.clamp(-1, 1) * (1 if ball.norm == "linf" else 3)) for z in noise]
+    )
 
 
 def pgd_extremes(model: nn.Module, ball: Ball, spec: torch.Tensor | None, steps: int = 20) -> torch.Tensor:
@@ -105,7 +121,9 @@ def _apply(model: nn.Module, x: torch.Tensor, spec: torch.Tensor | None) -> torc
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @FEW
 @given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.02, 0.1, 0.3]), margins=st.booleans())
-def test_sound_on_random_and_pgd_points(domain: str, arch: str, norm: str, seed: int, eps: float, margins: bool) -> None:
+def test_sound_on_random_and_pgd_points(
+    domain: str, arch: str, norm: str, seed: int, eps: float, margins: bool
+) -> None:
     model, shape = make_net(arch, seed)
     ball = make_ball(shape, 2, eps, norm, seed)
     spec = None
@@ -122,6 +140,7 @@ def test_sound_on_random_and_pgd_points(domain: str, arch: str, norm: str, seed:
 
 
 # ----- exact ranges of tiny networks: enumerate activation patterns, one LP per pattern -------------------
+
 
 @pytest.mark.parametrize("hidden", [(3,), (3, 3)])
 @settings(max_examples=4, deadline=None)
@@ -187,7 +206,7 @@ def test_lirpa_policy_per_sample_matches_one_image_batches_and_is_sound() -> Non
     ball = make_ball(shape, 3, 0.1, "linf", 7)
     ops = to_ops(model, shape)
     per_sample = CrownLirpa(lirpa_union=False).bounds(ops, ball)
-    singles = [CrownLirpa().bounds(ops, Ball(ball.x[i:i + 1], ball.eps)) for i in range(3)]
+    singles = [CrownLirpa().bounds(ops, Ball(ball.x[i : i + 1], ball.eps)) for i in range(3)]
     torch.testing.assert_close(per_sample, tuple(torch.cat(t) for t in zip(*singles)))
     union_l, union_u = CrownLirpa().bounds(ops, ball)
     with torch.no_grad():
@@ -274,13 +293,24 @@ def _mnist_small(n: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     if not root:
         pytest.skip("VERITRAIN_DATA is not set: the real-data check needs the MNIST test set and reference checkpoint")
     base = Path(root)
-    files = [base / "reference/mnist_small_mixtrain_0.3.pth", base / "mnist/t10k-images-idx3-ubyte.gz",
-             base / "mnist/t10k-labels-idx1-ubyte.gz"]
+    files = [
+        base / "reference/mnist_small_mixtrain_0.3.pth",
+        base / "mnist/t10k-images-idx3-ubyte.gz",
+        base / "mnist/t10k-labels-idx1-ubyte.gz",
+    ]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         pytest.skip(f"missing under VERITRAIN_DATA: {', '.join(missing)}")
-    model = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(1568, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
     model.load_state_dict(torch.load(files[0], weights_only=True, map_location="cpu"))
     with gzip.open(files[1]) as f:
         x = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784]
@@ -294,7 +324,7 @@ def _vra(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, domain:
     ok = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb, yb = x[i:i + batch], y[i:i + batch]
+            xb, yb = x[i : i + batch], y[i : i + batch]
             ok += int((verify(model, Ball(xb, eps), yb, domain) & (model(xb).argmax(1) == yb)).sum())
     return 100.0 * ok / len(x)
 

@@ -3,6 +3,7 @@ for every domain: random and PGD points inside the bounds over randomly generate
 tiny piecewise-linear graphs (one LP per activation pattern), never looser than interval, class forwards
 bounded exactly like their nn.Sequential/Residual equivalents, one-line errors naming the op, the input
 colouring with the new layers, the forward dual network, and MixTrain on a traced model through the CLI."""
+
 from __future__ import annotations
 
 import itertools
@@ -19,7 +20,16 @@ from torch import nn
 
 from veritrain.bounds import DOMAINS, Ball, UnsupportedLayerError, check_supported, compute_bounds, margin_spec
 from veritrain.bounds.ops import (
-    AddOp, AffineOp, CatOp, Conv1dOp, MaxPool2dOp, ReLUOp, SeparablePoolOp, SShapedOp, run_ops, to_ops,
+    AddOp,
+    AffineOp,
+    CatOp,
+    Conv1dOp,
+    MaxPool2dOp,
+    ReLUOp,
+    SeparablePoolOp,
+    SShapedOp,
+    run_ops,
+    to_ops,
 )
 from veritrain.models.layers import Normalize, Residual
 
@@ -32,10 +42,33 @@ FEW = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck
 
 # ---- random graphs over every supported operator ------------------------------------------------
 
-SPATIAL = ["conv", "relu-module", "F.relu", "torch.relu", "x.relu", "leaky", "F.leaky", "sigmoid", "tanh",
-           "bn", "dropout", "identity", "add", "cat", "contiguous"]
-POOL = ["maxpool", "maxpool-pad", "maxpool-ceil", "F.max_pool2d", "avgpool", "F.avg_pool2d", "adaptive-even",
-        "adaptive-uneven"]
+SPATIAL = [
+    "conv",
+    "relu-module",
+    "F.relu",
+    "torch.relu",
+    "x.relu",
+    "leaky",
+    "F.leaky",
+    "sigmoid",
+    "tanh",
+    "bn",
+    "dropout",
+    "identity",
+    "add",
+    "cat",
+    "contiguous",
+]
+POOL = [
+    "maxpool",
+    "maxpool-pad",
+    "maxpool-ceil",
+    "F.max_pool2d",
+    "avgpool",
+    "F.avg_pool2d",
+    "adaptive-even",
+    "adaptive-uneven",
+]
 FLAT = ["nn.Flatten", "torch.flatten", "view", "reshape", "x.flatten", "mean", "sum"]
 DENSE = ["linear", "relu-module", "F.relu", "leaky", "sigmoid", "tanh", "bn1d", "add", "cat"]
 
@@ -46,8 +79,14 @@ class GraphNet(nn.Module):
     torch / torch.nn.functional, or a tensor method) to a random earlier value of its stage; `add` and `cat`
     join two earlier values."""
 
-    def __init__(self, seed: int, in_shape: tuple[int, int, int] = (2, 6, 6), n_out: int = 3,
-                 kinds: list[str] | None = None, exclude: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        seed: int,
+        in_shape: tuple[int, int, int] = (2, 6, 6),
+        n_out: int = 3,
+        kinds: list[str] | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         g = torch.Generator().manual_seed(seed)
@@ -57,9 +96,11 @@ class GraphNet(nn.Module):
         c = 3
         shapes: list[tuple[int, ...]] = [in_shape]
         self._step("conv0", (0,), nn.Conv2d(in_shape[0], c, 3, 1, 1), shapes, (c, *in_shape[1:]))
+
         def pick(options: list[str]) -> str:  # the next forced kind when it fits, else a random one
             options = [o for o in options if o not in exclude]
             return kinds.pop(0) if kinds and kinds[0] in options else str(rng.choice(options))
+
         for stage in range(2):
             for _ in range(int(rng.integers(2, 4))):
                 self._spatial(pick(SPATIAL), rng, g, shapes)
@@ -115,8 +156,12 @@ class GraphNet(nn.Module):
         c, h, w = shapes[-1]
         one = (len(shapes) - 1,)
         layer: nn.Module | None = {
-            "maxpool": nn.MaxPool2d(2), "maxpool-pad": nn.MaxPool2d(3, 2, 1), "maxpool-ceil": nn.MaxPool2d(4, 3, ceil_mode=True),
-            "avgpool": nn.AvgPool2d(2), "adaptive-even": nn.AdaptiveAvgPool2d(3), "adaptive-uneven": nn.AdaptiveAvgPool2d(4),
+            "maxpool": nn.MaxPool2d(2),
+            "maxpool-pad": nn.MaxPool2d(3, 2, 1),
+            "maxpool-ceil": nn.MaxPool2d(4, 3, ceil_mode=True),
+            "avgpool": nn.AvgPool2d(2),
+            "adaptive-even": nn.AdaptiveAvgPool2d(3),
+            "adaptive-uneven": nn.AdaptiveAvgPool2d(4),
         }.get(kind)
         with torch.no_grad():
             out = (layer if layer is not None else (lambda x: self._op(kind, [x], None)))(torch.zeros(1, c, h, w))
@@ -189,7 +234,9 @@ class GraphNet(nn.Module):
         return values[-1]
 
 
-def graph_net(seed: int, kinds: list[str] | None = None, exclude: tuple[str, ...] = ()) -> tuple[nn.Module, tuple[int, ...]]:
+def graph_net(
+    seed: int, kinds: list[str] | None = None, exclude: tuple[str, ...] = ()
+) -> tuple[nn.Module, tuple[int, ...]]:
     return GraphNet(seed, kinds=list(kinds) if kinds else None, exclude=exclude).double().eval(), (2, 6, 6)
 
 
@@ -207,8 +254,9 @@ def test_random_graphs_cover_every_operator() -> None:
 
 @pytest.mark.parametrize("domain", ALL_DOMAINS)
 @FEW
-@given(seed=st.integers(0, 10_000), eps=st.floats(0.01, 0.3), norm=st.sampled_from(["linf", "l2"]),
-       margins=st.booleans())
+@given(
+    seed=st.integers(0, 10_000), eps=st.floats(0.01, 0.3), norm=st.sampled_from(["linf", "l2"]), margins=st.booleans()
+)
 def test_sound_on_random_graphs(domain: str, seed: int, eps: float, norm: str, margins: bool) -> None:
     """Random and PGD points of the ball lie inside every domain's bounds, which are never looser than
     interval bounds, on random DAG networks of every operator."""
@@ -231,6 +279,7 @@ def test_sound_on_random_graphs(domain: str, seed: int, eps: float, norm: str, m
 
 
 # ---- exact ranges of tiny piecewise-linear graphs -----------------------------------------------
+
 
 class TinyDag(nn.Module):
     """2 inputs; Linear -> LeakyReLU / ReLU, a residual '+' and a max over pairs (MaxPool2d on a 1 x 2 map)."""
@@ -256,8 +305,9 @@ def _exact_range(model: TinyDag, lo: np.ndarray, hi: np.ndarray) -> tuple[np.nda
     b = {k: getattr(model, k).bias.detach().numpy() for k in "abc"} | {"out": model.out.bias.detach().numpy()}
     slope = model.act.negative_slope
     best_lo, best_hi = np.full(2, np.inf), np.full(2, -np.inf)
-    for p1, p2, p3 in itertools.product(itertools.product([0, 1], repeat=3), itertools.product([0, 1], repeat=3),
-                                        itertools.product([0, 1], repeat=2)):
+    for p1, p2, p3 in itertools.product(
+        itertools.product([0, 1], repeat=3), itertools.product([0, 1], repeat=3), itertools.product([0, 1], repeat=2)
+    ):
         rows, vals = [], []
 
         def constrain(m: np.ndarray, v: np.ndarray, pattern: Any) -> None:  # active: z >= 0, else z <= 0
@@ -285,8 +335,9 @@ def _exact_range(model: TinyDag, lo: np.ndarray, hi: np.ndarray) -> tuple[np.nda
         out_m, out_v = w["out"] @ np.array(pm), w["out"] @ np.array(pv) + b["out"]
         for o in range(2):
             for sgn in (1.0, -1.0):
-                res = linprog(sgn * out_m[o], A_ub=np.array(rows), b_ub=np.array(vals), bounds=list(zip(lo, hi)),
-                              method="highs")
+                res = linprog(
+                    sgn * out_m[o], A_ub=np.array(rows), b_ub=np.array(vals), bounds=list(zip(lo, hi)), method="highs"
+                )
                 if res.status == 2:
                     break
                 assert res.status == 0, res.message
@@ -311,18 +362,32 @@ def test_contains_exact_range_of_tiny_graphs(seed: int, eps: float, slope: float
 def test_stable_activations_are_exact(domain: str) -> None:
     """A tiny eps around a point where no max ties and no ReLU is at 0: every domain is (nearly) exact for
     the piecewise-linear layers, and tight to first order for sigmoid/tanh."""
-    model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4),
-                          nn.Unflatten(1, (1, 2, 2)), nn.MaxPool2d(2), nn.Flatten(), nn.Sigmoid(),
-                          nn.Linear(1, 2)).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Linear(3, 4),
+            nn.LeakyReLU(0.2),
+            nn.Linear(4, 4),
+            nn.Tanh(),
+            nn.Linear(4, 4),
+            nn.Unflatten(1, (1, 2, 2)),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Sigmoid(),
+            nn.Linear(1, 2),
+        )
+        .double()
+        .eval()
+    )
     x = torch.rand(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5 + 0.25
     eps = 1e-7
     lower, upper = compute_bounds(model, Ball(x, eps), None, domain)
     out = model(x)
-    assert (upper - lower).max() < 1e-5, (upper - lower)
+    assert (upper - lower).max() < 1e-5, upper - lower
     assert (lower <= out + 1e-12).all() and (out <= upper + 1e-12).all()
 
 
 # ---- class forwards, as written by users --------------------------------------------------------
+
 
 class UserNet(nn.Module):
     """What auto_LiRPA users write: convolutions, a residual branch added in forward, MaxPool, torch.flatten."""
@@ -346,8 +411,18 @@ class UserNet(nn.Module):
 
 
 def sequential_twin(net: UserNet) -> nn.Sequential:
-    return nn.Sequential(net.norm, net.conv1, nn.ReLU(), Residual(nn.Sequential(net.conv2, nn.ReLU(), net.conv3)),
-                         nn.ReLU(), net.pool, nn.Flatten(), net.fc1, nn.ReLU(), net.fc2)
+    return nn.Sequential(
+        net.norm,
+        net.conv1,
+        nn.ReLU(),
+        Residual(nn.Sequential(net.conv2, nn.ReLU(), net.conv3)),
+        nn.ReLU(),
+        net.pool,
+        nn.Flatten(),
+        net.fc1,
+        nn.ReLU(),
+        net.fc2,
+    )
 
 
 @pytest.mark.parametrize("domain", ALL_DOMAINS)
@@ -389,8 +464,9 @@ def test_conv1d_and_unused_branches() -> None:
 
     net = Net().double().eval()
     ops = to_ops(net, (2, 8))
-    assert isinstance(ops[0], Conv1dOp) and all(not (isinstance(op, AffineOp) and getattr(op, "layer", None) is net.unused)
-                                                for op in ops)
+    assert isinstance(ops[0], Conv1dOp) and all(
+        not (isinstance(op, AffineOp) and getattr(op, "layer", None) is net.unused) for op in ops
+    )
     ball = random_ball((2, 8), 2, 0.1, "linf", 0)
     for domain in ALL_DOMAINS:
         lower, upper = compute_bounds(net, ball, None, domain)
@@ -400,6 +476,7 @@ def test_conv1d_and_unused_branches() -> None:
 
 
 # ---- one-line errors ----------------------------------------------------------------------------
+
 
 class _Gelu(nn.Module):
     def __init__(self, how: str) -> None:
@@ -421,8 +498,17 @@ class _Gelu(nn.Module):
         return h[:, :2]
 
 
-@pytest.mark.parametrize("how,name", [("module", "GELU"), ("function", "gelu"), ("method", r"\.exp\(\)"),
-                                      ("constant", "mul"), ("batch-mean", "batch"), ("slice", "getitem")])
+@pytest.mark.parametrize(
+    "how,name",
+    [
+        ("module", "GELU"),
+        ("function", "gelu"),
+        ("method", r"\.exp\(\)"),
+        ("constant", "mul"),
+        ("batch-mean", "batch"),
+        ("slice", "getitem"),
+    ],
+)
 def test_unsupported_operation_is_named_with_its_node_and_the_alternatives(how: str, name: str) -> None:
     with pytest.raises(UnsupportedLayerError, match=name) as info:
         compute_bounds(_Gelu(how), Ball(torch.rand(2, 4), 0.1), None, "interval")
@@ -464,6 +550,7 @@ def test_a_domain_without_a_rule_names_the_op_and_itself() -> None:
 
 # ---- colouring, dual network, interval pre-activations ------------------------------------------
 
+
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.01, 0.3))
 def test_colouring_with_new_layers_gives_the_dense_bounds(seed: int, variant: int, eps: float) -> None:
@@ -478,8 +565,12 @@ def test_colouring_with_new_layers_gives_the_dense_bounds(seed: int, variant: in
     elif variant == 1:
         body = [nn.Conv2d(1, 3, 3, 1, 1), nn.Tanh(), nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2)]
     else:
-        body = [nn.Conv2d(1, 3, 3, 2, 1), nn.ReLU(), Residual(nn.Sequential(nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU())),
-                nn.ReLU()]
+        body = [
+            nn.Conv2d(1, 3, 3, 2, 1),
+            nn.ReLU(),
+            Residual(nn.Sequential(nn.Conv2d(3, 3, 3, 1, 1), nn.ReLU())),
+            nn.ReLU(),
+        ]
     with torch.no_grad():
         n = nn.Sequential(*body)(torch.zeros(1, 1, 16, 16)).numel()
     model = nn.Sequential(*body, nn.Flatten(), nn.Linear(n, 6), nn.ReLU(), nn.Linear(6, 3)).double().eval()
@@ -498,9 +589,11 @@ def test_forward_dual_network_equals_the_dual_domain_on_graphs() -> None:
     from veritrain.bounds.crown import Dual
 
     for seed in range(4):
-        model, shape = graph_net(seed, ["leaky", "add", "tanh", "avgpool", "sigmoid", "cat", "conv", "mean",
-                                        "leaky", "add", "cat"], exclude=("maxpool", "maxpool-pad", "maxpool-ceil",
-                                                                         "F.max_pool2d"))
+        model, shape = graph_net(
+            seed,
+            ["leaky", "add", "tanh", "avgpool", "sigmoid", "cat", "conv", "mean", "leaky", "add", "cat"],
+            exclude=("maxpool", "maxpool-pad", "maxpool-ceil", "F.max_pool2d"),
+        )
         ball = random_ball(shape, 2, 0.05, "linf", seed)
         spec = margin_spec(torch.tensor([0, 1]), 3).double()
         fwd = compute_bounds(model, ball, spec, Dual(forward=True))
@@ -525,7 +618,7 @@ def test_interval_preactivations_on_a_graph() -> None:
 
 # ---- the CLI trains such a model ----------------------------------------------------------------
 
-NET_FILE = '''
+NET_FILE = """
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -553,7 +646,7 @@ def build():
 
 def build_gelu():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.GELU(), torch.nn.Linear(10, 10))
-'''
+"""
 
 
 def test_cli_trains_and_evaluates_a_class_model_with_mixtrain(tmp_path, capsys) -> None:
@@ -563,18 +656,58 @@ def test_cli_trains_and_evaluates_a_class_model_with_mixtrain(tmp_path, capsys) 
 
     (tmp_path / "mynet.py").write_text(NET_FILE)
     run = tmp_path / "run"
-    rc = main(["train", "--net", f"{tmp_path / 'mynet.py'}:build", "--dataset", "mnist-mini", "--method", "mixtrain",
-               "--domain", "symbolic-linear", "--train-size", "100", "--epochs", "1", "--eps", "0.05",
-               "--out", str(run), "--no-progress", "--eval-attacks", "", "--eval-domains", "interval,crown",
-               "--eval-n", "10"])
+    rc = main(
+        [
+            "train",
+            "--net",
+            f"{tmp_path / 'mynet.py'}:build",
+            "--dataset",
+            "mnist-mini",
+            "--method",
+            "mixtrain",
+            "--domain",
+            "symbolic-linear",
+            "--train-size",
+            "100",
+            "--epochs",
+            "1",
+            "--eps",
+            "0.05",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--eval-attacks",
+            "",
+            "--eval-domains",
+            "interval,crown",
+            "--eval-n",
+            "10",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert json.dumps(summary).count("crown") >= 1
     # a network whose layers have no sound rule: refused before training when the method bounds it
     bad = tmp_path / "bad"
-    rc = main(["train", "--net", f"{tmp_path / 'mynet.py'}:build_gelu", "--dataset", "mnist-mini", "--method",
-               "mixtrain", "--train-size", "100", "--epochs", "1", "--out", str(bad), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--net",
+            f"{tmp_path / 'mynet.py'}:build_gelu",
+            "--dataset",
+            "mnist-mini",
+            "--method",
+            "mixtrain",
+            "--train-size",
+            "100",
+            "--epochs",
+            "1",
+            "--out",
+            str(bad),
+            "--no-progress",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 2 and "GELU" in err and len(err.strip().splitlines()) == 1, err
     assert not (bad / "metrics.jsonl").exists() and not (bad / "config.json").exists()

@@ -1,4 +1,5 @@
 """The forward symbolic domains (ReluVal `symbolic`, Neurify `symbolic-linear`) and VRA evaluation."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,11 +25,22 @@ from test_bounds_common import assert_inside, pgd_points
 
 def conv_net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(),
-        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))), nn.ReLU(),
-        nn.Flatten(), nn.Linear(64, 10), nn.ReLU(), nn.Linear(10, 5),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(1, 4, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, 1, 1),
+            nn.ReLU(),
+            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1))),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64, 10),
+            nn.ReLU(),
+            nn.Linear(10, 5),
+        )
+        .double()
+        .eval()
+    )
 
 
 @settings(max_examples=8, deadline=None)
@@ -124,7 +136,9 @@ def test_vra_chunks_and_counts_only_correct_and_verified() -> None:
     big = verified_mask(model, x, y, 1e-4, "symbolic-linear", chunk_size=50, batch_size=3, progress=False)
     assert torch.equal(small, big) and not small[0] and small[1:].all()
     res = verified_robust_accuracy(model, x, y, 0.5, ["interval", "symbolic-linear"], progress=False)
-    assert set(res) == {"interval", "symbolic-linear", "any"} and res["interval"] <= res["symbolic-linear"] <= 100 * 6 / 7
+    assert (
+        set(res) == {"interval", "symbolic-linear", "any"} and res["interval"] <= res["symbolic-linear"] <= 100 * 6 / 7
+    )
     assert max(res["interval"], res["symbolic-linear"]) <= res["any"] <= 100 * 6 / 7  # the union of the proofs
     assert model.training is False
     with pytest.raises(ValueError, match="one label per image"):
@@ -133,13 +147,17 @@ def test_vra_chunks_and_counts_only_correct_and_verified() -> None:
 
 # ---- the authors' checkpoint on real MNIST (Section V; reference: auto_LiRPA CROWN ~70%, interval 0%) ----
 
+
 def _data_root() -> Path:
     root = os.environ.get("VERITRAIN_DATA")
     if not root:
         pytest.skip("VERITRAIN_DATA is not set: point it at a data root with mnist/ and reference/")
     root_p = Path(root)
-    need = [root_p / "reference" / "mnist_small_mixtrain_0.3.pth", root_p / "mnist" / "t10k-images-idx3-ubyte.gz",
-            root_p / "mnist" / "t10k-labels-idx1-ubyte.gz"]
+    need = [
+        root_p / "reference" / "mnist_small_mixtrain_0.3.pth",
+        root_p / "mnist" / "t10k-images-idx3-ubyte.gz",
+        root_p / "mnist" / "t10k-labels-idx1-ubyte.gz",
+    ]
     missing = [str(p) for p in need if not p.exists()]
     if missing:
         pytest.skip(f"missing under VERITRAIN_DATA: {', '.join(missing)}")
@@ -149,8 +167,16 @@ def _data_root() -> Path:
 @pytest.mark.realdata
 def test_authors_checkpoint_vra_at_eps_03() -> None:
     root = _data_root()
-    model = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(1568, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
     model.load_state_dict(torch.load(root / "reference" / "mnist_small_mixtrain_0.3.pth", weights_only=True))
     with gzip.open(root / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
         x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:100]
@@ -177,8 +203,15 @@ def _local_net(seed: int, variant: int) -> tuple[nn.Sequential, tuple[int, int, 
         body = [nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 4, 2, 1), nn.ReLU()]
         shape = (1, 20, 20)
     elif variant == 1:  # normalisation, dilation, 'same' padding, BN, avg pooling, two channels
-        body = [Normalize([0.4, 0.5], [0.3, 0.25]), nn.Conv2d(2, 4, 3, 1, 2, dilation=2), bn, nn.ReLU(),
-                nn.AvgPool2d(2), nn.Conv2d(4, 4, 3, 1, "same"), nn.ReLU()]
+        body = [
+            Normalize([0.4, 0.5], [0.3, 0.25]),
+            nn.Conv2d(2, 4, 3, 1, 2, dilation=2),
+            bn,
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(4, 4, 3, 1, "same"),
+            nn.ReLU(),
+        ]
         shape = (2, 18, 18)
     else:  # no padding, odd strides, a conv straight after a conv inside the prefix
         body = [nn.Conv2d(1, 4, 3, 3, 0), nn.ReLU(), nn.Conv2d(4, 4, 2, 1, 0), nn.Conv2d(4, 4, 2, 1, 1), nn.ReLU()]
@@ -207,13 +240,17 @@ def test_input_colouring_gives_the_dense_bounds(seed: int, variant: int, eps: fl
     assert found is not None and found[0].n * 2 <= x[0].numel()
     spec = margin_spec(torch.tensor([0, 1, 3]), 4).double()
     for domain in (SymbolicLinear, Symbolic):
-        for dense, coloured in zip(compute_bounds(model, ball, spec, domain(colour=False)),
-                                   compute_bounds(model, ball, spec, domain(colour=True))):
+        for dense, coloured in zip(
+            compute_bounds(model, ball, spec, domain(colour=False)),
+            compute_bounds(model, ball, spec, domain(colour=True)),
+        ):
             assert torch.allclose(dense, coloured, rtol=1e-9, atol=1e-9), domain.name
     # the error symbols of the ReLUs inside the local layers by colour as well (forced; by default only
     # when that means fewer columns): still the same bounds
-    for dense, coloured in zip(compute_bounds(model, ball, spec, SymbolicLinear(colour=False)),
-                               compute_bounds(model, ball, spec, SymbolicLinear(colour_errors=True))):
+    for dense, coloured in zip(
+        compute_bounds(model, ball, spec, SymbolicLinear(colour=False)),
+        compute_bounds(model, ball, spec, SymbolicLinear(colour_errors=True)),
+    ):
         assert torch.allclose(dense, coloured, rtol=1e-9, atol=1e-9), "coloured error symbols"
     lower, upper = compute_bounds(model, ball, None, SymbolicLinear())
     pts = (x.unsqueeze(1) + eps * (2 * torch.rand(3, 64, *shape, dtype=torch.float64) - 1)).clamp(0, 1)
@@ -243,8 +280,9 @@ def test_vra_skips_attacked_samples_and_spot_checks_them() -> None:
     tiny = 1e-4  # everything is provable at this eps: claiming "broken" must be caught
     assert verified_mask(model, x, y, tiny, "symbolic-linear", progress=False).all()
     with pytest.raises(RuntimeError, match="unsound"):
-        verified_mask(model, x, y, tiny, "symbolic-linear", progress=False,
-                      candidates=torch.zeros(len(x), dtype=torch.bool))
+        verified_mask(
+            model, x, y, tiny, "symbolic-linear", progress=False, candidates=torch.zeros(len(x), dtype=torch.bool)
+        )
 
 
 @settings(max_examples=6, deadline=None)
@@ -260,14 +298,15 @@ def test_fused_expansion_equals_expansion_then_dense_layer(seed: int, variant: i
     colouring, n = colouring_for(ops, shape, x)
     k = dense_head(ops[n:], colouring.out_shape)
     assert k == 2  # Flatten, Linear
-    g = torch.randn(2, colouring.n, *colouring.out_shape, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(seed))
+    g = torch.randn(
+        2, colouring.n, *colouring.out_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
     expected = colouring.expand(g)
-    for op in ops[n:n + k]:
+    for op in ops[n : n + k]:
         expected = op.linear(expected)
     got = colouring.expand_linear(g, ops[n + k - 1].layer.weight)
     assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-12)
-    assert dense_head(ops[n + 2:], colouring.out_shape) == 0  # a ReLU first: nothing to fuse
+    assert dense_head(ops[n + 2 :], colouring.out_shape) == 0  # a ReLU first: nothing to fuse
     assert dense_head(ops[n:], (1, 2, 3)) == 0  # a Linear of another input size: not fused
 
 
@@ -277,9 +316,20 @@ def test_coloured_error_symbols_before_a_residual_block(seed: int, eps: float) -
     """Local layers followed by a residual block (no dense layer to fuse): the coloured input and error
     columns are expanded on their own, and the bounds equal the dense ones."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 4, 4, 2, 1), nn.ReLU(),
-                        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1))), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(64, 5)).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(1, 4, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 4, 2, 1),
+            nn.ReLU(),
+            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1))),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64, 5),
+        )
+        .double()
+        .eval()
+    )
     x = torch.rand(3, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     ball, spec = Ball(x, eps), margin_spec(torch.tensor([0, 1, 4]), 5).double()
     from veritrain.bounds.symbolic_linear import SymbolicLinear
@@ -293,23 +343,41 @@ def test_coloured_error_symbols_before_a_residual_block(seed: int, eps: float) -
 def _onehot_net(variant: int, seed: int) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(seed)
     if variant == 0:  # strided, dilated and padded convolutions after ReLUs, then Linear layers
-        net = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 5, 3, 2, 2, dilation=2), nn.ReLU(),
-                            nn.Conv2d(5, 3, (2, 3), (1, 2), (0, 1)), nn.ReLU(), nn.Flatten(), nn.Linear(18, 7),
-                            nn.ReLU(), nn.Linear(7, 4))
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(4, 5, 3, 2, 2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(5, 3, (2, 3), (1, 2), (0, 1)),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(18, 7),
+            nn.ReLU(),
+            nn.Linear(7, 4),
+        )
         return net.double().eval(), (2, 7, 7)
     if variant == 1:  # a grouped convolution, BatchNorm, LeakyReLU, max pooling and a residual sum (densified)
-        net = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(4, 4, 3, 1, 1, groups=2),
-                            nn.BatchNorm2d(4).eval(), nn.ReLU(), nn.MaxPool2d(2),
-                            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 1))),
-                            nn.Tanh(), nn.Flatten(), nn.Linear(36, 4))
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, 1, 1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(4, 4, 3, 1, 1, groups=2),
+            nn.BatchNorm2d(4).eval(),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 1))),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(36, 4),
+        )
         return net.double().eval(), (2, 6, 6)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 8), nn.Sigmoid(), nn.Linear(8, 3))
     return net.double().eval(), (3, 2, 2)
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.02, 0.5),
-       norm=st.sampled_from(["linf", "l2"]))
+@given(
+    seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.02, 0.5), norm=st.sampled_from(["linf", "l2"])
+)
 def test_onehot_error_blocks_give_the_dense_bounds(seed: int, variant: int, eps: float, norm: str) -> None:
     """Fresh error symbols kept as `OneHot` blocks (gathers through Linear and convolutions, scatters when
     concretised, densified elsewhere) give the bounds of dense error columns, with and without colouring."""

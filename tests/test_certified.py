@@ -1,5 +1,6 @@
 """Certified-training methods (ibp, crown-ibp, sabr, mtl-ibp), MixTrain's --batch-domain, the eps schedules,
 the CPU budget and the frontier."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ SHAPE = (1, 6, 6)
 
 def tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(144, 16), nn.ReLU(),
-                         nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(144, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,13 +36,25 @@ def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def ctx(eps: float, step: int = 10**6, num_batches: int = 10, seed: int = 0) -> StepContext:
     """A step far past the ramp by default (kappa and beta at their end values)."""
-    return StepContext(eps=eps, epoch=step // num_batches, step=step, num_batches=num_batches,
-                       generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
+    return StepContext(
+        eps=eps,
+        epoch=step // num_batches,
+        step=step,
+        num_batches=num_batches,
+        generator=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+    )
 
 
-NEW = {"ibp": {}, "ibp-shi": dict(ibp_init=True, bound_reg=0.5), "crown-ibp": {}, "sabr": {}, "mtl-ibp": {},
-       "mixtrain-batch": dict(batch_domain="interval", k_per_batch=2, domain="symbolic-linear"),
-       "mixtrain-crown": dict(batch_domain="crown-ibp", k_per_batch=0)}
+NEW = {
+    "ibp": {},
+    "ibp-shi": dict(ibp_init=True, bound_reg=0.5),
+    "crown-ibp": {},
+    "sabr": {},
+    "mtl-ibp": {},
+    "mixtrain-batch": dict(batch_domain="interval", k_per_batch=2, domain="symbolic-linear"),
+    "mixtrain-crown": dict(batch_domain="crown-ibp", k_per_batch=0),
+}
 
 
 @pytest.mark.parametrize("case", list(NEW))
@@ -179,9 +193,23 @@ def test_budget_stops_training_and_ibp_trains_end_to_end(tmp_path) -> None:
     from veritrain.training import train
 
     x, y = synthetic(60)
-    cfg = TrainConfig(method="ibp", dataset="mnist-mini", epochs=50, batch_size=20, eps=0.05, eps_ramp_epochs=2,
-                      eps_schedule="smooth", clean_epochs=1, ibp_init=True, bound_reg=0.5, l1_reg=1e-5,
-                      budget_minutes=1e-6, lr_milestones="2", out=str(tmp_path / "run"), progress=False)
+    cfg = TrainConfig(
+        method="ibp",
+        dataset="mnist-mini",
+        epochs=50,
+        batch_size=20,
+        eps=0.05,
+        eps_ramp_epochs=2,
+        eps_schedule="smooth",
+        clean_epochs=1,
+        ibp_init=True,
+        bound_reg=0.5,
+        l1_reg=1e-5,
+        budget_minutes=1e-6,
+        lr_milestones="2",
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
     summary = train(cfg, model=tiny_net(), train_data=TensorDataset(x, y))
     assert summary["epochs_trained"] == 1 and summary["stopped_by_budget"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -203,18 +231,30 @@ def test_frontier_scales_the_recipes() -> None:
 def test_frontier_collects_every_finished_run(tmp_path) -> None:
     from veritrain.experiments.frontier import collect_rows, write_frontier
 
-    for name, vra in (("ibp-4m", {"crown": 70.0, "symbolic-linear": 71.0, "any": 72.0}),
-                      ("mixtrain-8m", {"crown": 80.0}), ("unknown-4m", {"crown": 1.0})):
+    for name, vra in (
+        ("ibp-4m", {"crown": 70.0, "symbolic-linear": 71.0, "any": 72.0}),
+        ("mixtrain-8m", {"crown": 80.0}),
+        ("unknown-4m", {"crown": 1.0}),
+    ):
         run = tmp_path / name
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"epochs": 5}))
-        (run / "summary.json").write_text(json.dumps({
-            "test_acc": 95.0, "epochs_trained": 5, "train_cpu_s": 120.0,
-            "eval": {"n": 500, "vra": vra, "era": {"pgd": 90.0, "all": 90.0}}}))
+        (run / "summary.json").write_text(
+            json.dumps(
+                {
+                    "test_acc": 95.0,
+                    "epochs_trained": 5,
+                    "train_cpu_s": 120.0,
+                    "eval": {"n": 500, "vra": vra, "era": {"pgd": 90.0, "all": 90.0}},
+                }
+            )
+        )
     (tmp_path / "sabr-4m").mkdir()  # started, not finished: not a row
     rows = collect_rows("mnist-0.3", tmp_path)
     assert [(r.recipe, r.budget_min, r.vra, r.vra_domain) for r in rows] == [
-        ("mixtrain", 8.0, 80.0, "crown"), ("ibp", 4.0, 72.0, "any")]
+        ("mixtrain", 8.0, 80.0, "crown"),
+        ("ibp", 4.0, 72.0, "any"),
+    ]
     assert rows[0].cpu_min == 2.0 and rows[0].era == 90.0
     write_frontier(rows, tmp_path)
     assert (tmp_path / "frontier.md").read_text().count("\n") == 4 and (tmp_path / "frontier.csv").exists()

@@ -1,4 +1,5 @@
 """The `veritrain` command: options, config files, error handling, subcommands."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,9 @@ def parse_train(*argv: str) -> TrainConfig:
 
 
 def test_version_via_python_m():
-    r = subprocess.run([sys.executable, "-m", "veritrain", "--version"], capture_output=True, text=True,
-                       cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "veritrain", "--version"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert r.returncode == 0 and r.stdout.strip() == f"veritrain {__version__}"
 
 
@@ -53,9 +55,28 @@ def test_every_train_option_exists_with_help():
 
 
 def test_command_line_types_flags_and_defaults():
-    cfg = parse_train("--net", "mnist-fc1", "--epochs", "3", "--lr", "0.01", "--eps", "0.3",
-                      "--train-size", "100", "--no-progress", "--resume", "--method", "mixtrain", "--k-per-batch", "2",
-                      "--extra", "foo=3", "--extra", "bar=[1, 2]")
+    cfg = parse_train(
+        "--net",
+        "mnist-fc1",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--eps",
+        "0.3",
+        "--train-size",
+        "100",
+        "--no-progress",
+        "--resume",
+        "--method",
+        "mixtrain",
+        "--k-per-batch",
+        "2",
+        "--extra",
+        "foo=3",
+        "--extra",
+        "bar=[1, 2]",
+    )
     assert (cfg.net, cfg.epochs, cfg.lr, cfg.eps, cfg.train_size) == ("mnist-fc1", 3, 0.01, 0.3, 100)
     assert cfg.progress is False and cfg.resume is True and cfg.k_per_batch == 2
     assert cfg.extra == {"foo": 3, "bar": [1, 2]}
@@ -67,11 +88,15 @@ def test_command_line_types_flags_and_defaults():
 def test_config_file_and_command_line_override(tmp_path, suffix):
     f = tmp_path / f"opts{suffix}"
     if suffix == ".yaml":
-        f.write_text("method: mixtrain\nnet: mnist-large\nbatch-size: 32\nlr: 1e-3\nalpha_0: 0.5\n".replace("alpha_0", "alpha0")
-                     + "progress: false\neval-domains: [interval, symbolic-linear]\nk: null\n")
+        f.write_text(
+            "method: mixtrain\nnet: mnist-large\nbatch-size: 32\nlr: 1e-3\nalpha_0: 0.5\n".replace("alpha_0", "alpha0")
+            + "progress: false\neval-domains: [interval, symbolic-linear]\nk: null\n"
+        )
     else:
-        f.write_text('method = "mixtrain"\nnet = "mnist-large"\nbatch-size = 32\nlr = 1e-3\nalpha0 = 0.5\nprogress = false\n'
-                     'eval-domains = ["interval", "symbolic-linear"]\n')
+        f.write_text(
+            'method = "mixtrain"\nnet = "mnist-large"\nbatch-size = 32\nlr = 1e-3\nalpha0 = 0.5\nprogress = false\n'
+            'eval-domains = ["interval", "symbolic-linear"]\n'
+        )
     cfg = parse_train("--config", str(f), "--batch-size", "64")
     assert cfg.net == "mnist-large" and cfg.lr == 1e-3 and isinstance(cfg.lr, float)
     assert cfg.batch_size == 64  # the command line wins
@@ -86,9 +111,13 @@ def test_config_file_errors(tmp_path, capsys):
     bad_type.write_text('epochs = "many"\n')
     garbled = tmp_path / "c.yaml"
     garbled.write_text("net: [unclosed\n")
-    for f, msg in ((bad_key, "unknown option 'netz'"), (bad_type, "'epochs' expects int"),
-                   (garbled, "cannot be parsed"), (tmp_path / "missing.yaml", "does not exist"),
-                   (tmp_path / "x.ini", "does not exist")):
+    for f, msg in (
+        (bad_key, "unknown option 'netz'"),
+        (bad_type, "'epochs' expects int"),
+        (garbled, "cannot be parsed"),
+        (tmp_path / "missing.yaml", "does not exist"),
+        (tmp_path / "x.ini", "does not exist"),
+    ):
         rc, out, err = run_main(capsys, "train", "--config", str(f), "--out", str(tmp_path / "run"))
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
@@ -106,8 +135,11 @@ def test_usage_error_is_one_line(capsys):
 
 
 def test_unknown_net_dataset_method_exit_2_one_line(tmp_path, capsys):
-    for opt, value, word in (("--net", "mnist-huge", "mnist-huge"), ("--dataset", "svhn", "svhn"),
-                             ("--method", "magic", "magic")):
+    for opt, value, word in (
+        ("--net", "mnist-huge", "mnist-huge"),
+        ("--dataset", "svhn", "svhn"),
+        ("--method", "magic", "magic"),
+    ):
         rc, out, err = run_main(capsys, "train", opt, value, "--out", str(tmp_path / "run"), "--no-progress")
         assert rc == 2, err
         assert err.startswith("veritrain: error:") and word in err and len(err.strip().splitlines()) == 1
@@ -116,8 +148,19 @@ def test_unknown_net_dataset_method_exit_2_one_line(tmp_path, capsys):
 
 def test_missing_data_root_is_one_line(tmp_path, capsys):
     pytest.importorskip("veritrain.data")
-    rc, out, err = run_main(capsys, "train", "--dataset", "cifar10", "--net", "cifar-small", "--data-dir",
-                            str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "train",
+        "--dataset",
+        "cifar10",
+        "--net",
+        "cifar-small",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
 
@@ -129,8 +172,7 @@ def test_corrupt_checkpoint_exit_2_and_run_untouched(tmp_path, capsys):
     (run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 1.0}\n{"epoch": 2, "loss": 0.5}\n')
     (run / "config.json").write_text("{}\n")
     before = snapshot(run)
-    rc, out, err = run_main(capsys, "train", "--dataset", "mnist-mini", "--out", str(run), "--resume",
-                            "--no-progress")
+    rc, out, err = run_main(capsys, "train", "--dataset", "mnist-mini", "--out", str(run), "--resume", "--no-progress")
     assert rc == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(run) == before
 
@@ -142,8 +184,22 @@ def test_train_writes_run_and_resume_of_finished_run(tiny_run, capsys):
     assert summary["train_size"] == 100 and 0 <= summary["test_acc"] <= 100
     # another architecture on the same run folder: refused, nothing changed
     before = snapshot(tiny_run)
-    rc, out, err = run_main(capsys, "train", "--net", "mnist-fc1", "--dataset", "mnist-mini", "--train-size", "100",
-                            "--epochs", "1", "--out", str(tiny_run), "--resume", "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "train",
+        "--net",
+        "mnist-fc1",
+        "--dataset",
+        "mnist-mini",
+        "--train-size",
+        "100",
+        "--epochs",
+        "1",
+        "--out",
+        str(tiny_run),
+        "--resume",
+        "--no-progress",
+    )
     assert rc == 2 and "net" in err and len(err.strip().splitlines()) == 1, err
     rc, out, err = run_main(capsys, "train", "--dataset", "mnist-mini", "--out", str(tiny_run), "--no-progress")
     assert rc == 2 and "--resume" in err
@@ -164,14 +220,24 @@ def test_train_writes_run_and_resume_of_finished_run(tiny_run, capsys):
 
 def test_evaluate_run_and_weights_of_another_architecture(tiny_run, tmp_path, capsys):
     out_json = tmp_path / "ev.json"
-    rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "50", "--json", str(out_json),
-                            "--no-progress")
+    rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "50", "--json", str(out_json), "--no-progress")
     assert rc == 0, err
     res = json.loads(out_json.read_text())
     assert res["n"] == 50 and 0 <= res["acc"] <= 100 and res["era"] == {} and res["vra"] == {}
     assert "ACC" in out
-    rc, out, err = run_main(capsys, "evaluate", "--net", "mnist-fc1", "--weights", str(tiny_run / "model.pt"),
-                            "--dataset", "mnist-mini", "--n", "10", "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "evaluate",
+        "--net",
+        "mnist-fc1",
+        "--weights",
+        str(tiny_run / "model.pt"),
+        "--dataset",
+        "mnist-mini",
+        "--n",
+        "10",
+        "--no-progress",
+    )
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     rc, out, err = run_main(capsys, "evaluate", str(tmp_path / "nothing"), "--no-progress")
     assert rc == 2 and "not a training run folder" in err
@@ -180,8 +246,20 @@ def test_evaluate_run_and_weights_of_another_architecture(tiny_run, tmp_path, ca
 def test_evaluate_with_attack_and_domain(tiny_run, tmp_path, capsys):
     pytest.importorskip("veritrain.evaluation.era")
     pytest.importorskip("veritrain.evaluation.vra")
-    rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "8", "--attacks", "fgsm",
-                            "--domains", "interval", "--json", str(tmp_path / "e.json"), "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "evaluate",
+        str(tiny_run),
+        "--n",
+        "8",
+        "--attacks",
+        "fgsm",
+        "--domains",
+        "interval",
+        "--json",
+        str(tmp_path / "e.json"),
+        "--no-progress",
+    )
     assert rc == 0, err
     res = json.loads((tmp_path / "e.json").read_text())
     assert set(res["era"]) >= {"fgsm", "all"} and "interval" in res["vra"]
@@ -237,10 +315,30 @@ def test_table_of_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"method": method, "net": "mnist-small", "eps": 0.00784}))
         (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "batch_time": 0.01, "peak_mem_mb": 700}) + "\n")
-        (run / "summary.json").write_text(json.dumps({"test_acc": 98.5, "eval": {"n": 10, "era": {"pgd": 12.0, "all": 12.0},
-                                                                             "vra": vra}, "time_s": {"train": 60}}))
-    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b"), "--markdown",
-                 "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "t.json")]) == 0
+        (run / "summary.json").write_text(
+            json.dumps(
+                {
+                    "test_acc": 98.5,
+                    "eval": {"n": 10, "era": {"pgd": 12.0, "all": 12.0}, "vra": vra},
+                    "time_s": {"train": 60},
+                }
+            )
+        )
+    assert (
+        main(
+            [
+                "table",
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "--markdown",
+                "--csv",
+                str(tmp_path / "t.csv"),
+                "--json",
+                str(tmp_path / "t.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| regular |" in out and "n/a" in out and "98.50" in out and "10.00" in out  # batch ms
     assert "| 0.00784 |" in out and "| 0.00 |" in out  # eps 2/255 is not rounded to 0.01; VRA 0 stays 0.00

@@ -1,5 +1,6 @@
 """Every error of the CLI is one line with what to do, exit status 2, and nothing already written damaged;
 evaluations of a run are kept as a history; attack settings on the command line (issue 17)."""
+
 from __future__ import annotations
 
 import json
@@ -27,20 +28,24 @@ def one_line_error(rc: int, err: str, *words: str) -> None:
 # ----------------------------------------------------------------------------- train options
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["--eps", "1e9"], ["--eps", "exceeds 1"]),
-    (["--eps", "nan"], ["--eps", "finite"]),
-    (["--eps", "-0.1"], ["--eps"]),
-    (["--method", "mixtrain", "--k-per-batch", "0"], ["--k-per-batch", "--method regular"]),
-    (["--method", "mixtrain", "--k", "0"], ["--k", "--method regular"]),
-    (["--method", "regular", "--k-per-batch", "5"], ["--k-per-batch", "mixtrain", "--method regular"]),
-    (["--method", "madry", "--alpha0", "0.5"], ["--alpha0", "mixtrain"]),
-    (["--method", "mixtrain", "--pgd-steps", "5"], ["--pgd-steps", "madry"]),
-    (["--resume"], ["no run to resume"]),
-])
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--eps", "1e9"], ["--eps", "exceeds 1"]),
+        (["--eps", "nan"], ["--eps", "finite"]),
+        (["--eps", "-0.1"], ["--eps"]),
+        (["--method", "mixtrain", "--k-per-batch", "0"], ["--k-per-batch", "--method regular"]),
+        (["--method", "mixtrain", "--k", "0"], ["--k", "--method regular"]),
+        (["--method", "regular", "--k-per-batch", "5"], ["--k-per-batch", "mixtrain", "--method regular"]),
+        (["--method", "madry", "--alpha0", "0.5"], ["--alpha0", "mixtrain"]),
+        (["--method", "mixtrain", "--pgd-steps", "5"], ["--pgd-steps", "madry"]),
+        (["--resume"], ["no run to resume"]),
+    ],
+)
 def test_train_option_errors(tmp_path, capsys, argv, words):
-    rc, out, err = run_main(capsys, "train", "--dataset", "mnist-mini", "--out", str(tmp_path / "run"),
-                            "--no-progress", *argv)
+    rc, out, err = run_main(
+        capsys, "train", "--dataset", "mnist-mini", "--out", str(tmp_path / "run"), "--no-progress", *argv
+    )
     one_line_error(rc, err, *words)
     assert not (tmp_path / "run").exists()
 
@@ -65,18 +70,22 @@ def test_broken_toml_config_names_the_file(tmp_path, capsys):
 
 def test_evaluate_network_and_data_set_that_do_not_fit(tmp_path, capsys):
     """issue 17: `evaluate --net mnist-small --dataset cifar10` printed a traceback."""
-    rc, out, err = run_main(capsys, "evaluate", "--net", "cifar-small", "--dataset", "mnist-mini", "--n", "10",
-                            "--no-progress")
+    rc, out, err = run_main(
+        capsys, "evaluate", "--net", "cifar-small", "--dataset", "mnist-mini", "--n", "10", "--no-progress"
+    )
     one_line_error(rc, err, "does not accept images of shape (1, 28, 28)")
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["--batch-size", "0"], ["batch_size", ">= 1"]),
-    (["--chunk-size", "0", "--domains", "interval"], ["chunk_size"]),
-    (["--attacks", "pgd", "--attack-steps", "0"], ["steps"]),
-    (["--attacks", "pointwise", "--attack-restarts", "3"], ["restarts"]),
-    (["--eps", "inf", "--attacks", "pgd"], ["eps"]),
-])
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--batch-size", "0"], ["batch_size", ">= 1"]),
+        (["--chunk-size", "0", "--domains", "interval"], ["chunk_size"]),
+        (["--attacks", "pgd", "--attack-steps", "0"], ["steps"]),
+        (["--attacks", "pointwise", "--attack-restarts", "3"], ["restarts"]),
+        (["--eps", "inf", "--attacks", "pgd"], ["eps"]),
+    ],
+)
 def test_evaluate_option_errors(tiny_run, capsys, argv, words):
     before = snapshot(tiny_run)
     rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "5", "--no-progress", *argv)
@@ -91,8 +100,19 @@ def test_refusing_a_pickle_that_would_run_code_is_one_clear_line(tmp_path, capsy
 
     path = tmp_path / "evil.pt"
     torch.save({"0.weight": torch.zeros(1), "x": Evil()}, path)
-    rc, out, err = run_main(capsys, "evaluate", "--net", "mnist-small", "--dataset", "mnist-mini",
-                            "--weights", str(path), "--n", "5", "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "evaluate",
+        "--net",
+        "mnist-small",
+        "--dataset",
+        "mnist-mini",
+        "--weights",
+        str(path),
+        "--n",
+        "5",
+        "--no-progress",
+    )
     one_line_error(rc, err, "refusing to load", "could run code")
     assert "truncated" not in err and "pwned" not in out
 
@@ -106,8 +126,22 @@ def test_plot_without_matplotlib_is_one_line(tiny_run, capsys, monkeypatch):
 def test_evaluations_are_kept_as_a_history(tiny_run, capsys):
     """issue 17: `evaluate RUN` without --attacks/--domains overwrote an evaluation.json that held ERA/VRA."""
     files = RunFiles(tiny_run)
-    rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "20", "--attacks", "pgd", "--domains",
-                            "interval", "--attack-steps", "5", "--attack-restarts", "2", "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "evaluate",
+        str(tiny_run),
+        "--n",
+        "20",
+        "--attacks",
+        "pgd",
+        "--domains",
+        "interval",
+        "--attack-steps",
+        "5",
+        "--attack-restarts",
+        "2",
+        "--no-progress",
+    )
     assert rc == 0, err
     rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "20", "--no-progress")
     assert rc == 0, err
@@ -122,8 +156,22 @@ def test_evaluations_are_kept_as_a_history(tiny_run, capsys):
 def test_era_through_an_attack_name_follows_norm(tiny_run, tmp_path, capsys):
     """issue 17: ERA through an attack name ignored --norm."""
     out_json = tmp_path / "ev.json"
-    rc, out, err = run_main(capsys, "evaluate", str(tiny_run), "--n", "10", "--norm", "l2", "--eps", "1.0",
-                            "--attacks", "pgd", "--json", str(out_json), "--no-progress")
+    rc, out, err = run_main(
+        capsys,
+        "evaluate",
+        str(tiny_run),
+        "--n",
+        "10",
+        "--norm",
+        "l2",
+        "--eps",
+        "1.0",
+        "--attacks",
+        "pgd",
+        "--json",
+        str(out_json),
+        "--no-progress",
+    )
     assert rc == 0, err
     res = json.loads(out_json.read_text())
     assert res["norm"] == "l2" and res["era_settings"]["pgd"]["norm"] == "l2"
@@ -170,9 +218,15 @@ def test_quickstart_row_states_settings_epochs_and_image_counts():
     from veritrain.cli import QUICKSTART, quickstart_configs, quickstart_row
 
     cfg = next(c for c in quickstart_configs("runs/x") if c.method == "mixtrain")
-    summary = {"epochs": 6, "epochs_trained": 6, "train_size": 5000, "test_acc": 96.0, "test_n": 1000,
-               "eval": {"acc": 96.0, "n": 300, "eps": 0.1, "era": {"pgd": 80.0}, "vra": {"symbolic-linear": 60.0}},
-               "time_s": {"train": 40.0}}
+    summary = {
+        "epochs": 6,
+        "epochs_trained": 6,
+        "train_size": 5000,
+        "test_acc": 96.0,
+        "test_n": 1000,
+        "eval": {"acc": 96.0, "n": 300, "eps": 0.1, "era": {"pgd": 80.0}, "vra": {"symbolic-linear": 60.0}},
+        "time_s": {"train": 40.0},
+    }
     row = quickstart_row(cfg, summary)
     for key, value in QUICKSTART["mixtrain"].items():  # e.g. domain=crown-ibp, k_per_batch=...
         assert (f"{key}={value}" in row["settings"]) == (key != "epochs"), (key, row["settings"])

@@ -2,6 +2,7 @@
 
 `scripts/gpu_check.sh` runs them (`pytest -m cuda`) on a machine with a GPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,17 @@ NO_CUDA = "needs a CUDA device; torch.cuda.is_available() is False on this machi
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (torchrun with NCCL)")
 
-TINY = dict(net="mnist-small", dataset="mnist-mini", train_size=200, batch_size=50, eval_n=50, monitor_n=20,
-            eval_attacks="pgd", eval_domains="interval,symbolic-linear", progress=False)
+TINY = dict(
+    net="mnist-small",
+    dataset="mnist-mini",
+    train_size=200,
+    batch_size=50,
+    eval_n=50,
+    monitor_n=20,
+    eval_attacks="pgd",
+    eval_domains="interval,symbolic-linear",
+    progress=False,
+)
 
 
 @pytest.mark.cuda
@@ -58,10 +68,36 @@ def test_evaluation_on_cuda_matches_cpu() -> None:
 @needs_two
 def test_torchrun_nccl_two_gpus(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "veritrain",
-           "train", "--method", "mixtrain", "--domain", "crown-ibp", "--net", "mnist-small", "--dataset", "mnist-mini",
-           "--train-size", "200", "--epochs", "1", "--eval-n", "20", "--monitor-n", "20", "--no-progress",
-           "--out", str(tmp_path / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "veritrain",
+        "train",
+        "--method",
+        "mixtrain",
+        "--domain",
+        "crown-ibp",
+        "--net",
+        "mnist-small",
+        "--dataset",
+        "mnist-mini",
+        "--train-size",
+        "200",
+        "--epochs",
+        "1",
+        "--eval-n",
+        "20",
+        "--monitor-n",
+        "20",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["device"] == "cuda:0"

@@ -1,4 +1,5 @@
 """veritrain.data: file formats and layouts on tiny generated files; real data behind `realdata`."""
+
 from __future__ import annotations
 
 import gzip
@@ -189,8 +190,11 @@ def test_missing_files_message(tmp_path, monkeypatch):
         load_dataset("mnist", "test", root=tmp_path)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "mnist").exists()  # nothing is created when offline
-    for name, hint in (("cifar10", "cifar-10-python.tar.gz"), ("imagenet200", "tiny-imagenet-200"),
-                       ("fashion-mnist", "fashion-mnist")):
+    for name, hint in (
+        ("cifar10", "cifar-10-python.tar.gz"),
+        ("imagenet200", "tiny-imagenet-200"),
+        ("fashion-mnist", "fashion-mnist"),
+    ):
         with pytest.raises(DataError, match=hint) as e:
             load_dataset(name, "test", root=tmp_path)
         assert "\n" not in str(e.value)
@@ -340,7 +344,10 @@ def test_cifar_jpeg_tarball_read_only_root(tmp_path, monkeypatch):
         x, y = ds.tensors
         order = np.random.default_rng(images.ORDER_SEED).permutation(10).tolist()
         assert y.tolist() == order  # one image per class, mixed by the fixed permutation
-        assert torch.equal(x[order.index(3)], torch.from_numpy(files[src / "cifar10" / "test" / "cat" / "0000.png"]).permute(2, 0, 1) / 255)
+        assert torch.equal(
+            x[order.index(3)],
+            torch.from_numpy(files[src / "cifar10" / "test" / "cat" / "0000.png"]).permute(2, 0, 1) / 255,
+        )
         with monkeypatch.context() as m:
             _forbid_decoding(m)
             assert torch.equal(load_dataset("cifar10", "test", root=root, download=False).tensors[0], x)
@@ -372,7 +379,8 @@ def test_imagenet200_layout(tmp_path):
     ann = []
     for i, w in enumerate(["n00000003", "n00000150"]):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-            base / "val" / "images" / f"val_{i}.JPEG", format="PNG")
+            base / "val" / "images" / f"val_{i}.JPEG", format="PNG"
+        )
         ann.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
     (base / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
 

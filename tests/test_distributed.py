@@ -8,6 +8,7 @@ the gradient all-reduce); the tests allow 1e-5. The slow tests (every method tra
 resumes to 2; the torchrun CLI) passed on a 2-core machine under load in 37 minutes; `wong` needed more than
 the 10 minutes first allowed (single process 204 s, two processes 133 s for 20 images).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,20 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5  # per-epoch loss and final weights, two processes vs one (measured: < 3e-7)
 VOLATILE = {"batch_time", "epoch_time", "cpu_time", "peak_mem_mb", "monitor_time"}
 
-BASE: dict[str, Any] = dict(net="mnist-small", dataset="mnist-mini", train_size=200, epochs=2, batch_size=50,
-                            eval_n=20, monitor_n=20, eval_attacks="pgd", eval_domains="interval", progress=False,
-                            device="cpu", domain="crown-ibp")
+BASE: dict[str, Any] = dict(
+    net="mnist-small",
+    dataset="mnist-mini",
+    train_size=200,
+    epochs=2,
+    batch_size=50,
+    eval_n=20,
+    monitor_n=20,
+    eval_attacks="pgd",
+    eval_domains="interval",
+    progress=False,
+    device="cpu",
+    domain="crown-ibp",
+)
 fork_only = pytest.mark.skipif(sys.platform != "linux", reason="the fast tests fork processes (Linux)")
 
 
@@ -42,8 +54,14 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict[str, Any]) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     train(TrainConfig(**cfg))
 
@@ -100,7 +118,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= TOLERANCE
     # one consistent run folder, written by rank 0 alone
     assert sorted(p.name for p in two.iterdir() if not p.name.startswith(".")) == sorted(
-        p.name for p in one.iterdir() if not p.name.startswith("."))
+        p.name for p in one.iterdir() if not p.name.startswith(".")
+    )
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
     assert s1["test_acc"] == s2["test_acc"] and s1["eval"]["vra"] == s2["eval"]["vra"]
 
@@ -135,17 +154,47 @@ def test_every_method_trains_and_resumes_in_two_processes(tmp_path: Path, method
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "veritrain", "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "veritrain",
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.mark.slow
 def test_torchrun_cli_mixtrain_finishes_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    opts = ["--method", "mixtrain", "--net", "mnist-small", "--dataset", "mnist-mini", "--train-size", "100",
-            "--batch-size", "50", "--domain", "crown-ibp", "--eval-n", "20", "--monitor-n", "20",
-            "--device", "cpu", "--no-progress", "--out", str(run)]
+    opts = [
+        "--method",
+        "mixtrain",
+        "--net",
+        "mnist-small",
+        "--dataset",
+        "mnist-mini",
+        "--train-size",
+        "100",
+        "--batch-size",
+        "50",
+        "--domain",
+        "crown-ibp",
+        "--eval-n",
+        "20",
+        "--monitor-n",
+        "20",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(run),
+    ]
     r = _torchrun(*opts, "--epochs", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     r = _torchrun("--out", str(run), "--resume", "--epochs", "2")

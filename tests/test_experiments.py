@@ -1,6 +1,7 @@
 """`veritrain reproduce`: the experiment specs, the runner (skip, resume, reuse), the reports, the
 measurements (Table I attacks, Table X child processes), and one MixTrain epoch of each of the paper's
 eight networks through the CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -70,14 +71,36 @@ def test_shared_runs_share_a_folder(tmp_path):
 
 
 def _tiny(name: str = "tiny", **extra) -> Experiment:
-    base = dict(net="mnist-small", dataset="mnist-mini", epochs=1, train_size=100, eval_n=20, eps=0.1,
-                eval_domains="interval", progress=False)
+    base = dict(
+        net="mnist-small",
+        dataset="mnist-mini",
+        epochs=1,
+        train_size=100,
+        eval_n=20,
+        eps=0.1,
+        eval_domains="interval",
+        progress=False,
+    )
     return Experiment(
-        name=name, source="Table T", title="a test",
-        runs=(Run("regular", {**base, "method": "regular"}, labels={"Method": "regular"}, paper={"ACC": 98.6}),
-              Run("mixtrain", {**base, "method": "mixtrain", "domain": "interval"}, labels={"Method": "mixtrain"},
-                  paper={"ACC": 98.5, "VRA": 91.6}, cpu={"train_size": 50}, cpu_skip=None)),
-        columns=("ACC", "ERA", "VRA"), cpu={"epochs": 1}, cpu_note="tiny", **extra)
+        name=name,
+        source="Table T",
+        title="a test",
+        runs=(
+            Run("regular", {**base, "method": "regular"}, labels={"Method": "regular"}, paper={"ACC": 98.6}),
+            Run(
+                "mixtrain",
+                {**base, "method": "mixtrain", "domain": "interval"},
+                labels={"Method": "mixtrain"},
+                paper={"ACC": 98.5, "VRA": 91.6},
+                cpu={"train_size": 50},
+                cpu_skip=None,
+            ),
+        ),
+        columns=("ACC", "ERA", "VRA"),
+        cpu={"epochs": 1},
+        cpu_note="tiny",
+        **extra,
+    )
 
 
 def _rows(path: Path) -> list[dict]:
@@ -136,8 +159,9 @@ def test_a_run_may_start_from_another_runs_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
     base = _tiny().runs[0]
     second = Run("then", {**base.config, "weights": "@regular", "lr": 1e-4}, labels={"Method": "then", "phase": 2})
-    exp = Experiment(name="two", source="Figure T", title="two phases", runs=(base, second),
-                     figure=EXPERIMENTS.get("fig4").figure)
+    exp = Experiment(
+        name="two", source="Figure T", title="two phases", runs=(base, second), figure=EXPERIMENTS.get("fig4").figure
+    )
     reproduce(exp, "paper", tmp_path, device="cpu", progress=False, log=lambda m: None)
     first, then = plan(exp, "paper", tmp_path)
     assert json.loads((then.folder / "config.json").read_text())["weights"] == str(first.folder / "model.pt")
@@ -149,8 +173,10 @@ def test_a_run_may_start_from_another_runs_weights(tmp_path, monkeypatch):
 def test_fig8_figure_from_rows(tmp_path):
     pytest.importorskip("matplotlib")
     exp = EXPERIMENTS.get("fig8")
-    rows = [{"alpha": a, "ACC": 90 - 10 * a, "ERA": 50 + 20 * a, "VRA": 40 * a, "ACC (paper)": None}
-            for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    rows = [
+        {"alpha": a, "ACC": 90 - 10 * a, "ERA": 50 + 20 * a, "VRA": 40 * a, "ACC (paper)": None}
+        for a in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
     rows.append({"alpha": "dynamic", "ACC": 85.0, "ERA": 65.0, "VRA": 30.0})
     rows[2].update({"ACC (paper)": 71.4, "ERA (paper)": 53.2, "VRA (paper)": 30.9})
     exp.figure(rows, tmp_path / "fig8.png", "cpu")
@@ -175,8 +201,15 @@ def test_table1_attacks_at_equal_time(tmp_path, monkeypatch):
 
 
 def test_table10_step_in_a_child_process():
-    cfg = {"net": "mnist-small", "dataset": "mnist", "method": "mixtrain", "k_per_batch": 1, "eps": 0.1,
-           "batch_size": 10, "device": "cpu"}
+    cfg = {
+        "net": "mnist-small",
+        "dataset": "mnist",
+        "method": "mixtrain",
+        "k_per_batch": 1,
+        "eps": 0.1,
+        "batch_size": 10,
+        "device": "cpu",
+    }
     res = measure_step(cfg, batches=1, warmup=0, time_limit_s=120)
     assert "error" not in res, res
     assert res["batch s"] > 0 and res["peak MB"] > res["base MB"] > 0
@@ -198,7 +231,8 @@ def _png_folder(split_dir: Path, classes: list[str], per_class: int, side: int, 
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
-                folder / f"{c}_{i}.{'JPEG' if layout == 'tiny' else 'png'}", format="PNG")
+                folder / f"{c}_{i}.{'JPEG' if layout == 'tiny' else 'png'}", format="PNG"
+            )
 
 
 def make_cifar_folder(root: Path) -> None:
@@ -222,7 +256,8 @@ def make_tiny_imagenet_folder(root: Path) -> None:
     lines = []
     for i, w in enumerate(wnids[:20]):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-            base / "val" / "images" / f"val_{i}.JPEG", format="PNG")
+            base / "val" / "images" / f"val_{i}.JPEG", format="PNG"
+        )
         lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
 
@@ -242,9 +277,37 @@ def test_every_network_trains_one_mixtrain_epoch(net, tmp_path, monkeypatch, cap
         dataset, data = "imagenet200", ["--data-dir", str(tmp_path / "data")]
     out = tmp_path / "run"
     # the paper's MixTrain (symbolic-linear, k' = 1) for one epoch of 2 batches; the final VRA with interval bounds
-    rc = main(["train", "--net", net, "--dataset", dataset, *data, "--method", "mixtrain", "--epochs", "1",
-               "--train-size", "50", "--batch-size", "25", "--k-per-batch", "1", "--domain", "symbolic-linear",
-               "--eps", "0.01", "--eval-n", "2", "--eval-domains", "interval", "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--net",
+            net,
+            "--dataset",
+            dataset,
+            *data,
+            "--method",
+            "mixtrain",
+            "--epochs",
+            "1",
+            "--train-size",
+            "50",
+            "--batch-size",
+            "25",
+            "--k-per-batch",
+            "1",
+            "--domain",
+            "symbolic-linear",
+            "--eps",
+            "0.01",
+            "--eval-n",
+            "2",
+            "--eval-domains",
+            "interval",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["verified_samples"] == 2  # k' = 1 in each of the 2 batches

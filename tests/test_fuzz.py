@@ -1,5 +1,6 @@
 """The bound-engine fuzzer (veritrain.bounds.fuzz): no violation beyond float tolerance on random cases of
 every domain, and sensitive enough to catch small unsound mutations. The >= 100,000-case run is slow."""
+
 from __future__ import annotations
 
 import math

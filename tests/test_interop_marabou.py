@@ -1,4 +1,5 @@
 """Marabou (an external complete verifier) checks veritrain's proofs on exported networks and properties."""
+
 import os
 
 import numpy as np
@@ -107,15 +108,34 @@ def test_an_unsound_domain_is_caught_with_a_saved_rechecked_counterexample(data,
 def test_cli_crosscheck_exits_nonzero_on_a_soundness_failure(data, monkeypatch, tmp_path, capsys):
     torch.manual_seed(0)
     net = tmp_path / "net.py"
-    net.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), "
-                   "nn.ReLU(), nn.Linear(8, 10))\n")
+    net.write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), "
+        "nn.ReLU(), nn.Linear(8, 10))\n"
+    )
     from veritrain.models import load_model_from_file
 
     x, y, _, _ = data
     torch.save(_fit(load_model_from_file(f"{net}:build"), x, y).state_dict(), tmp_path / "w.pt")
-    args = ["crosscheck", "--net", f"{net}:build", "--weights", str(tmp_path / "w.pt"), "--dataset", "mnist-mini",
-            "--n", "4", "--eps", "0.1", "--domains", "crown", "--timeout", "20", "--out", str(tmp_path / "out"),
-            "--no-progress"]
+    args = [
+        "crosscheck",
+        "--net",
+        f"{net}:build",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--dataset",
+        "mnist-mini",
+        "--n",
+        "4",
+        "--eps",
+        "0.1",
+        "--domains",
+        "crown",
+        "--timeout",
+        "20",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert (tmp_path / "out" / "crosscheck.md").is_file() and (tmp_path / "out" / "crosscheck.csv").is_file()
     import veritrain.interop.crosscheck as cc

@@ -1,4 +1,5 @@
 """ONNX out (export, checked with onnxruntime) and in (the reader, on exported and hand-built graphs)."""
+
 import sys
 
 import numpy as np
@@ -35,17 +36,37 @@ def _nets() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     torch.manual_seed(0)
     return {
         "mnist-small": (build_model("mnist-small"), (1, 28, 28)),
-        "fc-normalize": (nn.Sequential(Normalize([0.13], [0.31]), nn.Flatten(), nn.Linear(784, 16), nn.ReLU(),
-                                       nn.Linear(16, 10)), (1, 28, 28)),
-        "conv-normalize-padded": (nn.Sequential(Normalize([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]),
-                                                nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                                                nn.Linear(4 * 8 * 8, 10)), (3, 16, 16)),
-        "pool-bn": (nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2), _bn(3), nn.Flatten(),
-                                  nn.Linear(3 * 6 * 6, 5)), (1, 14, 14)),
-        "residual": (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
-                                   Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                                                          nn.Conv2d(4, 4, 3, padding=1))),
-                                   nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)), (1, 8, 8)),
+        "fc-normalize": (
+            nn.Sequential(Normalize([0.13], [0.31]), nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)),
+            (1, 28, 28),
+        ),
+        "conv-normalize-padded": (
+            nn.Sequential(
+                Normalize([0.4, 0.5, 0.6], [0.2, 0.25, 0.3]),
+                nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(4 * 8 * 8, 10),
+            ),
+            (3, 16, 16),
+        ),
+        "pool-bn": (
+            nn.Sequential(
+                nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2), _bn(3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5)
+            ),
+            (1, 14, 14),
+        ),
+        "residual": (
+            nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1),
+                nn.ReLU(),
+                Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(4 * 8 * 8, 3),
+            ),
+            (1, 8, 8),
+        ),
     }
 
 
@@ -97,9 +118,18 @@ def _helper_model(tmp_path):
     w2 = rng.normal(size=(12, 10)).astype(np.float32)
     mean = rng.uniform(0.1, 0.2, size=(1, 1, 28, 28)).astype(np.float32)
     std = np.float32(0.3)
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(w1, "w1"), (b1, "b1"), (w2, "w2"), (mean, "mean"), (np.array(std), "std"),
-              (np.array([0], dtype=np.int64), "zero"), (np.array([-1], dtype=np.int64), "minus1")]]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w1, "w1"),
+            (b1, "b1"),
+            (w2, "w2"),
+            (mean, "mean"),
+            (np.array(std), "std"),
+            (np.array([0], dtype=np.int64), "zero"),
+            (np.array([-1], dtype=np.int64), "minus1"),
+        ]
+    ]
     nodes = [
         helper.make_node("Sub", ["x", "mean"], ["s"]),
         helper.make_node("Div", ["s", "std"], ["d"]),
@@ -112,8 +142,13 @@ def _helper_model(tmp_path):
         helper.make_node("Relu", ["hb"], ["r"]),
         helper.make_node("Gemm", ["r", "w2"], ["y"], alpha=0.5),
     ]
-    graph = helper.make_graph(nodes, "helper-mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "helper-mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     proto.ir_version = 8
     onnx.checker.check_model(proto)
@@ -134,9 +169,13 @@ def test_import_of_a_network_built_with_the_onnx_helper_api(tmp_path):
 
 
 def _graph(tmp_path, nodes, inits, in_shape, out_shape):
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                              initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     path = tmp_path / "g.onnx"
     onnx.save(proto, str(path))
@@ -144,13 +183,19 @@ def _graph(tmp_path, nodes, inits, in_shape, out_shape):
 
 
 def test_import_refuses_unsupported_operators_by_name(tmp_path):
-    path = _graph(tmp_path, [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2])], {}, [1, 1, 4, 4],
-                  [1, 1, 2, 2])
+    path = _graph(
+        tmp_path, [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2])], {}, [1, 1, 4, 4], [1, 1, 2, 2]
+    )
     with pytest.raises(InteropError, match="MaxPool"):
         load_onnx(path)
     w = np.ones((4, 4), dtype=np.float32)
-    path = _graph(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "x"], ["y"])],
-                  {"w": w}, [1, 4], [1, 4])
+    path = _graph(
+        tmp_path,
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "x"], ["y"])],
+        {"w": w},
+        [1, 4],
+        [1, 4],
+    )
     with pytest.raises(InteropError, match="two computed tensors"):
         load_onnx(path)
 
@@ -184,18 +229,55 @@ def test_cli_export_and_evaluate_an_onnx_network(tmp_path, capsys):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
     torch.save(model.state_dict(), tmp_path / "w.pt")
     net = tmp_path / "net.py"
-    net.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), "
-                   "nn.ReLU(), nn.Linear(16, 10))\n")
+    net.write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), "
+        "nn.ReLU(), nn.Linear(16, 10))\n"
+    )
     onnx_path = tmp_path / "bench" / "onnx" / "net.onnx"
-    rc = main(["export", "--net", f"{net}:build", "--weights", str(tmp_path / "w.pt"), "--dataset", "mnist-mini",
-               "--onnx", str(onnx_path), "--vnnlib", str(tmp_path / "bench" / "vnnlib"), "--n", "3", "--eps", "0.02"])
+    rc = main(
+        [
+            "export",
+            "--net",
+            f"{net}:build",
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--dataset",
+            "mnist-mini",
+            "--onnx",
+            str(onnx_path),
+            "--vnnlib",
+            str(tmp_path / "bench" / "vnnlib"),
+            "--n",
+            "3",
+            "--eps",
+            "0.02",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "max |logit difference|" in out
     assert len(list((tmp_path / "bench" / "vnnlib").glob("*.vnnlib"))) == 3
     lines = (tmp_path / "bench" / "instances.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("onnx/net.onnx,vnnlib/prop_0_label")
-    rc = main(["evaluate", "--net", str(onnx_path), "--dataset", "mnist-mini", "--n", "20", "--eps", "0.02",
-               "--attacks", "pgd", "--domains", "interval,crown", "--json", str(tmp_path / "e.json"), "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--net",
+            str(onnx_path),
+            "--dataset",
+            "mnist-mini",
+            "--n",
+            "20",
+            "--eps",
+            "0.02",
+            "--attacks",
+            "pgd",
+            "--domains",
+            "interval,crown",
+            "--json",
+            str(tmp_path / "e.json"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     import json
 

@@ -1,5 +1,6 @@
 """VNN-LIB: the parser (disjunctions, conjunctions inside disjuncts, errors), the box-as-ball bounds, and
 `veritrain vnnlib` answering exported and hand-written instances (every sat re-checked, unsat sound)."""
+
 import itertools
 import subprocess
 import sys
@@ -18,17 +19,27 @@ from veritrain.cli import main  # noqa: E402
 from veritrain.interop import InteropError  # noqa: E402
 from veritrain.interop.onnx_export import export_onnx, onnx_session, run_onnx  # noqa: E402
 from veritrain.interop.vnnlib import (  # noqa: E402
-    box_ball, parse_vnnlib, parse_vnnlib_text, read_instances, robustness_property, run_instances, solve, summarise,
+    box_ball,
+    parse_vnnlib,
+    parse_vnnlib_text,
+    read_instances,
+    robustness_property,
+    run_instances,
+    solve,
+    summarise,
     write_benchmark,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + "".join(
-    f"(declare-const Y_{j} Real)\n" for j in range(3))
+    f"(declare-const Y_{j} Real)\n" for j in range(3)
+)
 
 
 def test_parser_disjunctions_and_conjunctions_inside_disjuncts():
-    text = HEADER + """
+    text = (
+        HEADER
+        + """
 ; a comment (with parentheses)
 (assert (>= X_0 -1.0)) (assert (<= X_0 1)) (assert (and (>= X_1 0.5e0) (<= X_1 (+ 0.25 0.5))))
 (assert (or
@@ -36,6 +47,7 @@ def test_parser_disjunctions_and_conjunctions_inside_disjuncts():
     (and (<= (* 2 Y_1) -3))
     (<= (+ Y_2 (* -1 Y_0)) 0)))
 """
+    )
     prop = parse_vnnlib_text(text)
     assert (prop.n_inputs, prop.n_outputs, len(prop.disjuncts)) == (2, 3, 3)
     d0, d1, d2 = prop.disjuncts
@@ -49,8 +61,11 @@ def test_parser_disjunctions_and_conjunctions_inside_disjuncts():
 
 
 def test_parser_distributes_and_over_or_and_handles_strict_and_equality():
-    text = HEADER + """(assert (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1)))
+    text = (
+        HEADER
+        + """(assert (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1)))
 (assert (and (or (> Y_0 Y_1) (> Y_0 Y_2)) (or (= Y_1 0) (< Y_2 1))))"""
+    )
     prop = parse_vnnlib_text(text)
     assert len(prop.disjuncts) == 4
     assert prop.disjuncts[0].out_strict.tolist() == [True, False, False]  # Y_0 > Y_1, Y_1 = 0 (two rows)
@@ -58,21 +73,33 @@ def test_parser_distributes_and_over_or_and_handles_strict_and_equality():
     assert prop.holds(np.zeros(2), np.array([1.0, 0.0, 5.0]))
 
 
-@pytest.mark.parametrize("text, match", [
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)", "unbalanced"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)))", "unbalanced"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_1 1))", "not declared"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
-     "(assert (<= (* Y_0 Y_0) 1))", "nonlinear"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)", "unsupported command"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (<= Y_0 0))", "no lower or upper"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
-     "(assert (<= Y_0 X_0))", "mixing inputs and outputs"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
-     "(assert (xor (<= Y_0 0)))", "unsupported operator"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Int)", "malformed declaration"),
-    ("(declare-const X_0 Real)(declare-const X_2 Real)(declare-const Y_0 Real)", "without gaps"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)", "unbalanced"),
+        ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)))", "unbalanced"),
+        ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_1 1))", "not declared"),
+        (
+            "(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
+            "(assert (<= (* Y_0 Y_0) 1))",
+            "nonlinear",
+        ),
+        ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)", "unsupported command"),
+        ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (<= Y_0 0))", "no lower or upper"),
+        (
+            "(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
+            "(assert (<= Y_0 X_0))",
+            "mixing inputs and outputs",
+        ),
+        (
+            "(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (>= X_0 0))"
+            "(assert (xor (<= Y_0 0)))",
+            "unsupported operator",
+        ),
+        ("(declare-const X_0 Real)(declare-const Y_0 Int)", "malformed declaration"),
+        ("(declare-const X_0 Real)(declare-const X_2 Real)(declare-const Y_0 Real)", "without gaps"),
+    ],
+)
 def test_parse_errors_are_errors(text, match):
     with pytest.raises(InteropError, match=match):
         parse_vnnlib_text(text)
@@ -101,9 +128,12 @@ def test_hand_written_instances_sat_rechecked_unsat_sound(seed, tmp_path):
         lo = rng.uniform(-1, 0.5, size=2).tolist()
         hi = (np.array(lo) + rng.uniform(0.05, 0.6, size=2)).tolist()
         c = (rng.normal(size=3) * 0.3).tolist()
-        text = HEADER + "".join(f"(assert (>= X_{i} {lo[i]!r}))(assert (<= X_{i} {hi[i]!r}))" for i in range(2)) + \
-            f"""(assert (or (and (>= Y_0 Y_1) (>= Y_0 (+ Y_2 {c[0]!r})))
+        text = (
+            HEADER
+            + "".join(f"(assert (>= X_{i} {lo[i]!r}))(assert (<= X_{i} {hi[i]!r}))" for i in range(2))
+            + f"""(assert (or (and (>= Y_0 Y_1) (>= Y_0 (+ Y_2 {c[0]!r})))
                            (and (>= Y_1 (+ Y_0 {c[1]!r})) (<= Y_2 {c[2]!r}))))"""
+        )
         prop_path = tmp_path / f"p{t}.vnnlib"
         prop_path.write_text(text)
         v = solve(onnx_path, prop_path, timeout=120)
@@ -147,8 +177,9 @@ def _benchmark(tmp_path, n=6, eps=0.03):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 4, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 9 * 9, 10)).eval()
     x, y = load_dataset("mnist-mini", "test").tensors
-    csv_path = write_benchmark(model, (1, 28, 28), x[:n], y[:n], eps, tmp_path / "onnx" / "net.onnx",
-                               tmp_path / "vnnlib", timeout=20)
+    csv_path = write_benchmark(
+        model, (1, 28, 28), x[:n], y[:n], eps, tmp_path / "onnx" / "net.onnx", tmp_path / "vnnlib", timeout=20
+    )
     return model, x[:n], y[:n], csv_path
 
 
@@ -194,8 +225,17 @@ def test_instances_runner_reports_errors_not_verdicts(tmp_path, capsys):
     rc = main(["vnnlib", "--instances", str(csv_path), "--out", str(tmp_path / "res"), "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and '"error": 1' in out and '"instances": 3' in out
-    rc = main(["vnnlib", "--onnx", str(tmp_path / "onnx" / "net.onnx"), "--vnnlib", str(bad),
-               "--out", str(tmp_path / "r.txt")])
+    rc = main(
+        [
+            "vnnlib",
+            "--onnx",
+            str(tmp_path / "onnx" / "net.onnx"),
+            "--vnnlib",
+            str(bad),
+            "--out",
+            str(tmp_path / "r.txt"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "r.txt").exists()
     assert "unbalanced" in capsys.readouterr().err
 
@@ -204,11 +244,25 @@ def test_run_instance_sh_writes_a_vnncomp_result(tmp_path):
     _, _, _, csv_path = _benchmark(tmp_path, n=1)
     onnx_path, vnnlib_path, _ = read_instances(csv_path)[0]
     result = tmp_path / "out.txt"
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "PYTHONPATH": ":".join(sys.path),
+        "OMP_NUM_THREADS": "1",
+    }
     script = REPO / "scripts" / "vnncomp" / "run_instance.sh"
-    subprocess.run(["bash", str(REPO / "scripts" / "vnncomp" / "prepare_instance.sh"), "v1", "test",
-                    str(onnx_path), str(vnnlib_path)], check=True, env=env)
-    subprocess.run(["bash", str(script), "v1", "test", str(onnx_path), str(vnnlib_path), str(result), "30"],
-                   check=True, env=env)
+    subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "vnncomp" / "prepare_instance.sh"),
+            "v1",
+            "test",
+            str(onnx_path),
+            str(vnnlib_path),
+        ],
+        check=True,
+        env=env,
+    )
+    subprocess.run(
+        ["bash", str(script), "v1", "test", str(onnx_path), str(vnnlib_path), str(result), "30"], check=True, env=env
+    )
     assert result.read_text().split("\n")[0] in ("sat", "unsat", "unknown", "timeout")

@@ -1,4 +1,5 @@
 """MixTrain objective (Section IV): sample counts (Eqn. 8), mixed loss (Eqn. 9), dynamic alpha (Section V-A)."""
+
 from __future__ import annotations
 
 import math
@@ -33,11 +34,17 @@ def cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def ctx(epoch: int = 0, step: int = 0, num_batches: int = 1, gen: torch.Generator | None = None,
-        eps: float = 0.05) -> StepContext:
-    return StepContext(eps=eps, epoch=epoch, step=step, num_batches=num_batches,
-                       generator=gen if gen is not None else torch.Generator().manual_seed(1),
-                       device=torch.device("cpu"))
+def ctx(
+    epoch: int = 0, step: int = 0, num_batches: int = 1, gen: torch.Generator | None = None, eps: float = 0.05
+) -> StepContext:
+    return StepContext(
+        eps=eps,
+        epoch=epoch,
+        step=step,
+        num_batches=num_batches,
+        generator=gen if gen is not None else torch.Generator().manual_seed(1),
+        device=torch.device("cpu"),
+    )
 
 
 def test_registered():
@@ -86,7 +93,7 @@ def test_counting_through_loss_and_end_epoch():
     obj, model = MixTrain(cfg(k=7)), tiny_net()
     g = torch.Generator().manual_seed(0)
     for b in range(6):
-        obj.loss(model, x[b * 10:(b + 1) * 10], y[b * 10:(b + 1) * 10], ctx(step=b, num_batches=6, gen=g))
+        obj.loss(model, x[b * 10 : (b + 1) * 10], y[b * 10 : (b + 1) * 10], ctx(step=b, num_batches=6, gen=g))
     out = obj.end_epoch(model, EpochContext(0.05, 0, TensorDataset(x, y), g, torch.device("cpu")))
     assert out["verified_samples"] == 7
 
@@ -183,8 +190,9 @@ def test_update_rule():
 
 def _epoch(obj: MixTrain, model: nn.Module, n: int = 60) -> dict:
     x, y = data(n)
-    return obj.end_epoch(model, EpochContext(0.05, 0, TensorDataset(x, y), torch.Generator().manual_seed(0),
-                                             torch.device("cpu")))
+    return obj.end_epoch(
+        model, EpochContext(0.05, 0, TensorDataset(x, y), torch.Generator().manual_seed(0), torch.device("cpu"))
+    )
 
 
 def test_end_epoch_moves_alpha_by_subsample_accuracy():
@@ -222,13 +230,15 @@ def test_warmup_epochs_are_regular_training_and_freeze_alpha():
         loss, m = obj.loss(model, x, y, ctx(epoch))
         assert loss.item() == pytest.approx(F.cross_entropy(model(x), y).item())
         assert m["alpha"] == 0.0 and "verified_loss" in m  # still logged
-        out = obj.end_epoch(model, EpochContext(0.05, epoch, TensorDataset(x, y), torch.Generator().manual_seed(0),
-                                                torch.device("cpu")))
+        out = obj.end_epoch(
+            model, EpochContext(0.05, epoch, TensorDataset(x, y), torch.Generator().manual_seed(0), torch.device("cpu"))
+        )
         assert out["alpha"] == 0.0 and out["alpha_next"] == 0.8 and obj.alpha == 0.8  # logged: the alpha used
     loss, m = obj.loss(model, x, y, ctx(2))  # then Eqn. 9 with alpha0, and alpha moves
     assert m["alpha"] == 0.8 and loss.item() != pytest.approx(F.cross_entropy(model(x), y).item())
-    out = obj.end_epoch(model, EpochContext(0.05, 2, TensorDataset(x, y), torch.Generator().manual_seed(0),
-                                            torch.device("cpu")))
+    out = obj.end_epoch(
+        model, EpochContext(0.05, 2, TensorDataset(x, y), torch.Generator().manual_seed(0), torch.device("cpu"))
+    )
     assert out["alpha"] == 0.8 and out["alpha_next"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="warmup_epochs"):
         MixTrain(cfg(warmup_epochs=-1))
@@ -264,8 +274,16 @@ def test_through_the_shared_loop(tmp_path):
     if not hasattr(loop, "Trainer"):
         pytest.skip("the shared loop has no Trainer")
     x, y = data(40)
-    c = cfg(epochs=2, batch_size=10, k=3, acc0=0.0, out=str(tmp_path / "run"), progress=False,
-            eps_start=0.01, eps_ramp_epochs=2).resolved()
+    c = cfg(
+        epochs=2,
+        batch_size=10,
+        k=3,
+        acc0=0.0,
+        out=str(tmp_path / "run"),
+        progress=False,
+        eps_start=0.01,
+        eps_ramp_epochs=2,
+    ).resolved()
     trainer = loop.Trainer(c, tiny_net(), TensorDataset(x, y), None, torch.device("cpu"))
     trainer.fit()
     rows = trainer.metrics

@@ -1,4 +1,5 @@
 """veritrain.models: the paper's networks (counts of Table I / II), user model files, weight loading."""
+
 from __future__ import annotations
 
 import os
@@ -96,15 +97,19 @@ def test_mnist_small_is_the_authors_layout() -> None:
     types = [type(m) for m in model]
     assert types == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == [
-        ("0.weight", (16, 1, 4, 4)), ("0.bias", (16,)), ("2.weight", (32, 16, 4, 4)), ("2.bias", (32,)),
-        ("5.weight", (100, 1568)), ("5.bias", (100,)), ("7.weight", (10, 100)), ("7.bias", (10,)),
+        ("0.weight", (16, 1, 4, 4)),
+        ("0.bias", (16,)),
+        ("2.weight", (32, 16, 4, 4)),
+        ("2.bias", (32,)),
+        ("5.weight", (100, 1568)),
+        ("5.bias", (100,)),
+        ("7.weight", (10, 100)),
+        ("7.bias", (10,)),
     ]
     assert (model[0].stride, model[0].padding) == ((2, 2), (1, 1))
 
 
-@pytest.mark.parametrize(
-    "name", ["mnist-small", "mnist-large", "cifar-small", "cifar-resnet", "imagenet-resnet"]
-)
+@pytest.mark.parametrize("name", ["mnist-small", "mnist-large", "cifar-small", "cifar-resnet", "imagenet-resnet"])
 def test_forward_gives_logits(name: str) -> None:
     spec = MODELS.get(name)
     out = build_model(name)(torch.rand(2, *spec.in_shape))
@@ -228,8 +233,13 @@ def test_load_weights_by_order(tmp_path: Path) -> None:
     # A user's Sequential with no Normalize and no Flatten: every index is shifted w.r.t. ours.
     ours = build_model("cifar-small")
     theirs = nn.Sequential(
-        nn.Conv2d(3, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-        nn.Linear(2048, 100), nn.ReLU(), nn.Linear(100, 10),
+        nn.Conv2d(3, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Linear(2048, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
     )
     path = tmp_path / "theirs.pth"
     torch.save(theirs.state_dict(), path)
@@ -266,8 +276,16 @@ def test_load_weights_errors_leave_model_unchanged(tmp_path: Path) -> None:
             load_weights(model, bad)
         assert "\n" not in str(e.value)
 
-    wrong = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(1568, 200), nn.ReLU(), nn.Linear(200, 10))
+    wrong = nn.Sequential(
+        nn.Conv2d(1, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(1568, 200),
+        nn.ReLU(),
+        nn.Linear(200, 10),
+    )
     torch.save(wrong.state_dict(), tmp_path / "wrong.pt")
     msg = (
         "checkpoint does not fit mnist-small: layer 5.weight has shape \\(100, 1568\\) in the model "
@@ -332,8 +350,16 @@ def _reference(name: str) -> Path:
 def test_reference_checkpoints(ckpt: str) -> None:
     path = _reference(ckpt)
     model = load_weights(build_model("mnist-small"), path).eval()
-    direct = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
-                           nn.Flatten(), nn.Linear(1568, 100), nn.ReLU(), nn.Linear(100, 10))
+    direct = nn.Sequential(
+        nn.Conv2d(1, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(1568, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
     direct.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     assert torch.equal(model(x), direct(x))

@@ -1,4 +1,5 @@
 """Per-epoch test metrics on a fixed subset, the plot of them, and the optional TensorBoard log (issue 16)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ from veritrain.training import TrainConfig, train
 from veritrain.training.monitor import TensorBoardLog, monitor_domain
 from veritrain.training.methods import METHODS
 
-TINY = dict(net="mnist-small", dataset="mnist-mini", train_size=100, batch_size=50, epochs=2, eval_n=20,
-            eval_attacks="pgd", eval_domains="interval", progress=False, device="cpu")
+TINY = dict(
+    net="mnist-small",
+    dataset="mnist-mini",
+    train_size=100,
+    batch_size=50,
+    epochs=2,
+    eval_n=20,
+    eval_attacks="pgd",
+    eval_domains="interval",
+    progress=False,
+    device="cpu",
+)
 
 
 def test_every_epoch_logs_acc_era_vra_on_a_fixed_test_subset(tmp_path: Path) -> None:
@@ -43,14 +54,28 @@ def test_monitor_off_and_its_domain(tmp_path: Path) -> None:
     assert monitor_domain(cfg, METHODS.get("crown-ibp")(cfg)) == "crown-ibp"
 
 
-def test_tensorboard_absent_is_a_one_line_error_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_tensorboard_absent_is_a_one_line_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
     with pytest.raises(ConfigError, match=r"veritrain\[tensorboard\]"):
         train(TrainConfig(**TINY, method="regular", tensorboard=True, out=str(tmp_path / "r")))
     assert not (tmp_path / "r").exists()
-    rc = main(["train", "--dataset", "mnist-mini", "--train-size", "50", "--epochs", "1", "--tensorboard",
-               "--out", str(tmp_path / "r2"), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "mnist-mini",
+            "--train-size",
+            "50",
+            "--epochs",
+            "1",
+            "--tensorboard",
+            "--out",
+            str(tmp_path / "r2"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "pip install 'veritrain[tensorboard]'" in err
 

@@ -1,6 +1,7 @@
 """Run folders that cannot be lost or mixed, and reports that say what they mean (issue 17): --resume of a
 folder without a run, the exclusive lock (live and stale owners), file modes, resolved options and versions
 in config.json, alpha logged for its own epoch, train time across a resume."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,16 @@ def tiny_model() -> nn.Module:
 
 
 def cfg_for(out: Path, **kw) -> TrainConfig:
-    base = dict(dataset="mnist-mini", epochs=2, batch_size=30, eps=0.0, out=str(out), progress=False,
-                eval_attacks="", eval_domains="")
+    base = dict(
+        dataset="mnist-mini",
+        epochs=2,
+        batch_size=30,
+        eps=0.0,
+        out=str(out),
+        progress=False,
+        eval_attacks="",
+        eval_domains="",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -123,8 +132,9 @@ def test_two_concurrent_trainings_never_interleave(tmp_path):
         "    print(e, file=sys.stderr); sys.exit(2)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE, env=env) for _ in range(2)
+    ]
     results = [(p.wait(120), p.stderr.read().decode()) for p in procs]
     assert sorted(rc for rc, _ in results) in ([0, 0], [0, 2]), results
     for rc, err in results:
@@ -168,8 +178,9 @@ def test_config_json_holds_resolved_values_and_versions(tmp_path):
 def test_alpha_is_logged_with_the_epoch_that_used_it(tmp_path):
     """issue 17: the alpha column showed the next epoch's alpha."""
     folder = tmp_path / "mix"
-    run(cfg_for(folder, method="mixtrain", eps=0.05, epochs=3, alpha0=0.8, acc0=100.0, domain="interval",
-                k_per_batch=2))
+    run(
+        cfg_for(folder, method="mixtrain", eps=0.05, epochs=3, alpha0=0.8, acc0=100.0, domain="interval", k_per_batch=2)
+    )
     rows = read_jsonl(folder / "metrics.jsonl")
     assert [r["alpha"] for r in rows] == pytest.approx([0.8, 0.75, 0.7])  # acc never beats 100: down 0.05 each
     assert [r["alpha_next"] for r in rows] == pytest.approx([0.75, 0.7, 0.65])

@@ -1,4 +1,5 @@
 """The shared training loop: schedules, regular training, run files, checkpoints and exact resumption."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ def tiny_model(seed: int = 0) -> nn.Module:
 
 
 def cfg_for(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(dataset="mnist-mini", epochs=3, batch_size=25, eps=0.0, out=str(tmp_path / "run"),
-                progress=False, eval_attacks="", eval_domains="")
+    base = dict(
+        dataset="mnist-mini",
+        epochs=3,
+        batch_size=25,
+        eps=0.0,
+        out=str(tmp_path / "run"),
+        progress=False,
+        eval_attacks="",
+        eval_domains="",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -105,8 +114,11 @@ def test_grad_clip_bounds_each_step(tmp_path):
     data = tiny_data(50)
     start = tiny_model()
     before = torch.cat([p.detach().flatten().clone() for p in start.parameters()])
-    train(cfg_for(tmp_path, epochs=1, batch_size=50, optimizer="sgd", momentum=0.0, lr=1.0, grad_clip=1e-3),
-          model=start, train_data=data)
+    train(
+        cfg_for(tmp_path, epochs=1, batch_size=50, optimizer="sgd", momentum=0.0, lr=1.0, grad_clip=1e-3),
+        model=start,
+        train_data=data,
+    )
     after = torch.cat([p.detach().flatten() for p in start.parameters()])
     assert 0 < (after - before).norm().item() <= 1e-3 + 1e-7
     with pytest.raises(TrainingError, match="grad-clip"):
@@ -115,8 +127,7 @@ def test_grad_clip_bounds_each_step(tmp_path):
 
 def test_eps_ramp_is_logged(tmp_path):
     data = tiny_data(50)
-    train(cfg_for(tmp_path, epochs=3, eps=0.1, eps_start=0.02, eps_ramp_epochs=3), model=tiny_model(),
-          train_data=data)
+    train(cfg_for(tmp_path, epochs=3, eps=0.1, eps_start=0.02, eps_ramp_epochs=3), model=tiny_model(), train_data=data)
     eps = [r["eps"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert eps == pytest.approx([0.02, 0.06, 0.1])
 
@@ -138,8 +149,9 @@ def test_objective_metrics_are_averaged_and_end_epoch_logged(tmp_path):
 
     if "probe-test" not in METHODS:
         METHODS.add("probe-test", Probe)
-    train(cfg_for(tmp_path, epochs=2, method="probe-test", batch_size=50), model=tiny_model(),
-          train_data=tiny_data(100))
+    train(
+        cfg_for(tmp_path, epochs=2, method="probe-test", batch_size=50), model=tiny_model(), train_data=tiny_data(100)
+    )
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["alpha"] for r in rows] == [0.5, 1.5]
     assert rows[0]["probe"] == pytest.approx(0.5)  # steps 0, 1 averaged
@@ -235,8 +247,9 @@ VOLATILE = {"batch_time", "epoch_time", "cpu_time", "peak_mem_mb", "monitor_time
 
 def _run(script: Path, out: Path, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(script), str(out), mode], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(out), mode], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _stable(rows):

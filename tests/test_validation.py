@@ -1,5 +1,6 @@
 """Every public entry point refuses invalid inputs with a one-line ValueError (issue 17): property tests
 draw invalid eps, pixels and labels and assert the error, never a number."""
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,8 @@ PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCh
 
 BAD_EPS = st.one_of(
     st.floats(max_value=-1e-12, allow_nan=False, allow_infinity=True),  # negative, -inf
-    st.just(math.nan), st.just(math.inf),
+    st.just(math.nan),
+    st.just(math.inf),
 )
 
 
@@ -71,9 +73,15 @@ def test_ball_refuses_pixels_outside_the_domain(value: float, where: int) -> Non
 
 def test_ball_refuses_wrong_types_and_shapes() -> None:
     x, _ = _data()
-    for bad in (lambda: Ball((x * 255).long(), 1.0), lambda: Ball(x[0, 0, 0], 0.1),
-                lambda: Ball(x, torch.full((4,), 0.1)), lambda: Ball(x, "0.1"), lambda: Ball(x, True),
-                lambda: Ball(x.tolist(), 0.1), lambda: Ball(x, 0.1, lo=1.0, hi=0.0)):
+    for bad in (
+        lambda: Ball((x * 255).long(), 1.0),
+        lambda: Ball(x[0, 0, 0], 0.1),
+        lambda: Ball(x, torch.full((4,), 0.1)),
+        lambda: Ball(x, "0.1"),
+        lambda: Ball(x, True),
+        lambda: Ball(x.tolist(), 0.1),
+        lambda: Ball(x, 0.1, lo=1.0, hi=0.0),
+    ):
         with pytest.raises(ValueError):
             bad()
 
@@ -109,8 +117,13 @@ def test_verify_and_loss_refuse_bad_labels(domain: str) -> None:
 def test_compute_bounds_refuses_bad_specs_and_balls() -> None:
     net, (x, _) = _net(), _data()
     ball = Ball(x, 0.05)
-    for spec in (torch.ones(5, 2, 4), torch.ones(4, 2, 3), torch.ones(5, 3), torch.ones(5, 2, 3, dtype=torch.long),
-                 torch.full((5, 2, 3), math.nan)):
+    for spec in (
+        torch.ones(5, 2, 4),
+        torch.ones(4, 2, 3),
+        torch.ones(5, 3),
+        torch.ones(5, 2, 3, dtype=torch.long),
+        torch.full((5, 2, 3), math.nan),
+    ):
         with pytest.raises(ValueError, match="spec"):
             compute_bounds(net, ball, spec, "interval")
     with pytest.raises(ValueError, match="Ball"):
@@ -152,8 +165,17 @@ def test_attacks_refuse_bad_inputs(name: str) -> None:
 
 def test_evaluate_tensors_refuses_bad_inputs() -> None:
     net, (x, y) = _net(), _data()
-    cases = [dict(eps=-0.1), dict(eps=math.nan), dict(eps=math.inf), dict(batch_size=0), dict(chunk_size=0),
-             dict(norm="l1"), dict(x=x * 3), dict(x=x[:0], y=y[:0]), dict(x=torch.rand(5, 3, 8, 8))]
+    cases = [
+        dict(eps=-0.1),
+        dict(eps=math.nan),
+        dict(eps=math.inf),
+        dict(batch_size=0),
+        dict(chunk_size=0),
+        dict(norm="l1"),
+        dict(x=x * 3),
+        dict(x=x[:0], y=y[:0]),
+        dict(x=torch.rand(5, 3, 8, 8)),
+    ]
     cases += [dict(y=b) for b in _bad_labels(y)]
     for case in cases:
         kw = dict(x=x, y=y, eps=0.1, attacks="pgd", domains="interval")

@@ -1,4 +1,5 @@
 """`python -m veritrain` = the `veritrain` command."""
+
 import sys
 
 from veritrain.cli import main

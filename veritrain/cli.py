@@ -1,4 +1,5 @@
 """The `veritrain` command: models, train, evaluate, quickstart, plot."""
+
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,20 @@ def help_names() -> dict[str, Any]:
         return ", ".join(items)
 
     return {
-        "models": names(MODELS), "datasets": names(DATASETS), "methods": names(METHODS),
-        "activations": names(ACTIVATIONS), "optimizers": names(OPTIMIZERS), "augmentations": names(AUGMENTATIONS),
+        "models": names(MODELS),
+        "datasets": names(DATASETS),
+        "methods": names(METHODS),
+        "activations": names(ACTIVATIONS),
+        "optimizers": names(OPTIMIZERS),
+        "augmentations": names(AUGMENTATIONS),
         "learning_rates": names(f"{lr:g} with {opt}" for opt, lr in DEFAULT_LR.items()),
-        "devices": DEVICE_CHOICES, "norms": names(NORMS), "eps_schedules": names(EPS_SCHEDULES),
-        "batch_domains": names(BATCH_DOMAINS), "domains": names(DOMAINS), "attacks": names(ATTACKS),
-        "run_files": names((RunFiles.CONFIG, RunFiles.METRICS, RunFiles.CHECKPOINT, RunFiles.MODEL,
-                            RunFiles.SUMMARY)),
+        "devices": DEVICE_CHOICES,
+        "norms": names(NORMS),
+        "eps_schedules": names(EPS_SCHEDULES),
+        "batch_domains": names(BATCH_DOMAINS),
+        "domains": names(DOMAINS),
+        "attacks": names(ATTACKS),
+        "run_files": names((RunFiles.CONFIG, RunFiles.METRICS, RunFiles.CHECKPOINT, RunFiles.MODEL, RunFiles.SUMMARY)),
         "defaults": _DefaultsText(),
     }
 
@@ -101,14 +109,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help_ = train_help(name, names) + _default_text(name)
         group = groups[f.metadata.get("group", "general")]
         if tp is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_)
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+            )
         elif name == "extra":
-            group.add_argument(flag, dest=name, action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
-                               help=help_)
+            group.add_argument(
+                flag, dest=name, action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS, help=help_
+            )
         else:
-            group.add_argument(flag, dest=name, type=tp, default=argparse.SUPPRESS,
-                               metavar=name.upper(), help=help_)
+            group.add_argument(flag, dest=name, type=tp, default=argparse.SUPPRESS, metavar=name.upper(), help=help_)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -207,8 +216,10 @@ def _check_method_options(values: dict[str, Any], given: set[str]) -> None:
         readers = [m for m in _option_methods(name) if m in METHODS]
         if readers and method not in readers and len(readers) == len(_option_methods(name)):
             flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} is an option of {', '.join(readers)}; --method {method} does not read it "
-                              f"(drop {flag} or pick one of those methods)")
+            raise ConfigError(
+                f"{flag} is an option of {', '.join(readers)}; --method {method} does not read it "
+                f"(drop {flag} or pick one of those methods)"
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -243,15 +254,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 #: per-method quickstart settings: MNIST Small on the embedded mnist-mini (5,000 train / 1,000 test)
 QUICKSTART: dict[str, dict[str, Any]] = {
     # ERA/VRA on the first 300 of the 1,000 embedded test images (ACC on all 1,000) keeps it near a minute
-    "common": dict(net="mnist-small", dataset="mnist-mini", eps=0.1, batch_size=50, seed=0, device="auto",
-                   eval_n=300, eval_attacks="pgd", eval_domains=DEFAULT_DOMAIN),
+    "common": dict(
+        net="mnist-small",
+        dataset="mnist-mini",
+        eps=0.1,
+        batch_size=50,
+        seed=0,
+        device="auto",
+        eval_n=300,
+        eval_attacks="pgd",
+        eval_domains=DEFAULT_DOMAIN,
+    ),
     "regular": dict(epochs=3),
     # MixTrain over IBP, the CPU choice (README, results/frontier): IBP bounds on the whole batch, CROWN-IBP on
     # k' = 1 sample of each, dynamic alpha; Shi et al.'s initialisation and smooth ramp after a clean epoch.
     # VRA is still measured with the paper's symbolic-linear. (MixTrain with crown-ibp on k' = 10 of each batch
     # and no batch domain, the previous quickstart: 87.2 / 67.3 / 61.3 against 92.6 / 79.7 / 73.3, in more time.)
-    "mixtrain": dict(epochs=6, eps_ramp_epochs=2, batch_domain="interval", domain="crown-ibp", k_per_batch=1,
-                     ibp_init=True, eps_schedule="smooth", clean_epochs=1),
+    "mixtrain": dict(
+        epochs=6,
+        eps_ramp_epochs=2,
+        batch_domain="interval",
+        domain="crown-ibp",
+        k_per_batch=1,
+        ibp_init=True,
+        eps_schedule="smooth",
+        clean_epochs=1,
+    ),
     "wong": dict(epochs=4, eps_ramp_epochs=2),
     "diffai": dict(epochs=6, eps_ramp_epochs=3),
     "madry": dict(epochs=3, pgd_steps=10, pgd_step_size=0.02),
@@ -268,8 +296,14 @@ def quickstart_configs(out: str | Path, fast: bool = False, progress: bool = Tru
     robust = next((m for m in QUICKSTART_PREFERENCE if m in METHODS), None)
     configs = []
     for method in ["regular"] + ([robust] if robust else []):
-        values = {**QUICKSTART["common"], **QUICKSTART.get(method, {}), "method": method,
-                  "out": str(Path(out) / method), "overwrite": True, "progress": progress}
+        values = {
+            **QUICKSTART["common"],
+            **QUICKSTART.get(method, {}),
+            "method": method,
+            "out": str(Path(out) / method),
+            "overwrite": True,
+            "progress": progress,
+        }
         if fast:
             values.update(QUICKSTART_FAST)
         configs.append(TrainConfig(**values))
@@ -293,15 +327,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in MODELS:
         s = MODELS.get(name)
-        rows.append({"name": s.name, "dataset": s.dataset, "parameters": s.parameters,
-                     "hidden_units": s.hidden_units})
+        rows.append({"name": s.name, "dataset": s.dataset, "parameters": s.parameters, "hidden_units": s.hidden_units})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         from veritrain.reporting import format_table
 
-        print(format_table(rows, ["name", "dataset", "parameters", "hidden_units"],
-                           {"hidden_units": "hidden units"}))
+        print(format_table(rows, ["name", "dataset", "parameters", "hidden_units"], {"hidden_units": "hidden units"}))
     return 0
 
 
@@ -313,8 +345,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if not distributed.current().main:  # torchrun: rank 0 reports
         return 0
-    row = {"method": cfg.method,
-           **RunSummary.from_dict(summary).row(split_names(cfg.eval_attacks), split_names(cfg.eval_domains))}
+    row = {
+        "method": cfg.method,
+        **RunSummary.from_dict(summary).row(split_names(cfg.eval_attacks), split_names(cfg.eval_domains)),
+    }
     print(format_table([row]))
     files = RunFiles(cfg.out)
     print(f"run folder: {files.dir} ({files.SUMMARY}, {files.METRICS}, {files.MODEL})")
@@ -338,8 +372,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.run:
         run = RunFiles(args.run)
         if not run.config.is_file():
-            raise ValueError(f"{run.dir} is not a training run folder (no {run.CONFIG}); "
-                             "pass --net and --weights instead")
+            raise ValueError(
+                f"{run.dir} is not a training run folder (no {run.CONFIG}); pass --net and --weights instead"
+            )
         run_cfg = read_json(run.config)
         if weights is None:
             weights = str(run.model)
@@ -366,18 +401,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print("veritrain: warning: no --weights given: evaluating randomly initialised weights", file=sys.stderr)
     model = model.to(device).eval()
     data_dir = args.data_dir or run_cfg.get("data_dir")
-    attack_options = {"steps": args.attack_steps, "restarts": args.attack_restarts,
-                      "step_size": args.attack_step_size}
+    attack_options = {"steps": args.attack_steps, "restarts": args.attack_restarts, "step_size": args.attack_step_size}
     into_run = RunFiles(args.run) if args.run and not args.json else None
     # the run folder is locked while its evaluation is computed and written (not while it trains)
     lock = acquire_lock(into_run.dir, "evaluation") if into_run else None
     try:
-        res = evaluate(model, dataset, args.n, eps, attacks, domains, curves=split_names(args.curves),
-                       data_dir=data_dir, random_subset=args.random_subset, norm=norm,
-                       batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
-                       progress=args.progress, attack_options=attack_options)
-        res = {"net": net, "weights": weights, **res, "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "versions": versions()}
+        res = evaluate(
+            model,
+            dataset,
+            args.n,
+            eps,
+            attacks,
+            domains,
+            curves=split_names(args.curves),
+            data_dir=data_dir,
+            random_subset=args.random_subset,
+            norm=norm,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            seed=args.seed,
+            progress=args.progress,
+            attack_options=attack_options,
+        )
+        res = {
+            "net": net,
+            "weights": weights,
+            **res,
+            "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": versions(),
+        }
         print(format_table([{"n": res["n"], "eps": res["eps"], **eval_row(res, attacks, domains)}]))
         if into_run:  # every evaluation is kept: appended to the history, and the latest as evaluation.json
             append_jsonl(into_run.evaluations, res)
@@ -397,11 +449,18 @@ def quickstart_row(cfg: TrainConfig, s: dict[str, Any]) -> dict[str, Any]:
     behind each number (ACC on the whole test set, ERA/VRA on its first eval_n images) and the numbers."""
     ev = RunSummary.from_dict(s).eval or Evaluation(acc=None, n=0, eps=cfg.eps)
     settings = {k: v for k, v in QUICKSTART.get(cfg.method, {}).items() if k != "epochs"}
-    return {"method": cfg.method, "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "-",
-            "epochs": s.get("epochs_trained", s.get("epochs")), "train images": s.get("train_size"),
-            "ACC": s.get("test_acc"), "ACC n": s.get("test_n"),
-            "ERA (PGD)": ev.era.get("pgd"), f"VRA ({DEFAULT_DOMAIN})": ev.vra_value(DEFAULT_DOMAIN),
-            "ERA/VRA n": ev.n, "train s": (s.get("time_s") or {}).get("train")}
+    return {
+        "method": cfg.method,
+        "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "-",
+        "epochs": s.get("epochs_trained", s.get("epochs")),
+        "train images": s.get("train_size"),
+        "ACC": s.get("test_acc"),
+        "ACC n": s.get("test_n"),
+        "ERA (PGD)": ev.era.get("pgd"),
+        f"VRA ({DEFAULT_DOMAIN})": ev.vra_value(DEFAULT_DOMAIN),
+        "ERA/VRA n": ev.n,
+        "train s": (s.get("time_s") or {}).get("train"),
+    }
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -413,8 +472,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     for cfg in configs:
         print(f"== {cfg.method}: {cfg.net} on {cfg.dataset}, eps {cfg.eps}, {cfg.epochs} epochs", file=sys.stderr)
         rows.append(quickstart_row(cfg, train(cfg)))
-    print(f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf); percent. ACC on the whole test set "
-          "(ACC n images), ERA (PGD) and VRA (symbolic-linear) on its first ERA/VRA n images:")
+    print(
+        f"\nMNIST Small on mnist-mini, eps = {configs[0].eps} (L-inf); percent. ACC on the whole test set "
+        "(ACC n images), ERA (PGD) and VRA (symbolic-linear) on its first ERA/VRA n images:"
+    )
     print(format_table(rows))
     write_json(Path(args.out) / "quickstart.json", rows)
     print(f"runs and quickstart.json in {args.out}")
@@ -441,8 +502,9 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     budgets = [float(b) for b in split_names(args.budgets)]
     if not budgets or any(b <= 0 for b in budgets):
         raise ValueError(f"--budgets expects positive CPU-minutes such as 15,30,60, got {args.budgets!r}")
-    rows = run_frontier(args.setting, recipes, budgets, Path(args.out), eval_n=args.eval_n, dry_run=args.dry_run,
-                        progress=args.progress)
+    rows = run_frontier(
+        args.setting, recipes, budgets, Path(args.out), eval_n=args.eval_n, dry_run=args.dry_run, progress=args.progress
+    )
     if rows:
         print((Path(args.out) / args.setting / "frontier.md").read_text(), end="")
     return 0
@@ -470,9 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="veritrain", description="Verifiably robust training (MixTrain), sound bounds and attacks.")
     p.add_argument("--version", action="version", version=f"veritrain {__version__}")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads of torch (default: $OMP_NUM_THREADS if set, else the CPUs not already busy, "
-                        "at most 8; see README)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of torch (default: $OMP_NUM_THREADS if set, else the CPUs not already busy, "
+        "at most 8; see README)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -481,9 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     t = sub.add_parser("train", help="train a network (any method); writes a run folder")
-    t.add_argument("--config", metavar="FILE",
-                   help="read options from a YAML or TOML file (keys: option names with - or _); "
-                        "options on the command line override it")
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options from a YAML or TOML file (keys: option names with - or _); "
+        "options on the command line override it",
+    )
     add_train_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -492,34 +561,67 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_options(e)
     e.add_argument("--n", type=int, default=1000, help="number of test images (default: 1000; 0 or less: error)")
     e.add_argument("--all", dest="n", action="store_const", const=None, help="use the whole test set")
-    e.add_argument("--random-subset", type=int, metavar="SEED",
-                   help="draw the --n test images at random with this seed instead of taking the first n")
+    e.add_argument(
+        "--random-subset",
+        type=int,
+        metavar="SEED",
+        help="draw the --n test images at random with this seed instead of taking the first n",
+    )
     e.add_argument("--eps", type=float, help="perturbation radius in pixel space (default with RUN: the run's)")
     e.add_argument("--norm", help=f"{' or '.join(NORMS)} (default: {DEFAULT_NORM}, or the run's)")
-    e.add_argument("--attacks", default="", help="comma-separated attacks for ERA, e.g. pgd,cw,interval "
-                                                 "(worst case over them per image; default: none)")
-    e.add_argument("--domains", default="", help="comma-separated bound domains for VRA, e.g. "
-                                                 "interval,symbolic-linear (default: none)")
-    e.add_argument("--curves", default="", help="comma-separated minimal-perturbation attacks for robustness "
-                                                "curves (Figure 7), e.g. cw-l2,pointwise (default: none)")
-    e.add_argument("--json", metavar="FILE", help="write the results as JSON (default with RUN: RUN/evaluation.json, "
-                                                  "the latest, and appended to RUN/evaluations.jsonl, the history)")
+    e.add_argument(
+        "--attacks",
+        default="",
+        help="comma-separated attacks for ERA, e.g. pgd,cw,interval (worst case over them per image; default: none)",
+    )
+    e.add_argument(
+        "--domains",
+        default="",
+        help="comma-separated bound domains for VRA, e.g. interval,symbolic-linear (default: none)",
+    )
+    e.add_argument(
+        "--curves",
+        default="",
+        help="comma-separated minimal-perturbation attacks for robustness "
+        "curves (Figure 7), e.g. cw-l2,pointwise (default: none)",
+    )
+    e.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the results as JSON (default with RUN: RUN/evaluation.json, "
+        "the latest, and appended to RUN/evaluations.jsonl, the history)",
+    )
     e.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     e.add_argument("--batch-size", type=int, default=500, help="images per forward pass / attack batch (default: 500)")
     e.add_argument("--chunk-size", type=int, help="images per chunk of bound propagation (memory vs speed)")
     e.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")
-    e.add_argument("--attack-steps", type=int, metavar="N",
-                   help="iterations of every ERA attack that takes steps (default: each attack's own, pgd 40)")
-    e.add_argument("--attack-restarts", type=int, metavar="N",
-                   help="random restarts of every ERA attack that takes them (default: 1)")
-    e.add_argument("--attack-step-size", type=float, metavar="S",
-                   help="step size of every ERA attack that takes one, in pixel space (default: pgd 0.01 for "
-                        "L-inf, 2.5 eps / steps for L2)")
+    e.add_argument(
+        "--attack-steps",
+        type=int,
+        metavar="N",
+        help="iterations of every ERA attack that takes steps (default: each attack's own, pgd 40)",
+    )
+    e.add_argument(
+        "--attack-restarts",
+        type=int,
+        metavar="N",
+        help="random restarts of every ERA attack that takes them (default: 1)",
+    )
+    e.add_argument(
+        "--attack-step-size",
+        type=float,
+        metavar="S",
+        help="step size of every ERA attack that takes one, in pixel space (default: pgd 0.01 for "
+        "L-inf, 2.5 eps / steps for L2)",
+    )
     e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     e.set_defaults(func=cmd_evaluate)
 
-    q = sub.add_parser("quickstart", help="regular vs. the strongest robust method on the embedded mnist-mini "
-                                          "(about a minute on 2 CPU cores), ACC/ERA/VRA side by side")
+    q = sub.add_parser(
+        "quickstart",
+        help="regular vs. the strongest robust method on the embedded mnist-mini "
+        "(about a minute on 2 CPU cores), ACC/ERA/VRA side by side",
+    )
     q.add_argument("--fast", action="store_true", help="a smoke run of a few seconds (1 epoch, 1,000 images)")
     q.add_argument("--out", default="runs/quickstart", help="folder of the two runs (default: runs/quickstart)")
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
@@ -532,14 +634,20 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     tb.set_defaults(func=cmd_table)
 
-    fr = sub.add_parser("frontier", help="VRA against training CPU-minutes: every method trained for fixed "
-                                         "budgets, then a table and a plot")
+    fr = sub.add_parser(
+        "frontier",
+        help="VRA against training CPU-minutes: every method trained for fixed budgets, then a table and a plot",
+    )
     from veritrain.experiments.frontier import RECIPES, SETTINGS
 
     fr.add_argument("setting", help=f"network, data set and eps: {', '.join(SETTINGS)}")
     fr.add_argument("--methods", default="", help=f"comma-separated recipes (default: all): {', '.join(RECIPES)}")
-    fr.add_argument("--budgets", default="15,30,60,120", help="CPU-minutes of one thread per run (default: 15,30,60,120)")
-    fr.add_argument("--out", default="results/frontier", help="folder of the runs and tables (default: results/frontier)")
+    fr.add_argument(
+        "--budgets", default="15,30,60,120", help="CPU-minutes of one thread per run (default: 15,30,60,120)"
+    )
+    fr.add_argument(
+        "--out", default="results/frontier", help="folder of the runs and tables (default: results/frontier)"
+    )
     fr.add_argument("--eval-n", type=int, default=1000, help="test images for ERA and VRA (default: 1000; ACC: all)")
     fr.add_argument("--dry-run", action="store_true", help="print the runs (epochs from a short calibration) only")
     fr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="show progress bars")

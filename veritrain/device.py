@@ -1,4 +1,5 @@
 """Devices: which one to run on (`select_device`), synchronisation and peak memory."""
+
 from __future__ import annotations
 
 import resource
@@ -28,9 +29,7 @@ def select_device(name: str) -> torch.device:
             )
         index = device.index if device.index is not None else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
+            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     elif device.type != "cpu":
         backend = getattr(torch.backends, device.type, None)
         if backend is None or not getattr(backend, "is_available", lambda: False)():
@@ -104,5 +103,12 @@ def configure_threads(threads: int | None) -> int:
     return n
 
 
-__all__ = ["DEVICE_CHOICES", "configure_threads", "default_threads", "peak_memory_mb", "reset_peak_memory",
-           "select_device", "synchronize"]
+__all__ = [
+    "DEVICE_CHOICES",
+    "configure_threads",
+    "default_threads",
+    "peak_memory_mb",
+    "reset_peak_memory",
+    "select_device",
+    "synchronize",
+]

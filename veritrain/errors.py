@@ -1,4 +1,5 @@
 """The error types every layer shares; each message is one line saying what is wrong and what to do."""
+
 from __future__ import annotations
 
 

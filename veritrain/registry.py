@@ -1,4 +1,5 @@
 """A tiny name -> object registry shared by models, datasets, bound domains, attacks and methods."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterable, Iterator, TypeVar

@@ -5,6 +5,7 @@ A wrong input must fail loudly before it produces a number: a negative eps makes
 every bound "proves" anything; NaN pixels give NaN bounds; float or one-hot labels index the wrong rows.
 Every check raises a one-line `ValueError` that names the argument and what to pass instead.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,10 @@ def check_eps(eps: object, batch: int | None = None, what: str = "eps") -> None:
     """eps is a finite number >= 0, or a tensor of them of shape () or (batch,)."""
     if isinstance(eps, Tensor):
         if eps.dim() > 1 or (eps.dim() == 1 and batch is not None and eps.shape[0] != batch):
-            raise ValueError(f"{what} must be a number or a tensor of shape ({batch},) (one per sample), "
-                             f"got shape {tuple(eps.shape)}")
+            raise ValueError(
+                f"{what} must be a number or a tensor of shape ({batch},) (one per sample), "
+                f"got shape {tuple(eps.shape)}"
+            )
         if torch.is_complex(eps) or eps.dtype == torch.bool:
             raise ValueError(f"{what} must hold real numbers, got dtype {eps.dtype}")
         with torch.no_grad():
@@ -62,8 +65,10 @@ def check_pixels(x: object, lo: float = 0.0, hi: float = 1.0, what: str = "x") -
             raise ValueError(f"{what} holds NaN or inf values; pass finite pixels in [{lo:g}, {hi:g}]")
         mn, mx = float(x.min()), float(x.max())
     if mn < lo or mx > hi:
-        raise ValueError(f"{what} must lie in the input domain [{lo:g}, {hi:g}], got values in [{mn:g}, {mx:g}]; "
-                         "pass pixels (the model carries its own normalisation)")
+        raise ValueError(
+            f"{what} must lie in the input domain [{lo:g}, {hi:g}], got values in [{mn:g}, {mx:g}]; "
+            "pass pixels (the model carries its own normalisation)"
+        )
 
 
 def check_labels(y: object, batch: int, num_classes: int | None = None, what: str = "y") -> None:
@@ -71,16 +76,22 @@ def check_labels(y: object, batch: int, num_classes: int | None = None, what: st
     if not isinstance(y, Tensor):
         raise ValueError(f"{what} must be a torch.Tensor of integer class indices, got {type(y).__name__}")
     if y.dtype == torch.bool or torch.is_floating_point(y) or torch.is_complex(y):
-        raise ValueError(f"{what} must hold integer class indices, got dtype {y.dtype}; "
-                         "pass y.long() (one-hot or probability labels: y.argmax(1))")
+        raise ValueError(
+            f"{what} must hold integer class indices, got dtype {y.dtype}; "
+            "pass y.long() (one-hot or probability labels: y.argmax(1))"
+        )
     if tuple(y.shape) != (batch,):
-        raise ValueError(f"{what} must have shape ({batch},), one class index per sample, got {tuple(y.shape)}"
-                         + ("; one-hot labels: pass y.argmax(1)" if y.dim() == 2 else ""))
+        raise ValueError(
+            f"{what} must have shape ({batch},), one class index per sample, got {tuple(y.shape)}"
+            + ("; one-hot labels: pass y.argmax(1)" if y.dim() == 2 else "")
+        )
     if num_classes is not None and y.numel():
         mn, mx = int(y.min()), int(y.max())
         if mn < 0 or mx >= num_classes:
-            raise ValueError(f"{what} must hold class indices in [0, {num_classes - 1}] (the model has "
-                             f"{num_classes} outputs), got values in [{mn}, {mx}]")
+            raise ValueError(
+                f"{what} must hold class indices in [0, {num_classes - 1}] (the model has "
+                f"{num_classes} outputs), got values in [{mn}, {mx}]"
+            )
 
 
 def check_model_accepts(model: torch.nn.Module, x: Tensor, y: Tensor, what: str = "the model") -> int:
@@ -96,8 +107,10 @@ def check_model_accepts(model: torch.nn.Module, x: Tensor, y: Tensor, what: str 
                 model.train(was_training)
     except RuntimeError as e:
         msg = " ".join(str(e).split())[:160]
-        raise ValueError(f"{what} does not accept images of shape {tuple(x.shape[1:])} ({msg}); "
-                         "pick the network and data set that belong together") from None
+        raise ValueError(
+            f"{what} does not accept images of shape {tuple(x.shape[1:])} ({msg}); "
+            "pick the network and data set that belong together"
+        ) from None
     if out.dim() != 2:
         raise ValueError(f"{what} must return logits (B, K), got shape {tuple(out.shape)}")
     check_labels(y, x.shape[0], out.shape[1], "y")
@@ -111,6 +124,16 @@ def check_positive_int(value: object, what: str) -> None:
 
 
 __all__ = [
-    "ATTACK_NORMS", "DEFAULT_DOMAIN", "DEFAULT_NORM", "L0", "L2", "LINF", "NORMS",
-    "check_eps", "check_labels", "check_model_accepts", "check_pixels", "check_positive_int",
+    "ATTACK_NORMS",
+    "DEFAULT_DOMAIN",
+    "DEFAULT_NORM",
+    "L0",
+    "L2",
+    "LINF",
+    "NORMS",
+    "check_eps",
+    "check_labels",
+    "check_model_accepts",
+    "check_pixels",
+    "check_positive_int",
 ]

@@ -2,6 +2,7 @@
 
 Recorded in every run's config.json and summary.json and in evaluations, so a number can be traced to code.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,10 +19,16 @@ def git_commit() -> dict[str, Any] | None:
     if not (root / ".git").exists():
         return None
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                 "veritrain"], capture_output=True, text=True, timeout=10, check=True).stdout
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "veritrain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": sha, "dirty": bool(status.strip())}
@@ -34,9 +41,13 @@ def versions() -> dict[str, Any]:
     from veritrain import __version__
 
     git = git_commit()
-    return {"veritrain": __version__, "git_commit": git["commit"] if git else None,
-            "git_dirty": git["dirty"] if git else None, "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "veritrain": __version__,
+        "git_commit": git["commit"] if git else None,
+        "git_dirty": git["dirty"] if git else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 __all__ = ["git_commit", "versions"]

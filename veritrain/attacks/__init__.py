@@ -4,6 +4,7 @@ attack (Section III, Algorithm 1) and the L0 Pointwise attack (Figure 7).
 One calling convention: `Attack(eps, norm, seed, ...)`, `attack.run(model, x, y) -> AttackResult`,
 `attack(model, x, y) -> x_adv`. See `veritrain.attacks.base` for the rules every attack keeps.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,6 +23,17 @@ def make_attack(name: str, eps: float | None, **kw: Any) -> Attack:
 
 
 __all__ = [
-    "ATTACKS", "Attack", "AttackResult", "CW", "CWL2", "FGSM", "IntervalAttack", "PGD", "PGDL2",
-    "Pointwise", "make_attack", "pgd_attack", "robust_curve",
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "CW",
+    "CWL2",
+    "FGSM",
+    "IntervalAttack",
+    "PGD",
+    "PGDL2",
+    "Pointwise",
+    "make_attack",
+    "pgd_attack",
+    "robust_curve",
 ]

@@ -6,6 +6,7 @@ takes gradients w.r.t. the input only (`torch.autograd.grad`), and returns point
 perturbation set B_eps(x) intersected with [0, 1]. Randomness comes from a local `torch.Generator`
 on the input's device seeded with `seed`, so the same seed gives the same result.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -107,9 +108,7 @@ def project(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: str) -> Tensor:
     return (x + d).clamp(0.0, 1.0)
 
 
-def random_in_ball(
-    x: Tensor, eps: float, norm: str, generator: torch.Generator | None
-) -> Tensor:
+def random_in_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
     """A uniform random point of B_eps(x) (linf: per coordinate; l2: uniform in the ball), clipped to [0, 1]."""
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -1,4 +1,5 @@
 """CW-L-inf: PGD on the Carlini-Wagner margin loss max_{j != y} z_j - z_y (Table I, Table VII "CW")."""
+
 from __future__ import annotations
 
 from veritrain.attacks.base import ATTACKS

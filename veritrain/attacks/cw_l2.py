@@ -4,6 +4,7 @@ minimise ||x' - x||_2^2 + c * max(z_y - max_{j != y} z_j + kappa, 0) over w, x' 
 (so x' stays in [0, 1]), with Adam (inlined; elementwise, so samples do not interact), a per-sample
 binary search over c and early abort (Carlini & Wagner 2017).
 """
+
 from __future__ import annotations
 
 import torch
@@ -104,9 +105,7 @@ class CWL2(Attack):
                 lo = torch.where(found, lo, torch.maximum(lo, c))
                 c = torch.where(torch.isinf(hi), c * 10, (lo + hi) / 2).clamp(max=self.max_const)
         found_any = torch.isfinite(best_d2)
-        distance = torch.where(
-            found_any, (best_x - x).flatten(1).norm(dim=1), torch.full_like(best_d2, float("inf"))
-        )
+        distance = torch.where(found_any, (best_x - x).flatten(1).norm(dim=1), torch.full_like(best_d2, float("inf")))
         if self.eps is None:
             success = found_any
         else:

@@ -10,6 +10,7 @@ x' is projected onto B_eps(x) and [0, 1] (Line 10); a sample stops as soon as it
 (Line 11). The rest get PGD from x' without random start (Line 13). Restart r > 0 starts from a
 random point of the ball instead of x.
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,9 +67,7 @@ class IntervalAttack(Attack):
         self.step_size = eps / 10 if step_size is None else float(step_size)
         self.domain = domain
         self.pgd_steps = pgd_steps
-        self.pgd_step_size = (
-            default_step_size(eps, pgd_steps, norm) if pgd_step_size is None else float(pgd_step_size)
-        )
+        self.pgd_step_size = default_step_size(eps, pgd_steps, norm) if pgd_step_size is None else float(pgd_step_size)
         self.restarts = restarts
 
     def levels(self) -> list[float]:
@@ -136,8 +135,17 @@ class IntervalAttack(Attack):
                 if rest.numel() and self.pgd_steps > 0:
                     sub = _Best(x[rest])
                     _pgd_run(
-                        model, x[rest], y[rest], xp[rest], eps, self.pgd_steps, self.pgd_step_size,
-                        norm, "ce", sub, early_stop=True,
+                        model,
+                        x[rest],
+                        y[rest],
+                        xp[rest],
+                        eps,
+                        self.pgd_steps,
+                        self.pgd_step_size,
+                        norm,
+                        "ce",
+                        sub,
+                        early_stop=True,
                     )
                     cand = best.x.clone()
                     cand[rest] = sub.x

@@ -3,6 +3,7 @@
 Paper setting (Section III-A, V-A): 40 iterations, step 0.01, random start. `pgd_attack` is the fast
 function the Madry baseline calls every batch; the `PGD` / `FGSM` classes are the evaluation attacks.
 """
+
 from __future__ import annotations
 
 import torch
@@ -114,9 +115,7 @@ def pgd_attack(
                 start = random_in_ball(x, eps, norm, generator)
             else:
                 start = x
-            out = _pgd_run(
-                model, x, y, start, eps, steps, step_size, norm, loss, best if keep_best else None
-            )
+            out = _pgd_run(model, x, y, start, eps, steps, step_size, norm, loss, best if keep_best else None)
             if best is not None and not keep_best:
                 with torch.no_grad():
                     logits = model(out)
@@ -182,7 +181,16 @@ class PGD(Attack):
         for _ in range(self.restarts):
             start = random_in_ball(x, eps, norm, gen) if self.random_start else x
             _pgd_run(
-                model, x, y, start, eps, self.steps, self.step_size, norm, self.loss, best,
+                model,
+                x,
+                y,
+                start,
+                eps,
+                self.steps,
+                self.step_size,
+                norm,
+                self.loss,
+                best,
                 early_stop=self.early_stop,
             )
             if self.early_stop and bool(best.success.all()):
@@ -211,6 +219,14 @@ class FGSM(PGD):
 
     def __init__(self, eps: float, norm: str = "linf", seed: int | None = 0, loss: str = "ce") -> None:
         super().__init__(
-            eps, norm, seed, steps=1, step_size=max(float(eps), 1e-12), restarts=1,
-            random_start=False, loss=loss, include_fgsm=False, early_stop=False,
+            eps,
+            norm,
+            seed,
+            steps=1,
+            step_size=max(float(eps), 1e-12),
+            restarts=1,
+            random_start=False,
+            loss=loss,
+            include_fgsm=False,
+            early_stop=False,
         )

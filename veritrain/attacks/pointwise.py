@@ -13,6 +13,7 @@ pixel locations; `unit="value"` works on single values (foolbox's variant) and L
 For MNIST (one channel) both are the same. Only predicted labels are used (decision-based). Every step
 is one batched forward of the samples still being worked on.
 """
+
 from __future__ import annotations
 
 import torch

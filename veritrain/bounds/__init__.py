@@ -1,4 +1,5 @@
 """Sound bound propagation: interchangeable domains behind one interface (see ARCHITECTURE.md)."""
+
 from veritrain.bounds.base import (
     DOMAINS,
     Ball,
@@ -19,6 +20,16 @@ from veritrain.bounds import symbolic, symbolic_linear  # noqa: E402,F401  isort
 from veritrain.bounds import crown  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "DOMAINS", "Ball", "Domain", "UnsupportedLayerError", "check_supported", "compute_bounds", "interval_gradient",
-    "margin_lower", "margin_spec", "to_ops", "verified_loss", "verify",
+    "DOMAINS",
+    "Ball",
+    "Domain",
+    "UnsupportedLayerError",
+    "check_supported",
+    "compute_bounds",
+    "interval_gradient",
+    "margin_lower",
+    "margin_spec",
+    "to_ops",
+    "verified_loss",
+    "verify",
 ]

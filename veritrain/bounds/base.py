@@ -1,4 +1,5 @@
 """The bound-domain interface, the input set and the products built on bounds (Eqns. 5-7)."""
+
 from __future__ import annotations
 
 import math
@@ -109,7 +110,7 @@ DOMAINS: Registry[type[Domain]] = Registry("bound domain")
 #: caches: 7 against 10 CPU ms per image) and 1 on CIFAR Large; the interval domain never chunks (its memory
 #: is that of a forward pass). Assign `veritrain.bounds.base.CHUNK_MEMORY`
 #: to change it for every call, or pass `chunk_size=N` to a call (`chunk_size=len(x)`: one pass).
-CHUNK_MEMORY = 256 * 2 ** 20
+CHUNK_MEMORY = 256 * 2**20
 
 
 def max_neurons(ops: list[Op]) -> int:
@@ -152,7 +153,10 @@ def with_spec(ops: list[Op], spec: Tensor | None) -> list[Op]:
 
 
 def compute_bounds(
-    model: nn.Module, ball: Ball, spec: Tensor | None = None, domain: str | Domain = "symbolic-linear",
+    model: nn.Module,
+    ball: Ball,
+    spec: Tensor | None = None,
+    domain: str | Domain = "symbolic-linear",
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec).
@@ -168,8 +172,9 @@ def compute_bounds(
     size = chunk_size_for(dom, ops, ball, chunk_size)
     if ball.x.shape[0] <= size:
         return _bounds_of_ops(ops, ball, spec, dom)
-    parts = [_bounds_of_ops(ops, ball.take(r), None if spec is None else spec[r], dom)
-             for r in _rows(ball.x.shape[0], size)]
+    parts = [
+        _bounds_of_ops(ops, ball.take(r), None if spec is None else spec[r], dom) for r in _rows(ball.x.shape[0], size)
+    ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -188,8 +193,9 @@ def check_spec(spec: Tensor, batch: int, num_outputs: int) -> None:
     if not isinstance(spec, Tensor) or not torch.is_floating_point(spec):
         raise ValueError(f"spec must be a float tensor (B, S, K), got {getattr(spec, 'dtype', type(spec).__name__)}")
     if spec.dim() != 3 or spec.shape[0] != batch or spec.shape[2] != num_outputs:
-        raise ValueError(f"spec must have shape ({batch}, S, {num_outputs}) (batch, rows, model outputs), "
-                         f"got {tuple(spec.shape)}")
+        raise ValueError(
+            f"spec must have shape ({batch}, S, {num_outputs}) (batch, rows, model outputs), got {tuple(spec.shape)}"
+        )
     if not bool(torch.isfinite(spec.detach()).all()):
         raise ValueError("spec holds NaN or inf values")
 
@@ -204,8 +210,9 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
     return eye[y].unsqueeze(1) - eye.unsqueeze(0)
 
 
-def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
-                 chunk_size: int | None = None) -> Tensor:
+def margin_lower(
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", chunk_size: int | None = None
+) -> Tensor:
     """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0 (chunked as `compute_bounds`)."""
     ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))  # converted once: the spec needs the number of classes
     num_classes = math.prod(ops[-1].out_shape)
@@ -222,7 +229,11 @@ def margin_lower(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain =
 
 
 def verified_loss(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", reduction: str = "mean",
+    model: nn.Module,
+    ball: Ball,
+    y: Tensor,
+    domain: str | Domain = "symbolic-linear",
+    reduction: str = "mean",
     chunk_size: int | None = None,
 ) -> Tensor:
     """The verified robust loss L(d(x), y) (Eqns. 6-7): CE on the worst-case logits -lower(z_y - z_j)
@@ -231,8 +242,9 @@ def verified_loss(
 
 
 @torch.no_grad()
-def verify(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
-           chunk_size: int | None = None) -> Tensor:
+def verify(
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", chunk_size: int | None = None
+) -> Tensor:
     """Per-sample proof of robustness: every margin z_y - z_j (j != y) has a positive lower bound
     (chunked as `compute_bounds`)."""
     lower = margin_lower(model, ball, y, domain, chunk_size)
@@ -241,7 +253,10 @@ def verify(model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symb
 
 
 def interval_gradient(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear",
+    model: nn.Module,
+    ball: Ball,
+    y: Tensor,
+    domain: str | Domain = "symbolic-linear",
     chunk_size: int | None = None,
 ) -> Tensor:
     """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III).
@@ -271,6 +286,19 @@ def interval_gradient(
 
 
 __all__ = [
-    "AffineOp", "Ball", "CHUNK_MEMORY", "DOMAINS", "Domain", "LinearOp", "check_supported", "chunk_size_for", "compute_bounds", "interval_gradient",
-    "margin_lower", "margin_spec", "verified_loss", "verify", "with_spec",
+    "AffineOp",
+    "Ball",
+    "CHUNK_MEMORY",
+    "DOMAINS",
+    "Domain",
+    "LinearOp",
+    "check_supported",
+    "chunk_size_for",
+    "compute_bounds",
+    "interval_gradient",
+    "margin_lower",
+    "margin_spec",
+    "verified_loss",
+    "verify",
+    "with_spec",
 ]

@@ -16,6 +16,7 @@ The error symbols of `symbolic-linear` (variables in [0, 1], one per unstable ne
 way when a ReLU inside the local layers has many of them (`error_colouring`): a symbol is used by one
 neuron, so symbols one window of the later local layers apart share a column.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,9 @@ class Window:
     start: int = 0
 
     def through(self, kernel: int, stride: int, padding: int, dilation: int) -> "Window":
-        return Window(self.size + (kernel - 1) * dilation * self.jump, self.jump * stride,
-                      self.start - padding * self.jump)
+        return Window(
+            self.size + (kernel - 1) * dilation * self.jump, self.jump * stride, self.start - padding * self.jump
+        )
 
     def mask(self, n_in: int, n_out: int, device: torch.device | None) -> Tensor:
         """(n_in, n_out) bool: input position inside the window of each output position."""
@@ -93,8 +95,9 @@ def _shorter(ops: list[Op], n: int) -> tuple[int, Window, Window]:
 class Colouring:
     """The colour of each input pixel and the expansion back to one column per pixel (module docstring)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
-                 like: Tensor) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window, like: Tensor
+    ) -> None:
         c, h, w = in_shape
         rh, rw = min(wh.size, h), min(ww.size, w)  # period per axis; the whole axis when the window covers it
         dev = like.device
@@ -160,13 +163,20 @@ class Colouring:
 
 
 @functools.lru_cache(maxsize=4)  # the masks are d x (neurons): a few MB for MNIST/CIFAR Small
-def _colouring(in_shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
-               device: torch.device, dtype: torch.dtype) -> Colouring:
+def _colouring(
+    in_shape: tuple[int, int, int],
+    out_shape: tuple[int, ...],
+    wh: Window,
+    ww: Window,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Colouring:
     return Colouring(in_shape, out_shape, wh, ww, torch.empty(0, device=device, dtype=dtype))
 
 
-def _coloured(shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window,
-              like: Tensor) -> Colouring | None:
+def _coloured(
+    shape: tuple[int, int, int], out_shape: tuple[int, ...], wh: Window, ww: Window, like: Tensor
+) -> Colouring | None:
     """The (cached) colouring of a (C, H, W) grid under windows wh x ww, or None when it would not at least
     halve the columns."""
     c, h, w = shape
@@ -183,8 +193,13 @@ def dense_head(ops: list[Op], shape: tuple[int, ...]) -> int:
     while i < len(ops) and isinstance(ops[i], ReshapeOp) and ops[i].src == (prev,):
         prev = ops[i]
         i += 1
-    if i < len(ops) and isinstance(ops[i], LinearOp) and ops[i].in_shape == (math.prod(shape),) \
-            and ops[i].src == (prev,) and reads_only(ops[i + 1:], ops[i]):
+    if (
+        i < len(ops)
+        and isinstance(ops[i], LinearOp)
+        and ops[i].in_shape == (math.prod(shape),)
+        and ops[i].src == (prev,)
+        and reads_only(ops[i + 1 :], ops[i])
+    ):
         return i + 1
     return 0
 

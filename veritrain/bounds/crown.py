@@ -24,6 +24,7 @@ looser than `interval`; the final bound is intersected too.
   reference, or all neurons do when more than 90 % are; the rest keep the reference; the final
   bound is not intersected. Sound, but looser than `crown` and dependent on the batch composition.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,15 @@ from veritrain.bounds import graph
 from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.interval import TABLE as INTERVAL, fold_spec, start_box
 from veritrain.bounds.ops import (
-    ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp, SpecOp,
+    ActivationOp,
+    AddOp,
+    AffineOp,
+    CatOp,
+    MaxPool2dOp,
+    Op,
+    ReLUOp,
+    SShapedOp,
+    SpecOp,
 )
 from veritrain.bounds.relaxations import relu_relaxation, s_shaped_relaxation
 
@@ -91,7 +100,9 @@ class BackwardTerms:
     relu_terms: list[Tensor] = field(default_factory=list)
 
     def offset(self) -> Tensor:
-        return sum(self.bias_terms + self.relu_terms, torch.zeros((), dtype=self.a_input.dtype, device=self.a_input.device))
+        return sum(
+            self.bias_terms + self.relu_terms, torch.zeros((), dtype=self.a_input.dtype, device=self.a_input.device)
+        )
 
     def lower(self, ball: Ball) -> Tensor:
         """The concrete lower bound (B, M) over the ball."""
@@ -178,14 +189,19 @@ def _back_cat(p: _Pass, op: CatOp, a: Tensor) -> tuple[Tensor, ...]:
 
 #: the backward table: rule(pass, op, A at the op's output) -> A at each of its inputs
 BACKWARD: graph.Table = {
-    AffineOp: _back_affine, ReLUOp: _back_relu, SShapedOp: _back_s_shaped, MaxPool2dOp: _back_maxpool,
-    AddOp: _back_add, CatOp: _back_cat,
+    AffineOp: _back_affine,
+    ReLUOp: _back_relu,
+    SShapedOp: _back_s_shaped,
+    MaxPool2dOp: _back_maxpool,
+    AddOp: _back_add,
+    CatOp: _back_cat,
 }
 NONLINEAR = (ActivationOp, MaxPool2dOp)  # the ops that need intermediate bounds
 
 
-def backward_terms(ops: list[Op], a: Tensor, bounds: LayerBounds, rule: SlopeRule,
-                   terms: BackwardTerms | None = None) -> BackwardTerms:
+def backward_terms(
+    ops: list[Op], a: Tensor, bounds: LayerBounds, rule: SlopeRule, terms: BackwardTerms | None = None
+) -> BackwardTerms:
     """Push coefficients a (B or 1, M, *ops[-1].out_shape) back to the input of ops (lower-bound rule).
 
     `bounds` must hold the input bounds of every activation and max pooling in ops.
@@ -265,8 +281,13 @@ class BackwardDomain(Domain):
     lower_slope = "adaptive"
     backward_intermediate = True
 
-    def __init__(self, max_elements: int = 2 ** 25, intersect: bool = True,
-                 lirpa_sparsity: float | None = None, lirpa_union: bool = True) -> None:
+    def __init__(
+        self,
+        max_elements: int = 2**25,
+        intersect: bool = True,
+        lirpa_sparsity: float | None = None,
+        lirpa_union: bool = True,
+    ) -> None:
         if lirpa_sparsity is not None and not 0.0 < lirpa_sparsity <= 1.0:
             raise ValueError(f"lirpa_sparsity must be in (0, 1] or None (got {lirpa_sparsity}); auto_LiRPA uses 0.9")
         self.max_elements, self.intersect = max_elements, intersect and lirpa_sparsity is None
@@ -292,8 +313,9 @@ class BackwardDomain(Domain):
         out = graph.forward(ops[first:], REFINING, (lower, upper), walk, self.name)
         return bounds, out
 
-    def _refine(self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor,
-                upper: Tensor, every: bool = False) -> tuple[Tensor, Tensor]:
+    def _refine(
+        self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor, upper: Tensor, every: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Backward bounds of the output neurons of path, intersected with the interval ones (lower, upper).
 
         With `intersect`, each sample refines only its neurons unstable under (lower, upper): the
@@ -324,8 +346,9 @@ class BackwardDomain(Domain):
         new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
-    def _refine_lirpa(self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor,
-                      upper: Tensor) -> tuple[Tensor, Tensor]:
+    def _refine_lirpa(
+        self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor, upper: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """auto_LiRPA's policy (`get_ref_intermediate_bounds`, `get_sparse_C`, `get_unstable_locations`,
         `restore_sparse_bounds` in its bound_general.py / backward_bound.py).
 
@@ -354,8 +377,7 @@ class BackwardDomain(Domain):
         new_l, new_u = flat_l.scatter(1, idx, bl), flat_u.scatter(1, idx, bu)
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
-    def _backward_bounds(self, path: list[Op], ball: Ball, bounds: LayerBounds,
-                         idx: Tensor) -> tuple[Tensor, Tensor]:
+    def _backward_bounds(self, path: list[Op], ball: Ball, bounds: LayerBounds, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Backward lower and upper bounds (B, k) of the output neurons idx (B, k) of path.
 
         The trailing affine ops of path do not depend on the sample: they are applied once to the
@@ -373,9 +395,9 @@ class BackwardDomain(Domain):
             basis = self._tail(tail, rows, n, shape, x.dtype)
         lows, ups = [], []
         for start in range(0, k, chunk):
-            sel = idx[:, start:start + chunk]
+            sel = idx[:, start : start + chunk]
             if basis is not None:
-                (a_mid, off), pos = basis, inverse[:, start:start + chunk]
+                (a_mid, off), pos = basis, inverse[:, start : start + chunk]
             else:
                 chunk_rows, pos = torch.unique(sel, return_inverse=True)
                 a_mid, off = self._tail(tail, chunk_rows, n, shape, x.dtype)
@@ -387,8 +409,9 @@ class BackwardDomain(Domain):
             ups.append(-lo[:, m:])
         return torch.cat(lows, 1), torch.cat(ups, 1)
 
-    def _tail(self, tail: list[Op], rows: Tensor, n: int, shape: tuple[int, ...],
-              dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def _tail(
+        self, tail: list[Op], rows: Tensor, n: int, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
         """W^T e_i and the bias terms of the affine ops `tail` for the neurons `rows`: ((U, *in), (U,))."""
         eye = torch.zeros(rows.numel(), n, dtype=dtype, device=rows.device)
         eye[torch.arange(rows.numel(), device=rows.device), rows] = 1.0
@@ -453,7 +476,7 @@ class CrownLirpa(BackwardDomain):
 
     name = "crown-lirpa"
 
-    def __init__(self, max_elements: int = 2 ** 25, lirpa_sparsity: float = 0.9, lirpa_union: bool = True) -> None:
+    def __init__(self, max_elements: int = 2**25, lirpa_sparsity: float = 0.9, lirpa_union: bool = True) -> None:
         super().__init__(max_elements, intersect=False, lirpa_sparsity=lirpa_sparsity, lirpa_union=lirpa_union)
 
 
@@ -469,8 +492,15 @@ class Dual(BackwardDomain):
     name = "dual"
     lower_slope = "dual"
 
-    def __init__(self, max_elements: int = 2 ** 25, intersect: bool = True, *, forward: bool = False,
-                 projections: int | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        max_elements: int = 2**25,
+        intersect: bool = True,
+        *,
+        forward: bool = False,
+        projections: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(max_elements, intersect)
         self.forward_net = None
         if forward or projections is not None:
@@ -495,8 +525,9 @@ class Dual(BackwardDomain):
         return super().lower(ops, ball)
 
 
-def dual_objective_terms(ops: list[Op], ball: Ball, intersect: bool = True,
-                         max_elements: int = 2 ** 25) -> tuple[BackwardTerms, LayerBounds]:
+def dual_objective_terms(
+    ops: list[Op], ball: Ball, intersect: bool = True, max_elements: int = 2**25
+) -> tuple[BackwardTerms, LayerBounds]:
     """Wong & Kolter's dual objective J(ν) for the lower bound of the ops' output, split into its terms.
 
     Returns the backward terms of the final specification (lower bound rows only) and the
@@ -508,6 +539,14 @@ def dual_objective_terms(ops: list[Op], ball: Ball, intersect: bool = True,
 
 
 __all__ = [
-    "BackwardDomain", "BackwardTerms", "Crown", "CrownIBP", "CrownLirpa", "Dual", "LOWER_SLOPES", "ReluRelaxation",
-    "backward_terms", "dual_objective_terms",
+    "BackwardDomain",
+    "BackwardTerms",
+    "Crown",
+    "CrownIBP",
+    "CrownLirpa",
+    "Dual",
+    "LOWER_SLOPES",
+    "ReluRelaxation",
+    "backward_terms",
+    "dual_objective_terms",
 ]

@@ -17,6 +17,7 @@ intermediate and final bound is intersected with interval bounds (`intersect`), 
 
 The projected estimate is NOT a sound bound; it is for training only. L-inf balls only.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,6 +57,7 @@ def cauchy(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | No
 
 
 # ---- the table ----------------------------------------------------------------------------------
+
 
 def _affine(net: "ProjectedDualNetwork", op: AffineOp, s: _State) -> _State:
     ibp = interval_step(op, *s.ibp) if s.ibp is not None else None
@@ -106,8 +108,10 @@ def _cat(net: "ProjectedDualNetwork", op: CatOp, *ss: _State) -> _State:
     groups = {}
     for k in keys:
         ref = next(s.groups[k] for s in ss if k in s.groups)
-        parts = [s.groups[k] if k in s.groups else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
-                 for s, shape in zip(ss, op.in_shapes)]
+        parts = [
+            s.groups[k] if k in s.groups else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
+            for s, shape in zip(ss, op.in_shapes)
+        ]
         groups[k] = op.cat(parts, 2)
     ibp = None
     if ss[0].ibp is not None:
@@ -128,8 +132,9 @@ class ProjectedDualNetwork(Domain):
     name = "dual (forward)"
     table = TABLE
 
-    def __init__(self, projections: int | None = None, generator: torch.Generator | None = None,
-                 intersect: bool = True) -> None:
+    def __init__(
+        self, projections: int | None = None, generator: torch.Generator | None = None, intersect: bool = True
+    ) -> None:
         if projections is not None and projections < 1:
             raise ValueError(f"--projections must be >= 1 (or unset for the exact bound), got {projections}")
         self.k, self.generator, self.intersect = projections, generator, intersect
@@ -174,13 +179,15 @@ class ProjectedDualNetwork(Domain):
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         """(lower, upper) of the ops' output over the ball, (B, *out_shape) flattened to (B, n)."""
         if ball.norm != "linf":
-            raise ValueError("the forward (projected) dual network supports --norm linf only; use the exact 'dual' "
-                             "domain for l2")
+            raise ValueError(
+                "the forward (projected) dual network supports --norm linf only; use the exact 'dual' domain for l2"
+            )
         lo, hi = ball.box()
         centre, radius = (lo + hi) / 2, (hi - lo) / 2
         first = self.columns(radius)
-        s = _State(centre.unsqueeze(1), {INPUT: first} if first is not None else {},
-                   (lo, hi) if self.intersect else None)
+        s = _State(
+            centre.unsqueeze(1), {INPUT: first} if first is not None else {}, (lo, hi) if self.intersect else None
+        )
         s = forward(ops, TABLE, s, self, self.name)
         lower, upper = self.state_bounds(s)
         return lower.flatten(1), upper.flatten(1)

@@ -16,6 +16,7 @@ tiny eps (ReLUs stable, the symbolic and backward domains exact), inputs on the 
 pre-activation lower bound raised by 5 % of its width, the upper relaxation line lowered by 10 %) and
 reports which share of the trials catches each; a mutant is killed when any trial catches it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,8 +97,14 @@ def random_network(arch: str, g: torch.Generator) -> tuple[nn.Module, tuple[int,
         shape = (c, s, s)
         k = r(2, 4)
         net = nn.Sequential(
-            Normalize([0.5] * c, [0.3] * c), nn.Conv2d(c, k, 3, 1, 1), _bn(nn.BatchNorm2d, k, g), nn.ReLU(),
-            nn.AvgPool2d(2), nn.Conv2d(k, 3, 3, r(1, 2), 1), nn.ReLU(), nn.Flatten(),
+            Normalize([0.5] * c, [0.3] * c),
+            nn.Conv2d(c, k, 3, 1, 1),
+            _bn(nn.BatchNorm2d, k, g),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(k, 3, 3, r(1, 2), 1),
+            nn.ReLU(),
+            nn.Flatten(),
         )
         with torch.no_grad():
             n_flat = net.double()(torch.zeros(1, *shape, dtype=torch.float64)).shape[1]
@@ -108,8 +115,16 @@ def random_network(arch: str, g: torch.Generator) -> tuple[nn.Module, tuple[int,
         n = 2 * shape[1] * shape[2]
         h = r(3, 6)
         net = nn.Sequential(
-            nn.Conv2d(1, 2, 3, 1, 1), nn.ReLU(), Residual(branch), nn.ReLU(), nn.Identity(), nn.Flatten(),
-            nn.Linear(n, h), _bn(nn.BatchNorm1d, h, g), nn.ReLU(), nn.Linear(h, r(2, 4)),
+            nn.Conv2d(1, 2, 3, 1, 1),
+            nn.ReLU(),
+            Residual(branch),
+            nn.ReLU(),
+            nn.Identity(),
+            nn.Flatten(),
+            nn.Linear(n, h),
+            _bn(nn.BatchNorm1d, h, g),
+            nn.ReLU(),
+            nn.Linear(h, r(2, 4)),
         )
     else:
         raise ValueError(f"unknown fuzz architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
@@ -273,8 +288,7 @@ def check_points(trial: Trial, n_random: int = 16, pgd_steps: int = 20) -> Tenso
             direction = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, *[1] * (x.dim() - 1))
         pts = _project(pts.detach() + step * direction, centre, e, trial.norm)
     with torch.no_grad():
-        all_pts = torch.cat([rnd.view(b, n_random, *x.shape[1:]), best.view(b, reps, *x.shape[1:]),
-                             x.unsqueeze(1)], 1)
+        all_pts = torch.cat([rnd.view(b, n_random, *x.shape[1:]), best.view(b, reps, *x.shape[1:]), x.unsqueeze(1)], 1)
         flat = all_pts.reshape(-1, *x.shape[1:])
         return _outputs(trial, flat, all_pts.shape[1]).view(b, all_pts.shape[1], -1)
 
@@ -304,9 +318,18 @@ class FuzzReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cases": self.cases, "trials": self.trials, "domains": self.domains, "worst_violation": self.worst,
-                "worst_case": self.worst_case, "failures": self.failures[:20], "failure_count": len(self.failures),
-                "errors": self.errors[:20], "seconds": self.seconds, "tolerance": TOLERANCE}
+        return {
+            "cases": self.cases,
+            "trials": self.trials,
+            "domains": self.domains,
+            "worst_violation": self.worst,
+            "worst_case": self.worst_case,
+            "failures": self.failures[:20],
+            "failure_count": len(self.failures),
+            "errors": self.errors[:20],
+            "seconds": self.seconds,
+            "tolerance": TOLERANCE,
+        }
 
 
 def run_trial(trial: Trial, domains: list[str], report: FuzzReport, seed: int) -> int:
@@ -324,17 +347,30 @@ def run_trial(trial: Trial, domains: list[str], report: FuzzReport, seed: int) -
         i = int(v.argmax())
         if float(v[i]) > report.worst:
             report.worst = float(v[i])
-            report.worst_case = {"seed": seed, "domain": d, "arch": trial.arch, "norm": trial.norm,
-                                 "eps": float(trial.eps[i]), "sample": i, "spec": trial.spec is not None}
+            report.worst_case = {
+                "seed": seed,
+                "domain": d,
+                "arch": trial.arch,
+                "norm": trial.norm,
+                "eps": float(trial.eps[i]),
+                "sample": i,
+                "spec": trial.spec is not None,
+            }
         if float(v.max()) > TOLERANCE:
             caught += 1
-            report.failures.append({"seed": seed, "domain": d, "arch": trial.arch, "norm": trial.norm,
-                                    "violation": float(v.max())})
+            report.failures.append(
+                {"seed": seed, "domain": d, "arch": trial.arch, "norm": trial.norm, "violation": float(v.max())}
+            )
     return caught
 
 
-def fuzz(cases: int = 1000, seed: int = 0, domains: list[str] | None = None, batch: int = 8,
-         progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+def fuzz(
+    cases: int = 1000,
+    seed: int = 0,
+    domains: list[str] | None = None,
+    batch: int = 8,
+    progress: Callable[[FuzzReport], None] | None = None,
+) -> FuzzReport:
     """Run at least `cases` random cases (trials of `batch` inputs) through every domain (default: all)."""
     domains = list(domains or DOMAINS.names())
     report = FuzzReport(domains=domains)
@@ -381,6 +417,7 @@ def _shrink_output(which: str) -> Callable[[str], Any]:
             return (lo + w, up) if which == "lower" else (lo, up - w)
 
         return _patched(cls, "bounds", bounds)
+
     return make
 
 
@@ -401,8 +438,11 @@ RELAXATION_DOMAINS = ("symbolic-linear", "crown-ibp", "crown", "crown-lirpa", "d
 
 def _holders(name: str) -> list[Any]:
     """Every loaded veritrain.bounds module that holds `name` (a function imported by name lives in each)."""
-    return [m for k, m in list(sys.modules.items())
-            if m is not None and (k == "veritrain.bounds" or k.startswith("veritrain.bounds.")) and name in vars(m)]
+    return [
+        m
+        for k, m in list(sys.modules.items())
+        if m is not None and (k == "veritrain.bounds" or k.startswith("veritrain.bounds.")) and name in vars(m)
+    ]
 
 
 @contextlib.contextmanager
@@ -423,6 +463,7 @@ def _relu_mutant(kind: str) -> Callable[[str], Any]:
     of their width; kind "line" lowers the upper relaxation line's intercept by 10 %. Hooks, in order: the
     shared `relu_relaxation` (veritrain.bounds.relaxations), else symbolic-linear's `relax_relu` and the
     backward domains' `ReluRelaxation`; patched in every module that imported them."""
+
     def make(domain: str) -> Any:
         if domain not in RELAXATION_DOMAINS:
             return None
@@ -460,6 +501,7 @@ def _relu_mutant(kind: str) -> Callable[[str], Any]:
 
             return _patched(cls, "__init__", init)
         return None
+
     return make
 
 
@@ -469,13 +511,16 @@ MUTANTS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "output-upper-5%": ("the final upper bound lowered by 5% of the bound width", _shrink_output("upper")),
     "input-box-5%": ("the input box B_eps(x) ∩ [0, 1] shrunk by 5% of its width", _shrink_input_box),
     "relu-lower+5%": ("an unstable ReLU's pre-activation lower bound raised by 5% of its width", _relu_mutant("lower")),
-    "relu-upper-line-10%": ("the upper relaxation line of unstable ReLUs lowered by 10% of its intercept",
-                            _relu_mutant("line")),
+    "relu-upper-line-10%": (
+        "the upper relaxation line of unstable ReLUs lowered by 10% of its intercept",
+        _relu_mutant("line"),
+    ),
 }
 
 
-def mutation_check(trials: int = 30, seed: int = 10_000, domains: list[str] | None = None,
-                   batch: int = 8) -> dict[str, Any]:
+def mutation_check(
+    trials: int = 30, seed: int = 10_000, domains: list[str] | None = None, batch: int = 8
+) -> dict[str, Any]:
     """For every mutant and domain it applies to: the share of `trials` random trials that catch it.
     Returns {"mutants": {mutant: {domain: {"caught": c, "trials": n}}}, "killed": k, "total": m,
     "case_rate": caught trials / all trials}."""
@@ -503,9 +548,27 @@ def mutation_check(trials: int = 30, seed: int = 10_000, domains: list[str] | No
             total += 1
             caught_all += caught
             trials_all += trials
-    return {"mutants": out, "killed": killed, "total": total,
-            "case_rate": caught_all / trials_all if trials_all else float("nan")}
+    return {
+        "mutants": out,
+        "killed": killed,
+        "total": total,
+        "case_rate": caught_all / trials_all if trials_all else float("nan"),
+    }
 
 
-__all__ = ["ARCHS", "ARCH_WEIGHTS", "FuzzReport", "MUTANTS", "RELAXATION_DOMAINS", "TOLERANCE", "Trial", "check_points",
-           "fuzz", "mutation_check", "random_network", "random_trial", "run_trial", "violation"]
+__all__ = [
+    "ARCHS",
+    "ARCH_WEIGHTS",
+    "FuzzReport",
+    "MUTANTS",
+    "RELAXATION_DOMAINS",
+    "TOLERANCE",
+    "Trial",
+    "check_points",
+    "fuzz",
+    "mutation_check",
+    "random_network",
+    "random_trial",
+    "run_trial",
+    "violation",
+]

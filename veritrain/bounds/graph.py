@@ -7,6 +7,7 @@ to the network input, CROWN-style) calls `rule(dom, op, a)` -> one coefficient p
 sums what reaches the same op from several consumers (a residual fork). An op whose class has no rule in a
 domain's table raises `UnsupportedLayerError` naming the op, the traced node and the domain: written once.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -61,8 +62,9 @@ def reads_only(ops: list[Op], op: Op | None) -> bool:
     return not ops or (len(outside) == 1 and outside[0] is op)
 
 
-def forward(ops: list[Op], table: Table, start: Any, dom: Any, domain: str,
-            visit: Callable[[Op, list[Any]], None] | None = None) -> Any:
+def forward(
+    ops: list[Op], table: Table, start: Any, dom: Any, domain: str, visit: Callable[[Op, list[Any]], None] | None = None
+) -> Any:
     """The value at the output of ops[-1], `start` being the value at the graph's entry (`entry`).
 
     `visit(op, inputs)` (optional) sees every op with its input values before its rule runs."""

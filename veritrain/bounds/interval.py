@@ -4,6 +4,7 @@ A value is a box (lower, upper) of shape (B, *shape). Affine ops map centre and 
 every activation and max pooling is monotone non-decreasing, so its box is [f(l), f(u)]; a sum adds the boxes.
 The other domains propagate this box alongside their own form (`interval_step`) and intersect.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,16 @@ from torch import Tensor
 from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.ops import (
-    ActivationOp, AddOp, AffineOp, CatOp, LinearOp, MaxPool2dOp, Op, ReLUOp, ReshapeOp, SpecOp,
+    ActivationOp,
+    AddOp,
+    AffineOp,
+    CatOp,
+    LinearOp,
+    MaxPool2dOp,
+    Op,
+    ReLUOp,
+    ReshapeOp,
+    SpecOp,
 )
 
 Box = tuple[Tensor, Tensor]
@@ -51,13 +61,19 @@ class FoldedSpecOp(AffineOp):
 def fold_spec(ops: list[Op]) -> list[Op]:
     """Merge a final specification C into the Linear layer before it (see `FoldedSpecOp`) when nothing else
     reads that layer."""
-    if len(ops) >= 2 and isinstance(ops[-1], SpecOp) and isinstance(ops[-2], LinearOp) and ops[-1].src == (ops[-2],) \
-            and not any(ops[-2] in op.src for op in ops[:-2]):
+    if (
+        len(ops) >= 2
+        and isinstance(ops[-1], SpecOp)
+        and isinstance(ops[-2], LinearOp)
+        and ops[-1].src == (ops[-2],)
+        and not any(ops[-2] in op.src for op in ops[:-2])
+    ):
         return [*ops[:-2], FoldedSpecOp(ops[-1], ops[-2])]
     return ops
 
 
 # ---- the table ----------------------------------------------------------------------------------
+
 
 def _affine(dom: object, op: AffineOp, box: Box) -> Box:
     lower, upper = box
@@ -84,7 +100,12 @@ def _cat(dom: object, op: CatOp, *boxes: Box) -> Box:
 
 
 TABLE: Table = {
-    AffineOp: _affine, ReshapeOp: _reshape, ActivationOp: _monotone, MaxPool2dOp: _monotone, AddOp: _add, CatOp: _cat,
+    AffineOp: _affine,
+    ReshapeOp: _reshape,
+    ActivationOp: _monotone,
+    MaxPool2dOp: _monotone,
+    AddOp: _add,
+    CatOp: _cat,
 }
 
 
@@ -93,15 +114,16 @@ def interval_step(op: Op, lower: Tensor, upper: Tensor) -> Box:
     return rule_for(TABLE, op, "interval")(None, op, (lower, upper))
 
 
-def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor,
-                 record: list[Box] | None = None) -> Box:
+def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor, record: list[Box] | None = None) -> Box:
     """Interval propagation through ops; with `record`, the input box of every ReLU (and LeakyReLU) is appended
     to it in network order, for bound regularisers (Shi et al. 2021)."""
     visit = None
     if record is not None:
+
         def visit(op: Op, inputs: list[Box]) -> None:
             if isinstance(op, ReLUOp):
                 record.append(inputs[0])
+
     return forward(ops, TABLE, (lower, upper), None, "interval", visit)
 
 
@@ -118,8 +140,13 @@ def first_affine_l2(op: AffineOp, ball: Ball) -> Box:
 def start_box(ops: list[Op], ball: Ball) -> tuple[Box, int]:
     """The input box and how many ops it already covers: for L2 balls the first op when it is affine and
     reads the input (`first_affine_l2`)."""
-    if ball.norm == "l2" and ops and isinstance(ops[0], AffineOp) and ops[0].src == (None,) \
-            and not any(None in op.src for op in ops[1:]):
+    if (
+        ball.norm == "l2"
+        and ops
+        and isinstance(ops[0], AffineOp)
+        and ops[0].src == (None,)
+        and not any(None in op.src for op in ops[1:])
+    ):
         return first_affine_l2(ops[0], ball), 1
     return ball.box(), 0
 

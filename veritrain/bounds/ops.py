@@ -8,6 +8,7 @@ for the coefficient columns of symbolic domains), so domains push coefficient ma
 if they were batches of images. What an op does in each domain is a rule of that domain's table
 (`bounds/graph.py`); an op no domain knows is rejected by the tracer with `UnsupportedLayerError`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -138,8 +139,12 @@ class ConvOp(AffineOp):
         # output_padding that makes conv_transpose return exactly in_shape
         self._out_pad = tuple(
             in_shape[1 + i]
-            - ((out_shape[1 + i] - 1) * layer.stride[i] - 2 * self._padding[i]
-               + layer.dilation[i] * (layer.kernel_size[i] - 1) + 1)
+            - (
+                (out_shape[1 + i] - 1) * layer.stride[i]
+                - 2 * self._padding[i]
+                + layer.dilation[i] * (layer.kernel_size[i] - 1)
+                + 1
+            )
             for i in range(d)
         )
         if any(p < 0 or p >= max(layer.stride[i], layer.dilation[i]) for i, p in enumerate(self._out_pad)):
@@ -149,8 +154,9 @@ class ConvOp(AffineOp):
 
     def _lin(self, x: Tensor, weight_fn: WeightFn) -> Tensor:
         l, w = self.layer, self.layer.weight
-        return self._conv(x, w if weight_fn is None else weight_fn(w), None, l.stride, self._padding, l.dilation,
-                          l.groups)
+        return self._conv(
+            x, w if weight_fn is None else weight_fn(w), None, l.stride, self._padding, l.dilation, l.groups
+        )
 
     def interval(self, mid: Tensor, half: Tensor) -> tuple[Tensor, Tensor]:
         l, w = self.layer, self.layer.weight
@@ -209,8 +215,15 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 class AvgPool2dOp(AffineOp):
     """Average pooling as a depthwise convolution with a constant kernel."""
 
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-                 in_shape: Shape, out_shape: Shape, like: Tensor) -> None:
+    def __init__(
+        self,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        in_shape: Shape,
+        out_shape: Shape,
+        like: Tensor,
+    ) -> None:
         """`like`: a tensor of the model's device and dtype, for the constant kernel."""
         c = in_shape[0]
         weight = torch.full((c, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), device=like.device, dtype=like.dtype)
@@ -223,7 +236,9 @@ class AvgPool2dOp(AffineOp):
     def of(cls, layer: nn.AvgPool2d, in_shape: Shape, out_shape: Shape, like: Tensor) -> "AvgPool2dOp":
         k, s, p = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size), _pair(layer.padding)
         if layer.ceil_mode or (any(p) and not layer.count_include_pad) or layer.divisor_override:
-            raise UnsupportedLayerError(f"{layer} (ceil_mode, count_include_pad=False or divisor_override) is not supported")
+            raise UnsupportedLayerError(
+                f"{layer} (ceil_mode, count_include_pad=False or divisor_override) is not supported"
+            )
         return cls(k, s, p, in_shape, out_shape, like)
 
     def _lin(self, x: Tensor, weight_fn: WeightFn) -> Tensor:
@@ -248,7 +263,10 @@ class SeparablePoolOp(AffineOp):
 
     def __init__(self, in_shape: Shape, out_shape: Shape, like: Tensor) -> None:
         self.in_shape, self.out_shape = in_shape, out_shape
-        self.ph, self.pw = _adaptive_matrix(in_shape[1], out_shape[1], like), _adaptive_matrix(in_shape[2], out_shape[2], like)
+        self.ph, self.pw = (
+            _adaptive_matrix(in_shape[1], out_shape[1], like),
+            _adaptive_matrix(in_shape[2], out_shape[2], like),
+        )
 
     def _lin(self, x: Tensor, weight_fn: WeightFn) -> Tensor:
         ph, pw = (self.ph, self.pw) if weight_fn is None else (weight_fn(self.ph), weight_fn(self.pw))
@@ -355,7 +373,9 @@ class ReLUOp(ActivationOp):
     def __init__(self, shape: Shape, negative_slope: float = 0.0) -> None:
         super().__init__(shape)
         if not 0.0 <= negative_slope <= 1.0:
-            raise UnsupportedLayerError(f"LeakyReLU with negative_slope={negative_slope} (only 0 <= slope <= 1 is supported)")
+            raise UnsupportedLayerError(
+                f"LeakyReLU with negative_slope={negative_slope} (only 0 <= slope <= 1 is supported)"
+            )
         self.negative_slope = float(negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
@@ -384,12 +404,15 @@ class MaxPool2dOp(Op):
 
     def __init__(self, layer: nn.MaxPool2d, in_shape: Shape, out_shape: Shape, like: Tensor) -> None:
         self.layer, self.in_shape, self.out_shape = layer, in_shape, out_shape
-        k, s, p, d = (_pair(v) for v in (layer.kernel_size, layer.stride or layer.kernel_size, layer.padding,
-                                         layer.dilation))
+        k, s, p, d = (
+            _pair(v) for v in (layer.kernel_size, layer.stride or layer.kernel_size, layer.padding, layer.dilation)
+        )
         c, h, w = in_shape
         self._n = h * w
         # extra bottom/right padding that ceil_mode adds
-        extra = [max(0, (out_shape[1 + i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - ((h, w)[i] + 2 * p[i])) for i in range(2)]
+        extra = [
+            max(0, (out_shape[1 + i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - ((h, w)[i] + 2 * p[i])) for i in range(2)
+        ]
         pos = torch.arange(h * w, dtype=like.dtype, device=like.device).reshape(1, 1, h, w)
         pos = F.pad(pos, (p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=-1.0)
         pos = F.unfold(pos, k, dilation=d, stride=s)[0].long()  # (k, L)
@@ -454,7 +477,25 @@ def chain(ops: list[Op]) -> list[Op]:
 from veritrain.bounds.trace import to_ops  # noqa: E402  (the tracer builds these ops)
 
 __all__ = [
-    "ActivationOp", "AddOp", "AffineOp", "AvgPool2dOp", "CatOp", "Conv1dOp", "Conv2dOp", "LinearOp", "MaxPool2dOp",
-    "Op", "ReLUOp", "ReduceOp", "ReshapeOp", "SShapedOp", "ScaleShiftOp", "SeparablePoolOp", "SpecOp",
-    "UnsupportedLayerError", "chain", "run_ops", "to_ops",
+    "ActivationOp",
+    "AddOp",
+    "AffineOp",
+    "AvgPool2dOp",
+    "CatOp",
+    "Conv1dOp",
+    "Conv2dOp",
+    "LinearOp",
+    "MaxPool2dOp",
+    "Op",
+    "ReLUOp",
+    "ReduceOp",
+    "ReshapeOp",
+    "SShapedOp",
+    "ScaleShiftOp",
+    "SeparablePoolOp",
+    "SpecOp",
+    "UnsupportedLayerError",
+    "chain",
+    "run_ops",
+    "to_ops",
 ]

@@ -5,6 +5,7 @@
 dual network) need parallel lines (lower_slope == upper_slope): f(z) = slope·z + lower_bias + e·width,
 e in [0, 1], width = upper_bias - lower_bias. The backward domains may pick another lower slope.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

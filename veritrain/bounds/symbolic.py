@@ -16,6 +16,7 @@ shared by all samples: the first layer's equations are its weight matrix, scaled
 networks that start with convolutions, the input columns are instead compressed by colour
 (`colouring.py`) until the first dense op, where they are expanded to one per pixel.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,11 @@ from veritrain.bounds.base import DOMAINS, Ball, Domain
 from veritrain.bounds.colouring import Colouring, colouring_for
 from veritrain.bounds.graph import Table, forward, reads_only
 from veritrain.bounds.interval import (
-    FoldedSpecOp, fold_spec, first_affine_l2, interval_ops, interval_step,
+    FoldedSpecOp,
+    fold_spec,
+    first_affine_l2,
+    interval_ops,
+    interval_step,
 )
 from veritrain.bounds.ops import AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp, SpecOp
 from veritrain.bounds.relaxations import s_shaped_relaxation
@@ -44,7 +49,7 @@ def leading_chain(ops: list[Op]) -> list[AffineOp]:
             break
         chain.append(op)
         prev = op
-    while chain and not reads_only(ops[len(chain):], chain[-1]):
+    while chain and not reads_only(ops[len(chain) :], chain[-1]):
         chain.pop()  # a later op reads the input or an inner op of the chain: start the walk earlier
     return chain
 
@@ -102,12 +107,14 @@ class InputSpace:
         rows = g[:, : self.d].flatten(2).transpose(1, 2).reshape(b, -1, *self.in_shape)
         val = self.ball.concretize(rows, lower).reshape(b, *shape)
         if g.shape[1] > self.d:
-            err = g[:, self.d:]
+            err = g[:, self.d :]
             val = val + (err.clamp(max=0) if lower else err.clamp(min=0)).sum(1)
         return c + val
 
 
-def local_colouring(ops: list[Op], chain: list[AffineOp], space: InputSpace, enabled: bool) -> tuple[Colouring, int] | None:
+def local_colouring(
+    ops: list[Op], chain: list[AffineOp], space: InputSpace, enabled: bool
+) -> tuple[Colouring, int] | None:
     """The input colouring of the local layers after the chain (L-inf only), or None for dense columns."""
     found = colouring_for(ops, space.in_shape, space.ball.x) if enabled and space.unit else None
     return found if found is not None and found[1] > len(chain) else None
@@ -204,7 +211,12 @@ def _cat(dom: "Symbolic", op: CatOp, *vs: Value) -> Value:
 
 
 TABLE: Table = {
-    AffineOp: _affine, ReLUOp: _relu, SShapedOp: _s_shaped, MaxPool2dOp: _maxpool, AddOp: _add, CatOp: _cat,
+    AffineOp: _affine,
+    ReLUOp: _relu,
+    SShapedOp: _s_shaped,
+    MaxPool2dOp: _maxpool,
+    AddOp: _add,
+    CatOp: _cat,
 }
 
 
@@ -232,13 +244,13 @@ class Symbolic(Domain):
         if found is not None:
             colouring, n_local = found
             g, c = space.start_coloured(chain, colouring)
-            (gl, cl, gu, cu), box = self._run(ops[len(chain):n_local], ((g, c, g, c), box))
+            (gl, cl, gu, cu), box = self._run(ops[len(chain) : n_local], ((g, c, g, c), box))
             gl_px = colouring.expand(gl)
             gu_px = gl_px if gu is gl else colouring.expand(gu)  # keep the one-product shortcut
             (gl, cl, gu, cu), box = self._run(ops[n_local:], ((gl_px, cl, gu_px, cu), box))
         else:
             g, c = space.start(chain)
-            (gl, cl, gu, cu), box = self._run(ops[len(chain):], ((g, c, g, c), box))
+            (gl, cl, gu, cu), box = self._run(ops[len(chain) :], ((g, c, g, c), box))
         lower = torch.maximum(space.concretize(gl, cl, True), box[0])
         upper = torch.minimum(space.concretize(gu, cu, False), box[1])
         return lower, upper

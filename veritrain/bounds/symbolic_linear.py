@@ -22,6 +22,7 @@ bounds are propagated alongside and intersected with the concretised ones at eve
 output: the result is never looser than the `interval` domain. The spec C (SpecOp) is applied like any
 affine op.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,16 @@ from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
 from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import (
-    ActivationOp, AddOp, AffineOp, CatOp, Conv2dOp, LinearOp, MaxPool2dOp, Op, ReLUOp, ReshapeOp,
+    ActivationOp,
+    AddOp,
+    AffineOp,
+    CatOp,
+    Conv2dOp,
+    LinearOp,
+    MaxPool2dOp,
+    Op,
+    ReLUOp,
+    ReshapeOp,
 )
 from veritrain.bounds.relaxations import Lines, relu_relaxation, s_shaped_relaxation
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
@@ -131,6 +141,7 @@ def linear_block(op: AffineOp, b: Block) -> Block:
 
 def concretize_blocks(space: InputSpace, blocks: list[Block], c: Tensor) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of a form: block 0 holds the input columns, later blocks error symbols in [0, 1]."""
+
     def neg_total(b: Block) -> tuple[Tensor, Tensor]:
         if isinstance(b, OneHot):
             return b.per_neuron(b.val.clamp(max=0)), b.per_neuron(b.val)
@@ -156,8 +167,9 @@ def use_colours(n_new: int, colouring: Colouring | None, always: bool = False) -
     return colouring is not None and n_new > 0 and (always or n_new > 2 * colouring.n)
 
 
-def error_block(offset: Tensor, mask: Tensor, colouring: Colouring | None = None,
-                always: bool = False, sparse: bool = False) -> tuple[Block | None, int]:
+def error_block(
+    offset: Tensor, mask: Tensor, colouring: Colouring | None = None, always: bool = False, sparse: bool = False
+) -> tuple[Block | None, int]:
     """New error symbols e in [0, 1] with coefficient `offset` (B, *shape) on the neurons where `mask` holds
     (offset is 0 elsewhere): one column per such neuron of each sample, zero-padded to the batch maximum
     (as a `OneHot` block with `sparse`), or (with a `colouring` and `use_colours`) one column per colour.
@@ -174,8 +186,14 @@ def error_block(offset: Tensor, mask: Tensor, colouring: Colouring | None = None
     return (block if sparse else block.dense()), n_new
 
 
-def relax(blocks: list[Block], c: Tensor, lines: Lines, colouring: Colouring | None = None,
-          always: bool = False, sparse: bool = False) -> tuple[Form, int]:
+def relax(
+    blocks: list[Block],
+    c: Tensor,
+    lines: Lines,
+    colouring: Colouring | None = None,
+    always: bool = False,
+    sparse: bool = False,
+) -> tuple[Form, int]:
     """f(z) = slope·z + lower_bias + width·e_new for z = G·v + c: the blocks scaled by the slope per neuron and
     one block of new columns appended (`error_block`); returns the form and the number of new symbols."""
     scale = lines.slope.unsqueeze(1)
@@ -187,8 +205,15 @@ def relax(blocks: list[Block], c: Tensor, lines: Lines, colouring: Colouring | N
     return (blocks if new is None else blocks + [new], c), n_new  # type: ignore[return-value]
 
 
-def relax_relu(blocks: list[Block], c: Tensor, lower: Tensor, upper: Tensor,
-               colouring: Colouring | None = None, always: bool = False, sparse: bool = False) -> tuple[Form, int]:
+def relax_relu(
+    blocks: list[Block],
+    c: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    colouring: Colouring | None = None,
+    always: bool = False,
+    sparse: bool = False,
+) -> tuple[Form, int]:
     """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols.
 
     relu(z) = lambda·z + (-lambda·l)·e_new: the existing blocks are scaled by lambda per neuron and one block
@@ -212,6 +237,7 @@ def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor 
 
 # ---- the table ----------------------------------------------------------------------------------
 
+
 def _affine(dom: "SymbolicLinear", op: AffineOp, v: Value) -> Value:
     blocks, c, box = v
     return {k: linear_block(op, b) for k, b in blocks.items()}, affine_const(op, c), interval_step(op, *box)
@@ -231,8 +257,11 @@ def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
         (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always, sparse)
         dom._unstable = (lower < 0) & (upper > 0)
     else:
-        lines = relu_relaxation(lower, upper, op.negative_slope) if isinstance(op, ReLUOp) \
-            else s_shaped_relaxation(op, lower, upper)  # type: ignore[arg-type]
+        lines = (
+            relu_relaxation(lower, upper, op.negative_slope)
+            if isinstance(op, ReLUOp)
+            else s_shaped_relaxation(op, lower, upper)
+        )  # type: ignore[arg-type]
         (new, c), n_new = relax(list(blocks.values()), c, lines, col, always, sparse)
         dom._unstable = lines.unstable
     dom.error_symbols += n_new
@@ -272,8 +301,10 @@ def _cat(dom: "SymbolicLinear", op: CatOp, *vs: Value) -> Value:
     out: Blocks = {}
     for k in keys:
         ref = dense(next(v[0][k] for v in vs if k in v[0]))
-        parts = [dense(v[0][k]) if k in v[0] else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
-                 for v, shape in zip(vs, op.in_shapes)]
+        parts = [
+            dense(v[0][k]) if k in v[0] else ref.new_zeros(ref.shape[0], ref.shape[1], *shape)
+            for v, shape in zip(vs, op.in_shapes)
+        ]
         b = max(p.shape[0] for p in parts)
         out[k] = op.cat([p.expand(b, *p.shape[1:]) for p in parts], 2)
     return out, op.cat([v[1] for v in vs]), (op.cat([v[2][0] for v in vs]), op.cat([v[2][1] for v in vs]))
@@ -315,17 +346,17 @@ class SymbolicLinear(Domain):
         if found is not None:  # one column per colour through the local layers, per pixel after them
             colouring, n_local = found
             g, c = space.start_coloured(chain, colouring)
-            (blocks, c, box), coloured = self._run_local(ops[len(chain):n_local], ({INPUT: g}, c, box))
+            (blocks, c, box), coloured = self._run_local(ops[len(chain) : n_local], ({INPUT: g}, c, box))
             coloured = {INPUT: (colouring, None), **coloured}  # the input columns first, as without colouring
-            head = ops[n_local:n_local + dense_head(ops[n_local:], colouring.out_shape)]
+            head = ops[n_local : n_local + dense_head(ops[n_local:], colouring.out_shape)]
             plain = {k: b for k, b in blocks.items() if k not in coloured}
             plain, c, box = self._run(head, (plain, c, box))  # c, box, per-neuron error symbols
             weight = head[-1].layer.weight if head else None  # fuse the expansion with the dense layer
             expanded = {k: expand(col, blocks[k], weight, rows) for k, (col, rows) in coloured.items()}
-            blocks, c, box = self._run(ops[n_local + len(head):], ({**expanded, **plain}, c, box))
+            blocks, c, box = self._run(ops[n_local + len(head) :], ({**expanded, **plain}, c, box))
         else:
             g, c = space.start(chain)
-            blocks, c, box = self._run(ops[len(chain):], ({INPUT: g}, c, box))
+            blocks, c, box = self._run(ops[len(chain) :], ({INPUT: g}, c, box))
         lower, upper = concretize_blocks(space, list(blocks.values()), c)
         return torch.maximum(lower, box[0]), torch.minimum(upper, box[1])
 
@@ -340,7 +371,7 @@ class SymbolicLinear(Domain):
         for i, op in enumerate(ops):
             col = None
             if isinstance(op, ActivationOp) and self.colour_errors is not False:
-                col = error_colouring(ops[i + 1:], op.out_shape, value[1])
+                col = error_colouring(ops[i + 1 :], op.out_shape, value[1])
             before = self.error_symbols
             self._colouring = col
             try:
@@ -350,5 +381,5 @@ class SymbolicLinear(Domain):
             if use_colours(self.error_symbols - before, col, bool(self.colour_errors)):
                 mask = self._unstable.flatten(1)  # type: ignore[union-attr]
                 rows = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
-                coloured[op] = (col, rows[:, :int(mask.sum(1).max())])  # type: ignore[assignment]
+                coloured[op] = (col, rows[:, : int(mask.sum(1).max())])  # type: ignore[assignment]
         return value, coloured

@@ -14,6 +14,7 @@ user's code, and listing what is supported: nothing is ever skipped.
 
 Adding a layer: one converter here (`MODULES`, `FUNCTIONS` or `METHODS`), one rule per domain table.
 """
+
 from __future__ import annotations
 
 import operator
@@ -26,8 +27,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from veritrain.bounds.ops import (
-    AddOp, AvgPool2dOp, CatOp, Conv1dOp, Conv2dOp, LinearOp, MaxPool2dOp, Op, ReduceOp, ReLUOp, ReshapeOp,
-    ScaleShiftOp, SeparablePoolOp, Shape, SShapedOp, UnsupportedLayerError,
+    AddOp,
+    AvgPool2dOp,
+    CatOp,
+    Conv1dOp,
+    Conv2dOp,
+    LinearOp,
+    MaxPool2dOp,
+    Op,
+    ReduceOp,
+    ReLUOp,
+    ReshapeOp,
+    ScaleShiftOp,
+    SeparablePoolOp,
+    Shape,
+    SShapedOp,
+    UnsupportedLayerError,
 )
 from veritrain.models.layers import Normalize
 
@@ -70,8 +85,10 @@ def _batchnorm_params(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[Tensor, Tens
 
 def _linear(m: nn.Linear, s: Site) -> Op:
     if len(s.shape) != 1:
-        raise UnsupportedLayerError(f"Linear applied to a {len(s.shape) + 1}-d input {s.shape}: flatten first "
-                                    "(nn.Flatten() or torch.flatten(x, 1))")
+        raise UnsupportedLayerError(
+            f"Linear applied to a {len(s.shape) + 1}-d input {s.shape}: flatten first "
+            "(nn.Flatten() or torch.flatten(x, 1))"
+        )
     return LinearOp(m, s.shape)
 
 
@@ -138,6 +155,7 @@ def _reduce(mean: bool) -> Converter:
         if s.arg(2, "dtype") is not None or s.kwargs.get("dtype") is not None:
             raise UnsupportedLayerError("sum/mean with dtype= is not supported")
         return ReduceOp(_dims(s, s.arg(1, "dim")), bool(s.arg(2, "keepdim", False)), mean, s.shape, s.out_shape)
+
     return conv
 
 
@@ -145,8 +163,10 @@ def _add(m: Any, s: Site) -> Op:
     if s.kwargs.get("alpha", 1) != 1:
         raise UnsupportedLayerError("torch.add with alpha != 1 is not supported")
     if len(s.shapes) != 2 or s.shapes[0] != s.shapes[1]:
-        raise UnsupportedLayerError(f"'+' of tensors of shapes {s.shapes} (both operands must come from the input "
-                                    "and have the same shape; constants and broadcasting are not supported)")
+        raise UnsupportedLayerError(
+            f"'+' of tensors of shapes {s.shapes} (both operands must come from the input "
+            "and have the same shape; constants and broadcasting are not supported)"
+        )
     return AddOp(s.shape, 2)
 
 
@@ -159,9 +179,11 @@ def _cat(m: Any, s: Site) -> Op:
 
 def _functional(module: Callable[..., nn.Module], names: tuple[str, ...]) -> Converter:
     """A functional form (F.max_pool2d(x, 2)) converted as its module (nn.MaxPool2d(2))."""
+
     def conv(m: Any, s: Site) -> Op:
         kw = {n: v for n, v in zip(names, s.args[1:])} | {k: v for k, v in s.kwargs.items() if k != "input"}
         return MODULES[module](module(**kw), s)
+
     return conv
 
 
@@ -174,24 +196,39 @@ _SIGMOID = lambda m, s: SShapedOp(s.shape, "sigmoid")  # noqa: E731
 _TANH = lambda m, s: SShapedOp(s.shape, "tanh")  # noqa: E731
 
 FUNCTIONS: dict[Any, Converter] = {
-    F.relu: _RELU, torch.relu: _RELU, torch.relu_: _RELU,
+    F.relu: _RELU,
+    torch.relu: _RELU,
+    torch.relu_: _RELU,
     F.leaky_relu: _leaky,
-    torch.sigmoid: _SIGMOID, F.sigmoid: _SIGMOID, torch.tanh: _TANH, F.tanh: _TANH,
-    torch.flatten: _reshape, torch.reshape: _reshape,
+    torch.sigmoid: _SIGMOID,
+    F.sigmoid: _SIGMOID,
+    torch.tanh: _TANH,
+    F.tanh: _TANH,
+    torch.flatten: _reshape,
+    torch.reshape: _reshape,
     F.dropout: _reshape,
-    operator.add: _add, torch.add: _add,
-    torch.cat: _cat, torch.concat: _cat,
-    torch.mean: _reduce(True), torch.sum: _reduce(False),
+    operator.add: _add,
+    torch.add: _add,
+    torch.cat: _cat,
+    torch.concat: _cat,
+    torch.mean: _reduce(True),
+    torch.sum: _reduce(False),
     F.max_pool2d: _functional(nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
     F.avg_pool2d: _functional(nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")),
     F.adaptive_avg_pool2d: lambda m, s: _adaptive_avg(None, s),
 }
 
 METHODS: dict[str, Converter] = {
-    "relu": _RELU, "sigmoid": _SIGMOID, "tanh": _TANH,
-    "view": _reshape, "reshape": _reshape, "flatten": _reshape,
-    "mean": _reduce(True), "sum": _reduce(False),
-    "add": _add, "__add__": _add,
+    "relu": _RELU,
+    "sigmoid": _SIGMOID,
+    "tanh": _TANH,
+    "view": _reshape,
+    "reshape": _reshape,
+    "flatten": _reshape,
+    "mean": _reduce(True),
+    "sum": _reduce(False),
+    "add": _add,
+    "__add__": _add,
     "contiguous": lambda m, s: ALIAS,
 }
 
@@ -282,8 +319,10 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
                 if node.args:  # an optional argument: its default
                     env[node] = node.args[0]
                     continue
-                raise UnsupportedLayerError(f"{type(model).__name__}.forward takes more than one input ({node.name}); "
-                                            "the bound engine bounds functions of one input tensor")
+                raise UnsupportedLayerError(
+                    f"{type(model).__name__}.forward takes more than one input ({node.name}); "
+                    "the bound engine bounds functions of one input tensor"
+                )
             seen_input = True
             env[node], op_of[node] = torch.zeros(PROBE, *in_shape, dtype=like.dtype, device=like.device), None
             continue
@@ -300,8 +339,13 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
         if not traced:  # a constant (no dependence on the input)
             env[node] = _run(node, target, args, kwargs)
             continue
-        if node.op == "call_method" and node.target in SHAPE_READS or \
-                node.op == "call_function" and node.target is getattr and args[1] in SHAPE_READS:
+        if (
+            node.op == "call_method"
+            and node.target in SHAPE_READS
+            or node.op == "call_function"
+            and node.target is getattr
+            and args[1] in SHAPE_READS
+        ):
             env[node] = _run(node, target, args, kwargs)
             continue
         if node.op == "call_module":
@@ -311,15 +355,18 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
         else:
             conv = FUNCTIONS.get(node.target)
         if conv is None:
-            raise UnsupportedLayerError(f"the bound engine does not support {_describe(node, root)} at "
-                                        f"{_where(node)}; supported: {supported()}")
+            raise UnsupportedLayerError(
+                f"the bound engine does not support {_describe(node, root)} at {_where(node)}; supported: {supported()}"
+            )
         traced_args = [n for n in _flat_args(node) if n in op_of]
         shapes = [tuple(env[n].shape[1:]) for n in traced_args]
         with torch.no_grad():
             out = args[0] if isinstance(target, (nn.BatchNorm1d, nn.BatchNorm2d)) else _run(node, target, args, kwargs)
         if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != PROBE:
-            raise UnsupportedLayerError(f"{_describe(node, root)} at {_where(node)} does not keep the batch "
-                                        "dimension (it would mix samples); keep dim 0 as the batch")
+            raise UnsupportedLayerError(
+                f"{_describe(node, root)} at {_where(node)} does not keep the batch "
+                "dimension (it would mix samples); keep dim 0 as the batch"
+            )
         try:
             op = conv(target, Site(args, kwargs, shapes, out, like))
         except UnsupportedLayerError as e:

@@ -3,6 +3,7 @@
 Images are float32 pixels in [0, 1], shape (N, C, H, W); models carry their own normalisation
 (`DatasetInfo.mean/std`, Section V-A of the paper).
 """
+
 from veritrain.data.errors import DataError
 from veritrain.data.idx import read_idx, write_idx
 from veritrain.data.info import CIFAR10_CLASSES, DATASETS, DatasetInfo

@@ -6,6 +6,7 @@ paper does not say whether it augments (Section V-A); veritrain augments the col
 default because CIFAR Small over-fits without it (`results/README.md`). Augmentation draws from the
 trainer's shuffling generator, so a resumed run replays the same crops.
 """
+
 from __future__ import annotations
 
 import torch

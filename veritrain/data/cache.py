@@ -3,6 +3,7 @@
 Decoding tens of thousands of JPEGs takes a while; the second load reads one uncompressed `.npz`.
 A cache that cannot be written only costs speed (a warning); a corrupt one is rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib

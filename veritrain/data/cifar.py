@@ -3,6 +3,7 @@
 The pickles are read with a restricted unpickler that only accepts numpy arrays, lists, dicts and
 strings, so a tampered file cannot run code.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,10 +22,15 @@ TARBALL = "cifar-10-python.tar.gz"
 SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
 
 
@@ -48,10 +54,14 @@ def _unpickle_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(d["data"])
         y = np.asarray(d["labels"], dtype=np.int64)
     except Exception as e:
-        raise DataError(f"cannot read CIFAR-10 batch {name}: {e} (corrupt file? delete it and download again)") from None
+        raise DataError(
+            f"cannot read CIFAR-10 batch {name}: {e} (corrupt file? delete it and download again)"
+        ) from None
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
-        raise DataError(f"CIFAR-10 batch {name} has data {x.dtype}{x.shape} and {len(y)} labels; "
-                        f"expected uint8 (n, 3072) and n labels")
+        raise DataError(
+            f"CIFAR-10 batch {name} has data {x.dtype}{x.shape} and {len(y)} labels; "
+            f"expected uint8 (n, 3072) and n labels"
+        )
     return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
 
 

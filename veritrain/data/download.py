@@ -1,4 +1,5 @@
 """Fetch the canonical releases (the mirrors and md5 sums torchvision uses) with urllib and a short timeout."""
+
 from __future__ import annotations
 
 import hashlib

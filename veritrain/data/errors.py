@@ -1,4 +1,5 @@
 """The one error type of `veritrain.data`."""
+
 from __future__ import annotations
 
 

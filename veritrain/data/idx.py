@@ -3,6 +3,7 @@
 Header: two zero bytes, a type code, the number of dimensions d, then d big-endian uint32 sizes;
 then the data, big-endian, row-major. Files may be gzip-compressed (`.gz`).
 """
+
 from __future__ import annotations
 
 import gzip

@@ -2,6 +2,7 @@
 Tiny ImageNet (ImageNet-200). Decoded with Pillow (optional dependency) into uint8 (N, H, W, 3) arrays,
 cached by `veritrain.data.cache`.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,9 @@ def _pil_image():
     return Image
 
 
-def decode_image(data: bytes | Path, name: str, size: tuple[int, int] | None = None,
-                 crop: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes | Path, name: str, size: tuple[int, int] | None = None, crop: int | None = None
+) -> np.ndarray:
     """Decode one image to uint8 (H, W, 3) RGB (grey images are expanded).
 
     `size`: the (H, W) it must have (DataError otherwise). `crop`: centre-crop to crop x crop.
@@ -44,7 +46,7 @@ def decode_image(data: bytes | Path, name: str, size: tuple[int, int] | None = N
         if h < crop or w < crop:
             raise DataError(f"image {name} is {h}x{w}, smaller than the {crop}x{crop} crop")
         top, left = (h - crop) // 2, (w - crop) // 2
-        arr = arr[top:top + crop, left:left + crop]
+        arr = arr[top : top + crop, left : left + crop]
     return arr
 
 
@@ -84,8 +86,7 @@ def load_image_folder(split_dir: Path, classes: Iterable[str], size: tuple[int, 
     """
     classes = list(classes)
     files = [(i, f) for i, c in enumerate(classes) for f in _images_in(split_dir / c)]
-    key = cache_key("folder", str(split_dir.resolve()), tuple(classes), size,
-                    tree_signature(f for _, f in files))
+    key = cache_key("folder", str(split_dir.resolve()), tuple(classes), size, tree_signature(f for _, f in files))
 
     def build() -> dict[str, np.ndarray]:
         imgs = [decode_image(f, str(f), size=size) for _, f in files]
@@ -105,8 +106,9 @@ def _tar_split_class(name: str, top: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def load_image_tarball(tar_path: Path, top: str, split: str, classes: Iterable[str],
-                       size: tuple[int, int]) -> dict[str, np.ndarray]:
+def load_image_tarball(
+    tar_path: Path, top: str, split: str, classes: Iterable[str], size: tuple[int, int]
+) -> dict[str, np.ndarray]:
     """Class folders `top/<split>/<class>/*` read straight from a .tar(.gz), never unpacked to disk.
 
     Only the requested split is decoded (evaluation needs just "test"); the arrays are cached, keyed by
@@ -124,7 +126,9 @@ def load_image_tarball(tar_path: Path, top: str, split: str, classes: Iterable[s
                     if sc is None or sc[0] != split:
                         continue
                     if sc[1] not in index:
-                        raise DataError(f"{tar_path}: unexpected class folder {top}/{split}/{sc[1]}; expected {classes}")
+                        raise DataError(
+                            f"{tar_path}: unexpected class folder {top}/{split}/{sc[1]}; expected {classes}"
+                        )
                     f = tar.extractfile(m)
                     data = f.read() if f is not None else b""
                     items.append((index[sc[1]], m.name, decode_image(data, f"{tar_path}:{m.name}", size=size)))
@@ -138,7 +142,9 @@ def load_image_tarball(tar_path: Path, top: str, split: str, classes: Iterable[s
 
 
 # ---------------------------------------------------------------- Tiny ImageNet (ImageNet-200)
-def load_tiny_imagenet(base: Path, split: str, crop: int = 32, num_classes: int = 200) -> tuple[dict[str, np.ndarray], list[str]]:
+def load_tiny_imagenet(
+    base: Path, split: str, crop: int = 32, num_classes: int = 200
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Tiny ImageNet: `train/<wnid>/images/*.JPEG`; `val/images/*` labelled by `val/val_annotations.txt`.
 
     split "test" is the labelled `val` set (the official test set has no labels). Labels index the
@@ -178,8 +184,9 @@ def load_tiny_imagenet(base: Path, split: str, crop: int = 32, num_classes: int 
             files.append((index[parts[1].strip()], f))
         files.sort(key=lambda t: t[1].name)
         extra = (file_signature(ann),)
-    key = cache_key("tiny-imagenet", str(base.resolve()), split, crop, tuple(wnids), extra,
-                    tree_signature(f for _, f in files))
+    key = cache_key(
+        "tiny-imagenet", str(base.resolve()), split, crop, tuple(wnids), extra, tree_signature(f for _, f in files)
+    )
 
     def build() -> dict[str, np.ndarray]:
         imgs = [decode_image(f, str(f), crop=crop) for _, f in files]

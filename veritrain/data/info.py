@@ -3,6 +3,7 @@
 `DATASETS` is the one table of per-data-set facts and defaults: the models' normalisation, the config's
 optimiser, eps start and augmentation, MixTrain's alpha0 and acc0, and the help texts all read it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -64,11 +65,29 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 # The canonical CIFAR-10 label order (batches.meta); it is also alphabetical, i.e. the sorted folder names.
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 # Section V-A: MNIST inputs in [0, 1] without normalisation; CIFAR-10 and ImageNet-200 normalised with
 # mu = (0.485, 0.456, 0.406), sigma = (0.225, 0.225, 0.225).
@@ -77,8 +96,7 @@ _IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.225, 0.225, 0.225))
 
 for _info in (
     DatasetInfo("mnist", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GRAY_DEFAULTS, acc0=95.0)),
-    DatasetInfo("fashion-mnist", (1, 28, 28), 10, *_NO_NORM, FASHION_MNIST_CLASSES,
-                replace(GRAY_DEFAULTS, acc0=80.0)),
+    DatasetInfo("fashion-mnist", (1, 28, 28), 10, *_NO_NORM, FASHION_MNIST_CLASSES, replace(GRAY_DEFAULTS, acc0=80.0)),
     DatasetInfo("cifar10", (3, 32, 32), 10, *_IMAGENET_NORM, CIFAR10_CLASSES, replace(COLOR_DEFAULTS, acc0=65.0)),
     DatasetInfo("imagenet200", (3, 32, 32), 200, *_IMAGENET_NORM, (), replace(COLOR_DEFAULTS, acc0=25.0)),
     DatasetInfo("mnist-mini", (1, 28, 28), 10, *_NO_NORM, MNIST_CLASSES, replace(GRAY_DEFAULTS, acc0=95.0)),

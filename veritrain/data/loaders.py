@@ -1,4 +1,5 @@
 """`load_dataset`: every supported data set as a TensorDataset of float32 pixels in [0, 1] and int64 labels."""
+
 from __future__ import annotations
 
 import importlib.resources
@@ -43,7 +44,9 @@ def to_tensor_dataset(x: np.ndarray, y: np.ndarray, info: DatasetInfo, source: s
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{source}: labels have dtype {y.dtype}, expected integers")
     if len(y) and (y.min() < 0 or y.max() >= info.num_classes):
-        raise DataError(f"{source}: labels range over [{y.min()}, {y.max()}], {info.name} has {info.num_classes} classes")
+        raise DataError(
+            f"{source}: labels range over [{y.min()}, {y.max()}], {info.name} has {info.num_classes} classes"
+        )
     if x.dtype == np.uint8:
         if x.ndim == 3:
             x = x[..., None]
@@ -198,8 +201,9 @@ LOADERS.add("mnist-mini", _load_mnist_mini)
 
 
 # ---------------------------------------------------------------- public API
-def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
-                 download: bool = True) -> TensorDataset:
+def load_dataset(
+    name: str, split: str = "train", root: str | os.PathLike | None = None, download: bool = True
+) -> TensorDataset:
     """Load `name` (see `DATASETS`) as float32 images (N, C, H, W) in [0, 1] and int64 labels.
 
     `root` defaults to `get_data_root()`. Missing MNIST / Fashion-MNIST / CIFAR-10 files are
@@ -242,7 +246,8 @@ def take_subset(ds: Dataset, n: int | None, seed: int | None = None) -> TensorDa
     return sub
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None, **kwargs) -> DataLoader:
+def make_loader(
+    ds: Dataset, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, **kwargs
+) -> DataLoader:
     """A DataLoader; pass a seeded `generator` for a reproducible shuffle order."""
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, **kwargs)

@@ -1,4 +1,5 @@
 """Where data sets live (data root) and where decoded arrays are cached (cache dir)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Clean accuracy (ACC, Section II)."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.T
     """Predicted labels of `x` (on x's device), evaluated in batches on the model's device."""
     device = model_device(model)
     with eval_mode(model):
-        out = [model(x[i:i + batch_size].to(device)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
+        out = [model(x[i : i + batch_size].to(device)).argmax(1).to(x.device) for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
 
 

@@ -1,5 +1,6 @@
 """Estimated robust accuracy (ERA, Section II): share of samples classified correctly on the clean
 input AND not broken by any of the attacks run; and the L2 / L0 robustness curves of Figure 7."""
+
 from __future__ import annotations
 
 import inspect
@@ -170,20 +171,32 @@ def robustness_curves(
         curves[a] = {"radii": r, "robust": robust_curve(d, r)}
         if cross_check and ATTACKS.get(a).norms == ("l2",):
             checked = _pgd_l2_check(model, x, y, d, r, batch_size, seed, dev)
-            curves[a] = {"radii": r, "robust": robust_curve(checked, r), "robust_attack_only": curves[a]["robust"],
-                         "checked_with": "pgd-l2"}
+            curves[a] = {
+                "radii": r,
+                "robust": robust_curve(checked, r),
+                "robust_attack_only": curves[a]["robust"],
+                "checked_with": "pgd-l2",
+            }
     return {"curves": curves}
 
 
-def _pgd_l2_check(model: nn.Module, x: Tensor, y: Tensor, dist: Tensor, radii: Sequence[float], batch_size: int,
-                  seed: int, dev: torch.device) -> Tensor:
+def _pgd_l2_check(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    dist: Tensor,
+    radii: Sequence[float],
+    batch_size: int,
+    seed: int,
+    dev: torch.device,
+) -> Tensor:
     """Per sample, the smaller of the attack's minimal distance and the distance of a PGD-L2 adversarial example
     found at any radius of the curve: an L2 robustness curve is then never weaker than PGD-L2 (same seed)."""
     dist = dist.clone()
     for r in sorted({float(v) for v in radii if v > 0}):
         todo = (dist > r).nonzero().squeeze(1)
         for b, s in enumerate(range(0, len(todo), batch_size)):
-            idx = todo[s:s + batch_size]
+            idx = todo[s : s + batch_size]
             sel = idx.to(x.device)
             res = make_attack("pgd-l2", r, seed=seed + b).run(model, x[sel].to(dev), y[sel].to(dev).long())
             found = res.success.cpu()

@@ -1,4 +1,5 @@
 """One evaluation of a model: ACC, ERA (attacks) and VRA (sound bounds), as a JSON-able dict (Section II)."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,16 @@ from veritrain.evaluation.results import EvalSettings, Evaluation, bound_engine_
 from veritrain.evaluation.vra import verified_robust_accuracy
 from veritrain.registry import split_names
 from veritrain.validation import (
-    DEFAULT_DOMAIN, DEFAULT_NORM, NORMS, check_eps, check_labels, check_model_accepts, check_pixels, check_positive_int,
+    DEFAULT_DOMAIN,
+    DEFAULT_NORM,
+    NORMS,
+    check_eps,
+    check_labels,
+    check_model_accepts,
+    check_pixels,
+    check_positive_int,
 )
+
 
 def _attack_norm(name: str, eps: float, settings: dict[str, Any] | None = None) -> str | None:
     """The norm of the ball an attack searches (None when it cannot be built)."""
@@ -92,8 +101,16 @@ def evaluate_tensors(
     model.eval()
     x, y = x.to(device), y.to(device)
     check_model_accepts(model, x, y)
-    out: dict[str, Any] = {"acc": None, "n": len(x), "eps": float(eps), "norm": norm,
-                           "era": {}, "vra": {}, "curves": {}, "time_s": {}}
+    out: dict[str, Any] = {
+        "acc": None,
+        "n": len(x),
+        "eps": float(eps),
+        "norm": norm,
+        "era": {},
+        "vra": {},
+        "curves": {},
+        "time_s": {},
+    }
     t0 = time.perf_counter()
     out["acc"] = accuracy(model, x, y, batch_size=batch_size)
     out["time_s"]["acc"] = time.perf_counter() - t0
@@ -102,8 +119,19 @@ def evaluate_tensors(
     if attacks and eps > 0:
         # {"acc", "era": {attack: %, ..., "all": worst case over the attacks}, "n", "robust_mask"}
         per_attack = attack_settings(attacks, norm, attack_options)
-        res = estimate_robust_accuracy(model, x, y, attacks, eps, batch_size=batch_size, seed=seed,
-                                       progress=progress, device=device, per_attack=True, **per_attack)
+        res = estimate_robust_accuracy(
+            model,
+            x,
+            y,
+            attacks,
+            eps,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            device=device,
+            per_attack=True,
+            **per_attack,
+        )
         out["era"] = dict(res["era"])
         out["era_settings"] = per_attack
         if all(_attack_norm(a, eps, per_attack[a]) == norm for a in attacks):  # counterexamples in the VRA ball
@@ -112,8 +140,9 @@ def evaluate_tensors(
 
     if curves:
         t0 = time.perf_counter()
-        out["curves"] = dict(robustness_curves(model, x, y, curves, batch_size=batch_size, seed=seed,
-                                               progress=progress)["curves"])
+        out["curves"] = dict(
+            robustness_curves(model, x, y, curves, batch_size=batch_size, seed=seed, progress=progress)["curves"]
+        )
         out["time_s"]["curves"] = time.perf_counter() - t0
 
     if domains and eps > 0:
@@ -170,7 +199,20 @@ def evaluate(
     x, y = ds.tensors[0], ds.tensors[1]
     if not torch.isfinite(x).all():
         raise ValueError(f"the {dataset_name} test images contain NaN or inf values; the data files are corrupt")
-    res = evaluate_tensors(model, x, y, eps, attacks, domains, curves=curves, norm=norm, sound=sound,
-                           batch_size=batch_size,
-                           chunk_size=chunk_size, seed=seed, progress=progress, attack_options=attack_options)
+    res = evaluate_tensors(
+        model,
+        x,
+        y,
+        eps,
+        attacks,
+        domains,
+        curves=curves,
+        norm=norm,
+        sound=sound,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        seed=seed,
+        progress=progress,
+        attack_options=attack_options,
+    )
     return {"dataset": dataset_name, **res}

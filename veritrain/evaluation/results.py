@@ -5,6 +5,7 @@ also reads older files, whose "n/a" / "not available (...)" strings become None)
 renders them as table rows (`Evaluation.row`, `RunSummary.row`). Numbers are percent (Section II); None means
 "not measured" or "not applicable", with the reason in `vra_note`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,9 +53,17 @@ class EvalSettings:
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `evaluate_tensors` (after the model and the data)."""
-        return {"eps": self.eps, "attacks": self.attacks, "domains": self.domains, "curves": self.curves,
-                "norm": self.norm, "batch_size": self.batch_size, "chunk_size": self.chunk_size,
-                "seed": self.seed, "progress": self.progress}
+        return {
+            "eps": self.eps,
+            "attacks": self.attacks,
+            "domains": self.domains,
+            "curves": self.curves,
+            "norm": self.norm,
+            "batch_size": self.batch_size,
+            "chunk_size": self.chunk_size,
+            "seed": self.seed,
+            "progress": self.progress,
+        }
 
 
 def bound_engine_accepts(model: nn.Module, in_shape: Sequence[int]) -> str | None:
@@ -88,14 +97,22 @@ class Evaluation:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         vra_raw = d.get("vra")
         note = d.get("vra_note")
-        if isinstance(vra_raw, str) or (isinstance(vra_raw, dict) and any(isinstance(v, str) for v in vra_raw.values())):
+        if isinstance(vra_raw, str) or (
+            isinstance(vra_raw, dict) and any(isinstance(v, str) for v in vra_raw.values())
+        ):
             note = note or "not applicable"
-        return cls(acc=_number(d.get("acc")), n=int(d.get("n") or 0), eps=float(d.get("eps") or 0.0),
-                   norm=str(d.get("norm", DEFAULT_NORM)), era=_numbers(d.get("era")),
-                   vra=_numbers(vra_raw), vra_note=note,
-                   curves=dict(d.get("curves") or {}) if isinstance(d.get("curves"), dict) else {},
-                   time_s=_numbers(d.get("time_s")),  # type: ignore[arg-type]
-                   extra={k: v for k, v in d.items() if k not in names})
+        return cls(
+            acc=_number(d.get("acc")),
+            n=int(d.get("n") or 0),
+            eps=float(d.get("eps") or 0.0),
+            norm=str(d.get("norm", DEFAULT_NORM)),
+            era=_numbers(d.get("era")),
+            vra=_numbers(vra_raw),
+            vra_note=note,
+            curves=dict(d.get("curves") or {}) if isinstance(d.get("curves"), dict) else {},
+            time_s=_numbers(d.get("time_s")),  # type: ignore[arg-type]
+            extra={k: v for k, v in d.items() if k not in names},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -112,8 +129,9 @@ class Evaluation:
             return NOT_APPLICABLE
         return self.vra.get(domain)
 
-    def row(self, attacks: Sequence[str] | None = None, domains: Sequence[str] | None = None,
-            acc: bool = True) -> dict[str, Any]:
+    def row(
+        self, attacks: Sequence[str] | None = None, domains: Sequence[str] | None = None, acc: bool = True
+    ) -> dict[str, Any]:
         """The one rendering as a table row: "ACC", "ERA <attack>" per attack, "ERA" (worst case) when there
         are several, "VRA <domain>" per domain (default: those measured)."""
         attacks = list(attacks) if attacks is not None else self.attacks()
@@ -155,10 +173,13 @@ class RunSummary:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kw = {k: d[k] for k in names if k in d and k not in ("eval", "test_acc", "time_s")}
         ev = d.get("eval")
-        return cls(**kw, test_acc=_number(d.get("test_acc")),
-                   eval=Evaluation.from_dict(ev) if isinstance(ev, dict) and ev else None,
-                   time_s={k: float(v) for k, v in (d.get("time_s") or {}).items() if _number(v) is not None},
-                   extra={k: v for k, v in d.items() if k not in names})
+        return cls(
+            **kw,
+            test_acc=_number(d.get("test_acc")),
+            eval=Evaluation.from_dict(ev) if isinstance(ev, dict) and ev else None,
+            time_s={k: float(v) for k, v in (d.get("time_s") or {}).items() if _number(v) is not None},
+            extra={k: v for k, v in d.items() if k not in names},
+        )
 
     @classmethod
     def read(cls, run_dir: str | os.PathLike[str]) -> "RunSummary":

@@ -9,6 +9,7 @@ in the same ball (`candidates`, e.g. the ERA attacks' robust mask): no sound bou
 guard against unsound bounds or attacks, a few of those skipped samples are bounded anyway
 (`spot_checks`), and proving any of them raises.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -54,8 +55,8 @@ def verified_mask(
         model.to(dev)
         ok = torch.zeros(len(x), dtype=torch.bool)
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
-            ok[i:i + len(xb)] = (model(xb).argmax(1) == yb).cpu()
+            xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+            ok[i : i + len(xb)] = (model(xb).argmax(1) == yb).cpu()
         todo = ok.nonzero().flatten()
         if candidates is not None:
             if candidates.shape != (len(x),):
@@ -68,7 +69,8 @@ def verified_mask(
                 if proved.any():
                     raise RuntimeError(
                         f"domain {domain!r} proved sample(s) {check[proved].tolist()} robust at eps={eps:g}, "
-                        "but an attack found a misclassified point in the same ball: a bound or an attack is unsound")
+                        "but an attack found a misclassified point in the same ball: a bound or an attack is unsound"
+                    )
             ok[broken] = False
         size = chunk_size or 1
         if chunk_size is None and len(todo):  # the bound engine's memory-sized default (`bounds.base.CHUNK_MEMORY`)
@@ -77,7 +79,7 @@ def verified_mask(
         bar = progress_bar(total=len(x), desc=f"vra {domain} eps={eps:g}", enabled=progress)
         bar.update(len(x) - len(todo))
         for j in range(0, len(todo), size):
-            idx = todo[j:j + size]
+            idx = todo[j : j + size]
             ball = Ball(x[idx].to(dev), eps, norm)
             ok[idx] = verify(model, ball, y[idx].to(dev), domain).cpu()
             bar.update(len(idx))
@@ -110,8 +112,12 @@ def verified_robust_accuracy(
         raise ValueError("VRA of an empty set is undefined; pass at least one sample")
     if isinstance(domains, str):
         domains = [domains]
-    masks = {d: verified_mask(model, x, y, eps, d, norm, batch_size, chunk_size, progress, device,
-                              candidates=candidates).cpu() for d in domains}
+    masks = {
+        d: verified_mask(
+            model, x, y, eps, d, norm, batch_size, chunk_size, progress, device, candidates=candidates
+        ).cpu()
+        for d in domains
+    }
     out = {d: percent(m) for d, m in masks.items()}
     if len(masks) > 1:
         out[ANY] = percent(torch.stack(list(masks.values())).any(0))

@@ -1,4 +1,5 @@
 """The `veritrain reproduce` subcommand (registered by veritrain.cli)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,22 +29,46 @@ children capped at 8 CPU s in Table X, and only the rows small enough (the large
 def add_reproduce_parser(sub: Any) -> argparse.ArgumentParser:
     from veritrain.experiments import EXPERIMENTS, SCALES
 
-    r = sub.add_parser("reproduce", help="reproduce a table or figure of the paper (--list names them)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "reproduce",
+        help="reproduce a table or figure of the paper (--list names them)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("name", nargs="?", help=f"the experiment: {', '.join(EXPERIMENTS)}")
     r.add_argument("--list", action="store_true", help="list the experiments and exit")
-    r.add_argument("--scale", choices=SCALES, default="paper",
-                   help="paper: the paper's settings (a GPU); cpu: reduced to finish on a CPU (see above) "
-                        "(default: paper)")
+    r.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="paper",
+        help="paper: the paper's settings (a GPU); cpu: reduced to finish on a CPU (see above) (default: paper)",
+    )
     r.add_argument("--dry-run", action="store_true", help="print the runs and their commands; train nothing")
-    r.add_argument("--out", default="results/paper", metavar="DIR",
-                   help="folder of NAME.md/.csv/.png and of the run folders (default: results/paper)")
+    r.add_argument(
+        "--out",
+        default="results/paper",
+        metavar="DIR",
+        help="folder of NAME.md/.csv/.png and of the run folders (default: results/paper)",
+    )
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    r.add_argument("--only", metavar="TEXT", help="only the runs whose key contains TEXT, or one of TEXT,TEXT,... (e.g. mnist-small)")
-    r.add_argument("--no-train", dest="train", action="store_false",
-                   help="train nothing: report the runs already finished (others are 'not run')")
-    r.add_argument("--reuse", action="append", default=[], metavar="DIR",
-                   help="also take finished runs under DIR whose training options match a run (repeatable)")
+    r.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="only the runs whose key contains TEXT, or one of TEXT,TEXT,... (e.g. mnist-small)",
+    )
+    r.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="train nothing: report the runs already finished (others are 'not run')",
+    )
+    r.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also take finished runs under DIR whose training options match a run (repeatable)",
+    )
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     r.set_defaults(func=cmd_reproduce)
     return r
@@ -58,15 +83,30 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise ValueError("reproduce needs an experiment NAME (or --list)")
         for name in EXPERIMENTS:
             exp = EXPERIMENTS.get(name)
-            print(f"{name:8s} {exp.source}: {exp.title} ({len(exp.runs_at('paper'))} runs at the paper scale, "
-                  f"{len(exp.runs_at('cpu'))} at the cpu scale)")
+            print(
+                f"{name:8s} {exp.source}: {exp.title} ({len(exp.runs_at('paper'))} runs at the paper scale, "
+                f"{len(exp.runs_at('cpu'))} at the cpu scale)"
+            )
         return 0
     exp = EXPERIMENTS.get(args.name)
-    command = shlex.join(["veritrain", "reproduce", *sys.argv[2:]]) if sys.argv[1:2] == ["reproduce"] else \
-        f"veritrain reproduce {args.name} --scale {args.scale}"
-    files = reproduce(exp, args.scale, args.out, device=args.device, dry_run=args.dry_run,
-                      train_missing=args.train, only=args.only, reuse=args.reuse, progress=args.progress,
-                      command=command, log=lambda m: print(m, file=sys.stderr if not args.dry_run else sys.stdout))
+    command = (
+        shlex.join(["veritrain", "reproduce", *sys.argv[2:]])
+        if sys.argv[1:2] == ["reproduce"]
+        else f"veritrain reproduce {args.name} --scale {args.scale}"
+    )
+    files = reproduce(
+        exp,
+        args.scale,
+        args.out,
+        device=args.device,
+        dry_run=args.dry_run,
+        train_missing=args.train,
+        only=args.only,
+        reuse=args.reuse,
+        progress=args.progress,
+        command=command,
+        log=lambda m: print(m, file=sys.stderr if not args.dry_run else sys.stdout),
+    )
     for f in files:
         print(f"written: {f}")
     return 0

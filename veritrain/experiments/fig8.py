@@ -1,4 +1,5 @@
 """Figure 8 and Table IX: MixTrain with fixed alpha in Eqn. 9 vs the dynamic alpha (CIFAR Small in the paper)."""
+
 from __future__ import annotations
 
 from veritrain.experiments.figures import alpha_figure
@@ -11,22 +12,44 @@ CPU_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TABLE9 = {0.5: (71.4, 53.2, 30.9), "dynamic": (71.7, 54.6, 37.6)}
 
 #: the cpu scale: MNIST Small at eps 0.1, 4 epochs on 5,000 images, k' = 1
-CPU = dict(net="mnist-small", dataset="mnist", eps=0.1, optimizer="adam", lr=1e-3, eps_start=0.01,
-           epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, full_eval=False, eval_n=500, acc0=90.0)
-CPU_NOTE = ("MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); 4 "
-            "epochs on the first 5,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 "
-            "epochs), "
-            "Adam 1e-3, k' = 1, dynamic alpha from alpha0 0.8 with acc0 90; ACC on the whole test set, ERA/VRA on "
-            "the first 500 test images; alphas 0, 0.25, 0.5, 0.75, 1")
+CPU = dict(
+    net="mnist-small",
+    dataset="mnist",
+    eps=0.1,
+    optimizer="adam",
+    lr=1e-3,
+    eps_start=0.01,
+    epochs=4,
+    eps_ramp_epochs=2,
+    lr_step=2,
+    train_size=5000,
+    full_eval=False,
+    eval_n=500,
+    acc0=90.0,
+)
+CPU_NOTE = (
+    "MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); 4 "
+    "epochs on the first 5,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 "
+    "epochs), "
+    "Adam 1e-3, k' = 1, dynamic alpha from alpha0 0.8 with acc0 90; ACC on the whole test set, ERA/VRA on "
+    "the first 500 test images; alphas 0, 0.25, 0.5, 0.75, 1"
+)
 
 
 def _run(alpha) -> Run:
     dynamic = alpha == "dynamic"
     nums = TABLE9.get(alpha)
     paper = dict(zip(("ACC", "ERA", "VRA"), nums)) if nums else {}
-    return row("cifar-small", EPS_CIFAR, "mixtrain", paper, key=f"alpha={alpha}", labels={"alpha": alpha},
-               cpu_skip=None if dynamic or alpha in CPU_ALPHAS else "not one of the cpu scale's alphas",
-               **({} if dynamic else {"alpha": alpha}))
+    return row(
+        "cifar-small",
+        EPS_CIFAR,
+        "mixtrain",
+        paper,
+        key=f"alpha={alpha}",
+        labels={"alpha": alpha},
+        cpu_skip=None if dynamic or alpha in CPU_ALPHAS else "not one of the cpu scale's alphas",
+        **({} if dynamic else {"alpha": alpha}),
+    )
 
 
 FIG8 = Experiment(
@@ -39,7 +62,7 @@ FIG8 = Experiment(
     cpu_note=CPU_NOTE,
     figure=alpha_figure,
     note="The text gives Figure 8's values only at alpha = 0.5 and for the dynamic alpha (Table IX); the figure's "
-         "trend: ERA and VRA rise with alpha, ACC falls; alpha = 0 is regular training (VRA 0).",
+    "trend: ERA and VRA rise with alpha, ACC falls; alpha = 0 is regular training (VRA 0).",
 )
 
 TABLE9_EXPERIMENT = Experiment(

@@ -1,4 +1,5 @@
 """The figures of `veritrain reproduce` (matplotlib, an optional dependency)."""
+
 from __future__ import annotations
 
 import os
@@ -33,11 +34,20 @@ def alpha_figure(rows: Sequence[dict[str, Any]], png: str | os.PathLike, scale: 
             ax.plot(*zip(*pts), marker="o", color=colour, label=f"{metric} (fixed alpha)")
         if dynamic is not None and _num(dynamic.get(metric)) is not None:
             ax.axhline(_num(dynamic.get(metric)), color=colour, ls="--", lw=1, label=f"{metric} (dynamic alpha)")
-        paper = [(r["alpha"], _num(r.get(f"{metric} (paper)"))) for r in fixed
-                 if _num(r.get(f"{metric} (paper)")) is not None]
+        paper = [
+            (r["alpha"], _num(r.get(f"{metric} (paper)")))
+            for r in fixed
+            if _num(r.get(f"{metric} (paper)")) is not None
+        ]
         if paper:
-            ax.scatter(*zip(*paper), facecolors="none", edgecolors=colour, s=60, marker="s",
-                       label=f"{metric} paper (CIFAR Small)")
+            ax.scatter(
+                *zip(*paper),
+                facecolors="none",
+                edgecolors=colour,
+                s=60,
+                marker="s",
+                label=f"{metric} paper (CIFAR Small)",
+            )
     ax.set_xlabel("fixed alpha (Eqn. 9)")
     ax.set_ylabel("%")
     ax.set_title(f"Figure 8 reproduced ({scale} scale)")

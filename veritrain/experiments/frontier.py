@@ -11,6 +11,7 @@ VRA is measured on the first `eval_n` test images with every domain of `EVAL_DOM
 union ("any": proved by at least one; each is sound, so the union is a sound certificate). ACC is on the whole
 test set.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,17 @@ SETTINGS: dict[str, Setting] = {
 
 #: the certified recipes' common options (Shi et al. 2021 on MNIST; Adam at 5e-4 on every data set, as
 #: CROWN-IBP trains CIFAR-10 too: the colour data sets' default SGD would not move at this learning rate)
-_CERTIFIED = dict(ibp_init=True, bound_reg=0.5, l1_reg=2e-6, grad_clip=10.0, eps_schedule="smooth",
-                  batch_size=100, optimizer="adam", lr=5e-4, lr_gamma=0.2)
+_CERTIFIED = dict(
+    ibp_init=True,
+    bound_reg=0.5,
+    l1_reg=2e-6,
+    grad_clip=10.0,
+    eps_schedule="smooth",
+    batch_size=100,
+    optimizer="adam",
+    lr=5e-4,
+    lr_gamma=0.2,
+)
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,13 @@ RECIPES: dict[str, Recipe] = {
     # the paper's MixTrain: symbolic-linear on k' = 1 sample of each batch of 50, dynamic alpha
     "mixtrain-paper": Recipe("mixtrain", dict(domain="symbolic-linear", k_per_batch=1), True, True),
     # MixTrain over certified training (recommended): CROWN-IBP/IBP on the batch, symbolic-linear on k' = 1
-    "mixtrain": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", domain="symbolic-linear",
-                                        k_per_batch=1), uses_acc0=True),
+    "mixtrain": Recipe(
+        "mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", domain="symbolic-linear", k_per_batch=1), uses_acc0=True
+    ),
     # MixTrain over IBP (the CPU choice): IBP on the batch, CROWN-IBP on k' = 1 sample, dynamic alpha
-    "mixtrain-ibp": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp",
-                                            k_per_batch=1), uses_acc0=True),
+    "mixtrain-ibp": Recipe(
+        "mixtrain", dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1), uses_acc0=True
+    ),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
     "ibp": Recipe("ibp", dict(_CERTIFIED)),
@@ -90,15 +102,19 @@ RECIPES: dict[str, Recipe] = {
 
 def scaled_config(recipe: Recipe, setting: Setting, epochs: int, **overrides: Any) -> TrainConfig:
     """The recipe's TrainConfig for a run of `epochs` epochs in `setting`."""
-    values: dict[str, Any] = dict(net=setting.net, dataset=setting.dataset, method=recipe.method,
-                                  eps=setting.eps, epochs=epochs, **recipe.options)
+    values: dict[str, Any] = dict(
+        net=setting.net, dataset=setting.dataset, method=recipe.method, eps=setting.eps, epochs=epochs, **recipe.options
+    )
     if recipe.uses_acc0:
         values["acc0"] = setting.acc0
     if recipe.paper_schedule:
         values.update(eps_ramp_epochs=max(1, round(epochs / 6)), lr_step=max(1, round(epochs / 12)))
     else:
-        values.update(eps_train=setting.eps_train, clean_epochs=1 if epochs >= 6 else 0,
-                      eps_ramp_epochs=max(1, round(epochs * RAMP_SHARE)))
+        values.update(
+            eps_train=setting.eps_train,
+            clean_epochs=1 if epochs >= 6 else 0,
+            eps_ramp_epochs=max(1, round(epochs * RAMP_SHARE)),
+        )
         stones = sorted({max(1, round(epochs * m)) for m in MILESTONES} - {epochs}) if epochs >= 5 else []
         values["lr_milestones"] = ",".join(map(str, stones)) or None
         if not stones:
@@ -132,8 +148,14 @@ def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple
         spent = 0.0
         for i in range(steps + 1):
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=torch.Generator().manual_seed(i))
-            ctx = StepContext(eps=eps, epoch=step // num_batches, step=step, num_batches=num_batches,
-                              generator=torch.Generator().manual_seed(i), device=torch.device("cpu"))
+            ctx = StepContext(
+                eps=eps,
+                epoch=step // num_batches,
+                step=step,
+                num_batches=num_batches,
+                generator=torch.Generator().manual_seed(i),
+                device=torch.device("cpu"),
+            )
             t0 = time.process_time()
             loss, _ = objective.loss(model, x_all[idx], y_all[idx], ctx)
             optimizer.zero_grad()
@@ -145,8 +167,9 @@ def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple
     return times[0], times[1], num_batches
 
 
-def epochs_for_budget(recipe: Recipe, setting: Setting, minutes: float, per_step: tuple[float, float, int],
-                      max_epochs: int = 1000) -> int:
+def epochs_for_budget(
+    recipe: Recipe, setting: Setting, minutes: float, per_step: tuple[float, float, int], max_epochs: int = 1000
+) -> int:
     """The largest number of epochs whose estimated CPU time fits `minutes` (at least 1)."""
     ramp_t, post_t, nb = per_step
     best = 1
@@ -187,15 +210,31 @@ def _summary_row(setting: str, recipe: str, budget: float, epochs: int, run: Pat
     vras = {k: v for k, v in (ev.vra if ev else {}).items() if v is not None}
     best = ANY if ANY in vras else max(vras, key=lambda k: vras[k]) if vras else ""
     eras = [v for v in (ev.era if ev else {}).values() if v is not None]
-    return FrontierRow(setting, recipe, budget, epochs, int(summary.extra.get("epochs_trained", epochs)),
-                       float(summary.extra.get("train_cpu_s", 0.0)) / 60.0,
-                       float("nan") if summary.test_acc is None else summary.test_acc,
-                       vras.get(best, float("nan")), best, min(eras) if eras else None,
-                       ev.n if ev else 0, str(run))
+    return FrontierRow(
+        setting,
+        recipe,
+        budget,
+        epochs,
+        int(summary.extra.get("epochs_trained", epochs)),
+        float(summary.extra.get("train_cpu_s", 0.0)) / 60.0,
+        float("nan") if summary.test_acc is None else summary.test_acc,
+        vras.get(best, float("nan")),
+        best,
+        min(eras) if eras else None,
+        ev.n if ev else 0,
+        str(run),
+    )
 
 
-def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], out: Path, eval_n: int = 1000,
-                 dry_run: bool = False, progress: bool = False) -> list[FrontierRow]:
+def run_frontier(
+    setting_name: str,
+    recipes: list[str],
+    budgets: list[float],
+    out: Path,
+    eval_n: int = 1000,
+    dry_run: bool = False,
+    progress: bool = False,
+) -> list[FrontierRow]:
     """Train every (recipe, budget) into out/SETTING/RECIPE-Bm (skipping finished runs), then write the
     table (frontier.md, frontier.csv) and the plot (frontier.png) in out/SETTING."""
     from veritrain.registry import UnknownNameError
@@ -222,12 +261,23 @@ def run_frontier(setting_name: str, recipes: list[str], budgets: list[float], ou
             else:
                 per_step = per_step or calibrate(scaled_config(recipe, setting, 30))
                 epochs = epochs_for_budget(recipe, setting, minutes, per_step)
-            cfg = scaled_config(recipe, setting, epochs, budget_minutes=float(minutes), out=str(run),
-                                eval_n=eval_n, eval_attacks="pgd", eval_domains=EVAL_DOMAINS, progress=progress,
-                                resume=files.checkpoint.exists() and not done)
+            cfg = scaled_config(
+                recipe,
+                setting,
+                epochs,
+                budget_minutes=float(minutes),
+                out=str(run),
+                eval_n=eval_n,
+                eval_attacks="pgd",
+                eval_domains=EVAL_DOMAINS,
+                progress=progress,
+                resume=files.checkpoint.exists() and not done,
+            )
             if dry_run:
-                print(f"{setting_name} {name} {minutes:g} min: {epochs} epochs -> {run}"
-                      + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step)"))
+                print(
+                    f"{setting_name} {name} {minutes:g} min: {epochs} epochs -> {run}"
+                    + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step)")
+                )
                 continue
             if not done:
                 train(cfg)
@@ -259,12 +309,16 @@ def write_frontier(rows: list[FrontierRow], out: Path) -> None:
         w.writeheader()
         for r in rows:
             w.writerow(dataclasses.asdict(r))
-    lines = ["| method | budget (CPU min) | epochs (trained) | CPU min used | ACC | VRA | VRA domain | ERA pgd | eval n |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | budget (CPU min) | epochs (trained) | CPU min used | ACC | VRA | VRA domain | ERA pgd | eval n |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         era = "-" if r.era is None else f"{r.era:.2f}"
-        lines.append(f"| {r.recipe} | {r.budget_min:g} | {r.epochs} ({r.epochs_trained}) | {r.cpu_min:.1f} | "
-                     f"{r.acc:.2f} | {r.vra:.2f} | {r.vra_domain} | {era} | {r.eval_n} |")
+        lines.append(
+            f"| {r.recipe} | {r.budget_min:g} | {r.epochs} ({r.epochs_trained}) | {r.cpu_min:.1f} | "
+            f"{r.acc:.2f} | {r.vra:.2f} | {r.vra_domain} | {era} | {r.eval_n} |"
+        )
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -4,6 +4,7 @@
 Each returns the row's columns and caches its result as JSON (in the run folder, or DIR/training-runs for
 Table X) under a name hashed from its parameters, so a finished measurement is not repeated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,7 @@ def test_images(config: dict[str, Any], n: int | None, seed: int | None = None) 
 
 
 def _attack_chunks(attack, model, x, y, chunk: int) -> torch.Tensor:
-    return torch.cat([attack.run(model, x[i:i + chunk], y[i:i + chunk]).success for i in range(0, len(x), chunk)])
+    return torch.cat([attack.run(model, x[i : i + chunk], y[i : i + chunk]).success for i in range(0, len(x), chunk)])
 
 
 #: the clocks an attack's time is measured with: wall (a GPU or an idle machine) or the process's CPU time
@@ -73,8 +74,18 @@ def _attack_chunks(attack, model, x, y, chunk: int) -> torch.Tensor:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def _equal_time(name: str, model, x, y, eps: float, budget_s: float, steps: int, step_size: float,
-                chunk: int, clock=time.perf_counter) -> tuple[torch.Tensor, int, float]:
+def _equal_time(
+    name: str,
+    model,
+    x,
+    y,
+    eps: float,
+    budget_s: float,
+    steps: int,
+    step_size: float,
+    chunk: int,
+    clock=time.perf_counter,
+) -> tuple[torch.Tensor, int, float]:
     """Success per image of `name` (pgd or cw) restarted from fresh random points with new seeds on the
     images it has not broken yet, until `budget_s` seconds of `clock` are spent; returns (success, iterations
     per image, seconds spent)."""
@@ -92,13 +103,31 @@ def _equal_time(name: str, model, x, y, eps: float, budget_s: float, steps: int,
     return success, restarts * steps, clock() - t0
 
 
-def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
-                      n: int = 1024, iterations: int = 20, domain: str = DEFAULT_DOMAIN, seed: int = 0,
-                      chunk: int = 100, clock: str = "wall") -> dict[str, Any]:
+def attack_comparison(
+    exp,
+    run,
+    config: dict[str, Any],
+    scale: str,
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    n: int = 1024,
+    iterations: int = 20,
+    domain: str = DEFAULT_DOMAIN,
+    seed: int = 0,
+    chunk: int = 100,
+    clock: str = "wall",
+) -> dict[str, Any]:
     """Attack success rates of the interval attack, and of PGD and CW given the same time (Table I)."""
     eps = float(config["eps"])
-    params = {"n": n, "iterations": iterations, "domain": domain, "seed": seed, "eps": eps,
-              "model_mtime": os.path.getmtime(RunFiles(run_dir).model)}
+    params = {
+        "n": n,
+        "iterations": iterations,
+        "domain": domain,
+        "seed": seed,
+        "eps": eps,
+        "model_mtime": os.path.getmtime(RunFiles(run_dir).model),
+    }
     if clock != "wall":  # the key of a wall-clock measurement is as before
         params["clock"] = clock
     tick = CLOCKS[clock]
@@ -117,11 +146,23 @@ def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Pat
         s_pgd, it_pgd, t_pgd = _equal_time("pgd", model, x, y, eps, budget, 40, 0.01, chunk, tick)
         s_cw, it_cw, t_cw = _equal_time("cw", model, x, y, eps, budget, 40, 0.01, chunk, tick)
         pct = lambda s: 100.0 * s.float().mean().item()  # noqa: E731
-        return {"ACC": acc, "n": len(x), "PGD": pct(s_pgd), "CW": pct(s_cw), "interval": pct(s_ia),
-                "CW / PGD": pct(s_cw) / max(pct(s_pgd), 1e-9), "interval / PGD": pct(s_ia) / max(pct(s_pgd), 1e-9),
-                "attack time s": budget, "PGD iterations": it_pgd, "CW iterations": it_cw, "clock": clock,
-                "PGD time s": t_pgd, "CW time s": t_cw,
-                "interval only": int((s_ia & ~s_pgd).sum()), "PGD only": int((s_pgd & ~s_ia).sum())}
+        return {
+            "ACC": acc,
+            "n": len(x),
+            "PGD": pct(s_pgd),
+            "CW": pct(s_cw),
+            "interval": pct(s_ia),
+            "CW / PGD": pct(s_cw) / max(pct(s_pgd), 1e-9),
+            "interval / PGD": pct(s_ia) / max(pct(s_pgd), 1e-9),
+            "attack time s": budget,
+            "PGD iterations": it_pgd,
+            "CW iterations": it_cw,
+            "clock": clock,
+            "PGD time s": t_pgd,
+            "CW time s": t_cw,
+            "interval only": int((s_ia & ~s_pgd).sum()),
+            "PGD only": int((s_pgd & ~s_ia).sum()),
+        }
 
     return _cached(run_dir / f"table1-attacks-{_key(params)}.json", params, compute)
 
@@ -129,8 +170,9 @@ def attack_comparison(exp, run, config: dict[str, Any], scale: str, run_dir: Pat
 # ----------------------------------------------------------------------------- Table VII
 
 
-def attack_era(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
-               n: int | None = None, seed: int = 0) -> dict[str, Any]:
+def attack_era(
+    exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *, n: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """ERA under CW and the interval attack on the run's evaluated test images (Table VII)."""
     if n is None and not config.get("full_eval"):
         n = config.get("eval_n")
@@ -141,8 +183,9 @@ def attack_era(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_
 
         model = load_run_model(run_dir, config)
         x, y = test_images(config, n)
-        ev = evaluate_tensors(model, x, y, eps=float(config["eps"]), attacks=("cw", "interval"), domains=(),
-                              seed=seed, batch_size=100)
+        ev = evaluate_tensors(
+            model, x, y, eps=float(config["eps"]), attacks=("cw", "interval"), domains=(), seed=seed, batch_size=100
+        )
         return {"ERA CW": ev["era"].get("cw"), "ERA interval": ev["era"].get("interval"), "attack n": len(x)}
 
     return _cached(run_dir / f"table7-attacks-{_key(params)}.json", params, compute)
@@ -158,8 +201,9 @@ def _random_batch(spec: ModelSpec, n: int, device: torch.device) -> tuple[torch.
     return x, y
 
 
-def _timed_steps(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, eps: float, device: torch.device,
-                 warmup: int, batches: int) -> tuple[list[float], list[float]]:
+def _timed_steps(
+    cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, eps: float, device: torch.device, warmup: int, batches: int
+) -> tuple[list[float], list[float]]:
     """`warmup` + `batches` Adam steps (lr 1e-3) of `cfg`'s method on a fresh `cfg.net` (seed 0) and the batch
     (x, y); the wall-clock and the CPU seconds of each step after the warm-up. On CUDA the peak-memory window
     starts after the model is built. The model and optimiser are freed on return."""
@@ -209,8 +253,13 @@ def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int,
         base_rss = _rss_mb()
         x, y = _random_batch(MODELS.get(cfg.net), cfg.batch_size, device)
         times, cpu_times = _timed_steps(cfg, x, y, cfg.eps, device, warmup, batches)
-        out = {"batch s": sum(times) / len(times), "batch cpu s": sum(cpu_times) / len(cpu_times),
-               "peak MB": _hwm_mb(), "base MB": base_rss, "device": str(device)}
+        out = {
+            "batch s": sum(times) / len(times),
+            "batch cpu s": sum(cpu_times) / len(cpu_times),
+            "peak MB": _hwm_mb(),
+            "base MB": base_rss,
+            "device": str(device),
+        }
         if device.type == "cuda":
             out["gpu MB"] = peak_memory_mb(device)
         queue.put(out)
@@ -218,8 +267,14 @@ def _step_child(config: dict[str, Any], batches: int, warmup: int, threads: int,
         queue.put({"error": _error(e, 200)})
 
 
-def time_methods(net: str, cases: list[tuple[str, dict[str, Any]]], device: str = "auto", batches: int = 1,
-                 warmup: int = 1, eps: float | None = None) -> dict[str, dict[str, Any]]:
+def time_methods(
+    net: str,
+    cases: list[tuple[str, dict[str, Any]]],
+    device: str = "auto",
+    batches: int = 1,
+    warmup: int = 1,
+    eps: float | None = None,
+) -> dict[str, dict[str, Any]]:
     """In this process: `warmup` + `batches` optimiser steps of every (label, TrainConfig options) case on
     `net` with random pixels; per case the mean step time and, on CUDA, the peak allocated GPU memory
     (or the error, e.g. out of memory). Used by scripts/gpu_check.sh (one child process per network)."""
@@ -275,9 +330,16 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, threads: int = 1,
-                 time_limit_s: float = 300.0, memory_limit_mb: float | None = None,
-                 cpu_limit_s: float | None = None) -> dict[str, Any]:
+def measure_step(
+    config: dict[str, Any],
+    *,
+    batches: int = 2,
+    warmup: int = 1,
+    threads: int = 1,
+    time_limit_s: float = 300.0,
+    memory_limit_mb: float | None = None,
+    cpu_limit_s: float | None = None,
+) -> dict[str, Any]:
     """Time and peak memory of one training batch of `config`'s method in a child process of its own, killed
     when it runs past `time_limit_s` (wall clock) or `cpu_limit_s` (its CPU time: on a loaded machine the
     fair limit), or its resident memory passes `memory_limit_mb`."""
@@ -314,34 +376,68 @@ def measure_step(config: dict[str, Any], *, batches: int = 2, warmup: int = 1, t
     child.join(5)
     if memory_limit_mb is not None and "limit" not in result and float(result.get("peak MB", 0.0)) > memory_limit_mb:
         # a fast child can finish between two polls: its own high-water mark still tells it passed the limit
-        result = {"error": f"> {memory_limit_mb / 1024:.0f} GB", "limit": "memory",
-                  "peak MB seen": float(result["peak MB"])}
+        result = {
+            "error": f"> {memory_limit_mb / 1024:.0f} GB",
+            "limit": "memory",
+            "peak MB seen": float(result["peak MB"]),
+        }
     result["wall s"] = time.perf_counter() - t0
     return result
 
 
 #: Table X's methods: (column label, TrainConfig options)
-STEP_METHODS = (("regular", {"method": "regular"}),
-                ("MixTrain", {"method": "mixtrain", "domain": DEFAULT_DOMAIN, "k_per_batch": 1}),
-                ("Wong", {"method": "wong", "projections": 50}))
+STEP_METHODS = (
+    ("regular", {"method": "regular"}),
+    ("MixTrain", {"method": "mixtrain", "domain": DEFAULT_DOMAIN, "k_per_batch": 1}),
+    ("Wong", {"method": "wong", "projections": 50}),
+)
 
 
-def step_costs(exp, run, config: dict[str, Any], scale: str, run_dir: Path, out_dir: Path, *,
-               batches: int = 2, warmup: int = 1, threads: int = 1, time_limit_s: float = 300.0,
-               memory_limit_mb: float | None = None, cpu_limit_s: float | None = None,
-               device: str | None = None) -> dict[str, Any]:
+def step_costs(
+    exp,
+    run,
+    config: dict[str, Any],
+    scale: str,
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    batches: int = 2,
+    warmup: int = 1,
+    threads: int = 1,
+    time_limit_s: float = 300.0,
+    memory_limit_mb: float | None = None,
+    cpu_limit_s: float | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Per-batch time and peak memory of regular, MixTrain (k' = 1) and Wong et al. training (Table X),
     each in its own child process. On a CPU the time is the batch's CPU time (process time), which a
     loaded machine does not inflate; on a GPU the wall-clock time."""
     row: dict[str, Any] = {}
     for label, options in STEP_METHODS:
         cfg = {**config, **options, "device": device or config.get("device", "cpu")}
-        params = {"config": cfg, "batches": batches, "warmup": warmup, "threads": threads,
-                  "time_limit_s": time_limit_s, "memory_limit_mb": memory_limit_mb, "cpu_limit_s": cpu_limit_s}
+        params = {
+            "config": cfg,
+            "batches": batches,
+            "warmup": warmup,
+            "threads": threads,
+            "time_limit_s": time_limit_s,
+            "memory_limit_mb": memory_limit_mb,
+            "cpu_limit_s": cpu_limit_s,
+        }
         cache = out_dir / "training-runs" / f"table10-{scale}-{config['net']}-{label}-{_key(params)}.json"
-        res = _cached(cache, params, lambda: measure_step(cfg, batches=batches, warmup=warmup, threads=threads,
-                                                          time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb,
-                                                          cpu_limit_s=cpu_limit_s))
+        res = _cached(
+            cache,
+            params,
+            lambda: measure_step(
+                cfg,
+                batches=batches,
+                warmup=warmup,
+                threads=threads,
+                time_limit_s=time_limit_s,
+                memory_limit_mb=memory_limit_mb,
+                cpu_limit_s=cpu_limit_s,
+            ),
+        )
         if "error" in res:
             row[f"{label} s"] = res["error"]
             seen = res.get("peak MB seen")

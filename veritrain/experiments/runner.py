@@ -6,6 +6,7 @@ every option that changes the run or its evaluation, so two experiments declarin
 one folder (Table VIII's k = 1 is Table IX's dynamic-alpha run), and a changed spec never reuses a stale
 run. `--reuse DIR` also accepts finished runs elsewhere whose training options match (e.g. results/).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -46,9 +47,16 @@ class PlannedRun:
     state: str
 
     def train_config(self, device: str, progress: bool) -> TrainConfig:
-        return TrainConfig.from_dict({**self.config, "out": str(self.folder), "device": device,
-                                      "progress": progress, "resume": self.state == "partial",
-                                      "overwrite": self.state == "stale"})
+        return TrainConfig.from_dict(
+            {
+                **self.config,
+                "out": str(self.folder),
+                "device": device,
+                "progress": progress,
+                "resume": self.state == "partial",
+                "overwrite": self.state == "stale",
+            }
+        )
 
 
 def _field_defaults() -> dict[str, Any]:
@@ -98,14 +106,18 @@ def matches(options: dict[str, Any], folder: Path) -> bool:
     ev = summary.get("eval") or {}
     n_needed = None if want.get("full_eval") else want.get("eval_n")
     n = ev.get("n")
-    if not isinstance(n, int) or (n_needed is not None and n < n_needed) or \
-            (n_needed is None and not saved.get("full_eval")):
+    if (
+        not isinstance(n, int)
+        or (n_needed is not None and n < n_needed)
+        or (n_needed is None and not saved.get("full_eval"))
+    ):
         return False
     era, vra = ev.get("era") or {}, ev.get("vra") or {}
     attacks = [a for a in str(want.get("eval_attacks") or "").split(",") if a]
     domains = [d for d in str(want.get("eval_domains") or "").split(",") if d]
-    return all(isinstance(era, dict) and a in era for a in attacks) and \
-        all(isinstance(vra, dict) and d in vra for d in domains)
+    return all(isinstance(era, dict) and a in era for a in attacks) and all(
+        isinstance(vra, dict) and d in vra for d in domains
+    )
 
 
 def _resolve_refs(options: dict[str, Any], folders: dict[str, Path]) -> dict[str, Any]:
@@ -120,8 +132,13 @@ def _resolve_refs(options: dict[str, Any], folders: dict[str, Path]) -> dict[str
     return out
 
 
-def plan(exp: Experiment, scale: str, out_dir: str | os.PathLike, only: str | None = None,
-         reuse: Sequence[str | os.PathLike] = ()) -> list[PlannedRun]:
+def plan(
+    exp: Experiment,
+    scale: str,
+    out_dir: str | os.PathLike,
+    only: str | None = None,
+    reuse: Sequence[str | os.PathLike] = (),
+) -> list[PlannedRun]:
     """The runs of `exp` at `scale` (those whose key contains one of the comma-separated `only`), each with its
     folder and state."""
     planned = []
@@ -209,8 +226,9 @@ def summary_metrics(folder: Path) -> dict[str, Any]:
     return out
 
 
-def result_rows(exp: Experiment, planned: list[PlannedRun], scale: str, out_dir: Path,
-                measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def result_rows(
+    exp: Experiment, planned: list[PlannedRun], scale: str, out_dir: Path, measured: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One output row per planned run: labels, then each column ours and the paper's, then the run folder."""
     rows = []
     for p in planned:
@@ -258,8 +276,11 @@ def machine_description(device: str = "cpu") -> str:
     except OSError:
         pass
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
-    parts = [f"{cpu}, {os.cpu_count()} logical cores", f"torch {torch.__version__}",
-             f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS={omp})"]
+    parts = [
+        f"{cpu}, {os.cpu_count()} logical cores",
+        f"torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS={omp})",
+    ]
     if device != "cpu" and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
@@ -272,8 +293,15 @@ def machine_description(device: str = "cpu") -> str:
 # ----------------------------------------------------------------------------- the command
 
 
-def write_report(exp: Experiment, rows: list[dict[str, Any]], scale: str, out_dir: Path, device: str,
-                 planned: list[PlannedRun], command: str) -> list[Path]:
+def write_report(
+    exp: Experiment,
+    rows: list[dict[str, Any]],
+    scale: str,
+    out_dir: Path,
+    device: str,
+    planned: list[PlannedRun],
+    command: str,
+) -> list[Path]:
     """DIR/NAME.md, DIR/NAME.csv (and DIR/NAME.png when the experiment has a figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv = out_dir / f"{exp.name}.md", out_dir / f"{exp.name}.csv"
@@ -289,8 +317,14 @@ def write_report(exp: Experiment, rows: list[dict[str, Any]], scale: str, out_di
     lines = [
         f"# {exp.source}: {exp.title}",
         "",
-        f"- scale: **{scale}**" + (f" ({exp.cpu_note})" if scale == "cpu" and exp.cpu_note else
-                                   " (the paper's settings, Section V-A)" if scale == "paper" else ""),
+        f"- scale: **{scale}**"
+        + (
+            f" ({exp.cpu_note})"
+            if scale == "cpu" and exp.cpu_note
+            else " (the paper's settings, Section V-A)"
+            if scale == "paper"
+            else ""
+        ),
         f"- machine: {machine_description(device)}",
         f"- made by: `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- runs: {sum(p.state in ('done', 'reused') or _is_finished(p.folder) for p in planned)} of "
@@ -301,12 +335,14 @@ def write_report(exp: Experiment, rows: list[dict[str, Any]], scale: str, out_di
     ]
     legend = [f"- {c}: {METRICS[c]}" for c in exp.columns if c in METRICS]
     if legend:
-        lines += ["Columns (\"(paper)\": the paper's number for the row):", *legend, ""]
+        lines += ['Columns ("(paper)": the paper\'s number for the row):', *legend, ""]
     if exp.note:
         lines += [exp.note.strip(), ""]
     if any(p.state == "reused" for p in planned):
-        lines += ["Rows marked with a run outside this folder reuse a finished run whose training options match "
-                  "(`--reuse`).", ""]
+        lines += [
+            "Rows marked with a run outside this folder reuse a finished run whose training options match (`--reuse`).",
+            "",
+        ]
     if len(written) > 2:
         lines += [f"![{exp.source}]({written[2].name})", ""]
     md.write_text("\n".join(lines), encoding="utf-8")
@@ -318,10 +354,20 @@ def measure_options(exp: Experiment, run: Run, scale: str) -> dict[str, Any]:
     return {**exp.scale_options.get(scale, {}), **run.measure_options.get(scale, {})}
 
 
-def reproduce(exp: Experiment, scale: str, out_dir: str | os.PathLike, *, device: str = "auto",
-              dry_run: bool = False, train_missing: bool = True, only: str | None = None,
-              reuse: Sequence[str | os.PathLike] = (), progress: bool = True, command: str = "",
-              log=print) -> list[Path]:
+def reproduce(
+    exp: Experiment,
+    scale: str,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    dry_run: bool = False,
+    train_missing: bool = True,
+    only: str | None = None,
+    reuse: Sequence[str | os.PathLike] = (),
+    progress: bool = True,
+    command: str = "",
+    log=print,
+) -> list[Path]:
     """Run (or, with `dry_run`, print) `exp` at `scale` into `out_dir`; returns the files written."""
     from veritrain.training import train
 
@@ -348,15 +394,18 @@ def reproduce(exp: Experiment, scale: str, out_dir: str | os.PathLike, *, device
         if exp.kind == "train" and p.state not in ("done", "reused"):
             if not train_missing:
                 continue
-            log(f"[{i + 1}/{len(planned)}] {p.run.key}: {'resuming' if p.state == 'partial' else 'training'} "
-                f"in {p.folder}")
+            log(
+                f"[{i + 1}/{len(planned)}] {p.run.key}: {'resuming' if p.state == 'partial' else 'training'} "
+                f"in {p.folder}"
+            )
             train(p.train_config(device, progress))
             p.state = "done"
         elif exp.kind == "train":
             log(f"[{i + 1}/{len(planned)}] {p.run.key}: finished ({p.folder})")
         if exp.measure is not None and (exp.kind == "measure" or _is_finished(p.folder)):
             log(f"[{i + 1}/{len(planned)}] {p.run.key}: measuring")
-            measured[p.run.key] = exp.measure(exp, p.run, p.config, scale, p.folder, out,
-                                              **measure_options(exp, p.run, scale))
+            measured[p.run.key] = exp.measure(
+                exp, p.run, p.config, scale, p.folder, out, **measure_options(exp, p.run, scale)
+            )
     rows = result_rows(exp, planned, scale, out, measured)
     return write_report(exp, rows, scale, out, device, planned, command)

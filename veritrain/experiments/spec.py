@@ -6,6 +6,7 @@ reduced `cpu` scale; its row in the output carries `labels` (network, eps, metho
 (`paper`: {"ACC": 98.5, ...}). `measure` experiments (Table I's attacks, Table X's memory) compute their row
 from a run (or from nothing) instead of reading a training summary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,12 +25,15 @@ EPS_IMAGENET = 0.0075 * 0.225
 #: Section V-A, per data set, at the paper's scale. The paper trains CIFAR/ImageNet with SGD 0.05 (our
 #: MixTrain default is Adam everywhere, see TrainConfig), so the paper's optimiser is stated explicitly.
 PAPER_TRAINING: dict[str, dict[str, Any]] = {
-    "mnist": dict(epochs=60, batch_size=50, optimizer="adam", lr=1e-3, lr_step=5, lr_gamma=0.6,
-                  eps_start=0.01, eps_ramp_epochs=10),
-    "cifar10": dict(epochs=60, batch_size=50, optimizer="sgd", lr=0.05, lr_step=5, lr_gamma=0.6,
-                    eps_start=0.001, eps_ramp_epochs=10),
-    "imagenet200": dict(epochs=60, batch_size=50, optimizer="sgd", lr=0.05, lr_step=5, lr_gamma=0.6,
-                        eps_start=0.001, eps_ramp_epochs=10),
+    "mnist": dict(
+        epochs=60, batch_size=50, optimizer="adam", lr=1e-3, lr_step=5, lr_gamma=0.6, eps_start=0.01, eps_ramp_epochs=10
+    ),
+    "cifar10": dict(
+        epochs=60, batch_size=50, optimizer="sgd", lr=0.05, lr_step=5, lr_gamma=0.6, eps_start=0.001, eps_ramp_epochs=10
+    ),
+    "imagenet200": dict(
+        epochs=60, batch_size=50, optimizer="sgd", lr=0.05, lr_step=5, lr_gamma=0.6, eps_start=0.001, eps_ramp_epochs=10
+    ),
 }
 #: the final evaluation at the paper's scale: the whole test set, PGD-40 ERA, symbolic-linear VRA
 PAPER_EVAL: dict[str, Any] = dict(full_eval=True, eval_attacks="pgd", eval_domains=DEFAULT_DOMAIN)
@@ -46,15 +50,35 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "mixtrain": dict(method="mixtrain", domain=DEFAULT_DOMAIN, k_per_batch=1),
 }
 #: printed names of the methods, as in the paper's tables
-METHOD_LABELS = {"regular": "Regular training", "madry": "Madry et al.", "wrm": "Sinha et al.",
-                 "wong": "Wong et al.", "diffai": "DIFFAI", "mixtrain": "MixTrain"}
+METHOD_LABELS = {
+    "regular": "Regular training",
+    "madry": "Madry et al.",
+    "wrm": "Sinha et al.",
+    "wong": "Wong et al.",
+    "diffai": "DIFFAI",
+    "mixtrain": "MixTrain",
+}
 #: the paper's networks' printed names
-NET_LABELS = {"mnist-fc1": "MNIST FC1", "mnist-fc2": "MNIST FC2", "mnist-small": "MNIST Small",
-              "mnist-large": "MNIST Large", "cifar-small": "CIFAR Small", "cifar-large": "CIFAR Large",
-              "cifar-resnet": "CIFAR Resnet", "imagenet-resnet": "ImageNet Resnet"}
-NET_DATASET = {"mnist-fc1": "mnist", "mnist-fc2": "mnist", "mnist-small": "mnist", "mnist-large": "mnist",
-               "cifar-small": "cifar10", "cifar-large": "cifar10", "cifar-resnet": "cifar10",
-               "imagenet-resnet": "imagenet200"}
+NET_LABELS = {
+    "mnist-fc1": "MNIST FC1",
+    "mnist-fc2": "MNIST FC2",
+    "mnist-small": "MNIST Small",
+    "mnist-large": "MNIST Large",
+    "cifar-small": "CIFAR Small",
+    "cifar-large": "CIFAR Large",
+    "cifar-resnet": "CIFAR Resnet",
+    "imagenet-resnet": "ImageNet Resnet",
+}
+NET_DATASET = {
+    "mnist-fc1": "mnist",
+    "mnist-fc2": "mnist",
+    "mnist-small": "mnist",
+    "mnist-large": "mnist",
+    "cifar-small": "cifar10",
+    "cifar-large": "cifar10",
+    "cifar-resnet": "cifar10",
+    "imagenet-resnet": "imagenet200",
+}
 #: metrics a row can report, and what each means (the .md legend)
 METRICS: dict[str, str] = {
     "ACC": "clean accuracy on the whole test set (%)",
@@ -116,19 +140,40 @@ class Experiment:
 def paper_run(net: str, method: str, eps: float, **options: Any) -> dict[str, Any]:
     """TrainConfig options of `method` on `net` as the paper trains it (Section V-A), plus `options`."""
     dataset = options.pop("dataset", NET_DATASET[net])
-    return {"net": net, "dataset": dataset, **PAPER_TRAINING[dataset], **METHOD_OPTIONS[method],
-            "eps": eps, **PAPER_EVAL, **options}
+    return {
+        "net": net,
+        "dataset": dataset,
+        **PAPER_TRAINING[dataset],
+        **METHOD_OPTIONS[method],
+        "eps": eps,
+        **PAPER_EVAL,
+        **options,
+    }
 
 
-def row(net: str, eps: float, method: str, paper: Mapping[str, Any] | None = None, key: str | None = None,
-        cpu: Mapping[str, Any] | None = None, cpu_skip: str | None = None, labels: Mapping[str, Any] | None = None,
-        **options: Any) -> Run:
+def row(
+    net: str,
+    eps: float,
+    method: str,
+    paper: Mapping[str, Any] | None = None,
+    key: str | None = None,
+    cpu: Mapping[str, Any] | None = None,
+    cpu_skip: str | None = None,
+    labels: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Run:
     """A Run of `method` on `net` at `eps` with the standard labels (Network, eps, Method)."""
     lab = {"Network": NET_LABELS[net], "eps": eps_label(eps), "Method": METHOD_LABELS[method]}
     lab.update(labels or {})
     k = key or " ".join([net, f"eps={eps_label(eps)}", method, *(f"{a}={b}" for a, b in (labels or {}).items())])
-    return Run(key=k, config=paper_run(net, method, eps, **options), labels=lab, paper=dict(paper or {}),
-               cpu=dict(cpu or {}), cpu_skip=cpu_skip)
+    return Run(
+        key=k,
+        config=paper_run(net, method, eps, **options),
+        labels=lab,
+        paper=dict(paper or {}),
+        cpu=dict(cpu or {}),
+        cpu_skip=cpu_skip,
+    )
 
 
 def eps_label(eps: float) -> str:
@@ -137,8 +182,11 @@ def eps_label(eps: float) -> str:
     return f"{eps:g}"
 
 
-def paper_numbers(acc_era_vra: tuple[float | None, float | None, float | None] | str | None,
-                  batch_s: float | None = None, train_time: str | None = None) -> dict[str, Any]:
+def paper_numbers(
+    acc_era_vra: tuple[float | None, float | None, float | None] | str | None,
+    batch_s: float | None = None,
+    train_time: str | None = None,
+) -> dict[str, Any]:
     """{"ACC", "ERA", "VRA", "batch s", "train time"} of a paper row; "does not converge" rows as text."""
     out: dict[str, Any] = {}
     if isinstance(acc_era_vra, str):

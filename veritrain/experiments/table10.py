@@ -1,5 +1,6 @@
 """Table X: time and peak memory of one training batch of regular, MixTrain (k' = 1) and Wong et al.
 training on every network of the paper."""
+
 from __future__ import annotations
 
 from veritrain.experiments.measures import STEP_METHODS, step_costs
@@ -7,8 +8,13 @@ from veritrain.experiments.spec import EPS_CIFAR, EPS_IMAGENET, NET_DATASET, NET
 
 #: net -> the paper's GPU memory (MB) of regular, MixTrain, Wong et al. (Table X; CIFAR Resnet's Wong
 #: entry is printed "3,7784", read as 37,784)
-PAPER = {"mnist-small": (533, 837, 5474), "mnist-large": (629, 6383, 32626), "cifar-small": (553, 869, 17960),
-         "cifar-large": (621, 5335, 39840), "cifar-resnet": (589, 3475, 37784)}
+PAPER = {
+    "mnist-small": (533, 837, 5474),
+    "mnist-large": (629, 6383, 32626),
+    "cifar-small": (553, 869, 17960),
+    "cifar-large": (621, 5335, 39840),
+    "cifar-resnet": (589, 3475, 37784),
+}
 EPS = {"mnist": 0.3, "cifar10": EPS_CIFAR, "imagenet200": EPS_IMAGENET}
 
 COLUMNS = tuple(c for label, _ in STEP_METHODS for c in (f"{label} MB", f"{label} s"))
@@ -17,9 +23,12 @@ COLUMNS = tuple(c for label, _ in STEP_METHODS for c in (f"{label} MB", f"{label
 def _run(net: str) -> Run:
     dataset = NET_DATASET[net]
     paper = dict(zip((f"{label} MB" for label, _ in STEP_METHODS), PAPER.get(net, ())))
-    return Run(key=net, config={"net": net, "dataset": dataset, "eps": EPS[dataset], "batch_size": 50},
-               labels={"Network": NET_LABELS[net], "eps": "2/255" if dataset == "cifar10" else EPS[dataset]},
-               paper=paper)
+    return Run(
+        key=net,
+        config={"net": net, "dataset": dataset, "eps": EPS[dataset], "batch_size": 50},
+        labels={"Network": NET_LABELS[net], "eps": "2/255" if dataset == "cifar10" else EPS[dataset]},
+        paper=paper,
+    )
 
 
 EXPERIMENT = Experiment(
@@ -30,16 +39,25 @@ EXPERIMENT = Experiment(
     columns=COLUMNS,
     kind="measure",
     measure=step_costs,
-    scale_options={"paper": {"batches": 3, "warmup": 1, "time_limit_s": 600.0, "device": "auto"},
-                   "cpu": {"batches": 1, "warmup": 1, "threads": 1, "time_limit_s": 1500.0, "cpu_limit_s": 8.0,
-                           "memory_limit_mb": 6144.0, "device": "cpu"}},
+    scale_options={
+        "paper": {"batches": 3, "warmup": 1, "time_limit_s": 600.0, "device": "auto"},
+        "cpu": {
+            "batches": 1,
+            "warmup": 1,
+            "threads": 1,
+            "time_limit_s": 1500.0,
+            "cpu_limit_s": 8.0,
+            "memory_limit_mb": 6144.0,
+            "device": "cpu",
+        },
+    },
     cpu_note="each method's batch (50 random images) in a forked child process with one thread: 1 warm-up batch, then "
-             "1 timed; 's' is the batch's CPU time (process time: the machine is shared, wall-clock times are "
-             "inflated several-fold); a child is stopped past 8 CPU seconds or 6 GB resident memory (shown as "
-             "'> 8 CPU s' / '> 6 GB', with the peak memory seen until then)",
+    "1 timed; 's' is the batch's CPU time (process time: the machine is shared, wall-clock times are "
+    "inflated several-fold); a child is stopped past 8 CPU seconds or 6 GB resident memory (shown as "
+    "'> 8 CPU s' / '> 6 GB', with the peak memory seen until then)",
     note="MB: on a GPU the peak allocated GPU memory (the paper's measure, GTX 1080 Ti); on a CPU the rise of the "
-         "forked child's peak resident memory (VmHWM) over its size when the batch started, and for a child stopped "
-         "at its limit the peak resident memory seen until then (absolute, including about 150 MB inherited from the "
-         "parent: a lower bound of what the batch needs). eps 0.3 (MNIST), 2/255 (CIFAR), 0.0017 "
-"(ImageNet-200, pixel space), as in the paper. MNIST FC1/FC2 and ImageNet Resnet have no paper numbers.",
+    "forked child's peak resident memory (VmHWM) over its size when the batch started, and for a child stopped "
+    "at its limit the peak resident memory seen until then (absolute, including about 150 MB inherited from the "
+    "parent: a lower bound of what the batch needs). eps 0.3 (MNIST), 2/255 (CIFAR), 0.0017 "
+    "(ImageNet-200, pixel space), as in the paper. MNIST FC1/FC2 and ImageNet Resnet have no paper numbers.",
 )

@@ -1,4 +1,5 @@
 """Table III: MixTrain (k = 1, 60 epochs) against regular, Madry et al. and Sinha et al. training."""
+
 from __future__ import annotations
 
 from veritrain.experiments.spec import DNC, EPS_CIFAR, Experiment, paper_numbers, row
@@ -39,15 +40,16 @@ EXPERIMENT = Experiment(
     name="table3",
     source="Table III",
     title="MixTrain (k = 1) vs adversarially robust training, 60 epochs",
-    runs=tuple(row(net, eps, method, paper_numbers(nums, batch, time),
-                   cpu_skip=None if net == "mnist-small" else GPU_ONLY)
-               for net, eps, method, batch, time, nums in PAPER),
+    runs=tuple(
+        row(net, eps, method, paper_numbers(nums, batch, time), cpu_skip=None if net == "mnist-small" else GPU_ONLY)
+        for net, eps, method, batch, time, nums in PAPER
+    ),
     cpu=dict(epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, full_eval=False, eval_n=500, acc0=90.0),
     cpu_note="MNIST Small rows only; 4 epochs on the first 5,000 training images (eps ramp over 2 epochs, lr "
-             "x0.6 every 2 epochs), acc0 90; ACC on the whole test set, ERA/VRA on the first 500 test images",
+    "x0.6 every 2 epochs), acc0 90; ACC on the whole test set, ERA/VRA on the first 500 test images",
     note="Paper scale: Section V-A's settings (60 epochs, batch 50; MNIST Adam 1e-3, CIFAR SGD 0.05 momentum 0.9, "
-         "lr x0.6 every 5 epochs; eps ramped over 10 epochs), MixTrain with symbolic-linear and k' = 1, Madry PGD-40 "
-         "step 0.01, Sinha et al. (WRM) with ELU (no sound bounds: VRA n/a). The paper's batch times are on a GTX "
-         "1080 Ti. \"does not converge\" is the paper's entry. The paper evaluates on a random test subset of "
-         "unstated size; the paper scale evaluates on the whole test set.",
+    "lr x0.6 every 5 epochs; eps ramped over 10 epochs), MixTrain with symbolic-linear and k' = 1, Madry PGD-40 "
+    "step 0.01, Sinha et al. (WRM) with ELU (no sound bounds: VRA n/a). The paper's batch times are on a GTX "
+    '1080 Ti. "does not converge" is the paper\'s entry. The paper evaluates on a random test subset of '
+    "unstated size; the paper scale evaluates on the whole test set.",
 )

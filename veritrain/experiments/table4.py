@@ -1,4 +1,5 @@
 """Table IV: MixTrain against verifiably robust training (Wong et al., DIFFAI) with 12 hours each."""
+
 from __future__ import annotations
 
 from veritrain.experiments.spec import DNC, EPS_CIFAR, Experiment, paper_numbers, row
@@ -35,8 +36,15 @@ PAPER = [
 def _row(net, eps, method, batch, nums):
     k = {"k_per_batch": K[net]} if method == "mixtrain" else {}
     labels = {"k": K[net]} if method == "mixtrain" else {}
-    return row(net, eps, method, paper_numbers(nums, batch, "12h"), labels=labels,
-               cpu_skip=None if net == "mnist-small" else "large network: for a GPU", **k)
+    return row(
+        net,
+        eps,
+        method,
+        paper_numbers(nums, batch, "12h"),
+        labels=labels,
+        cpu_skip=None if net == "mnist-small" else "large network: for a GPU",
+        **k,
+    )
 
 
 EXPERIMENT = Experiment(
@@ -44,12 +52,13 @@ EXPERIMENT = Experiment(
     source="Table IV",
     title="MixTrain vs verifiably robust training (Wong et al., DIFFAI), 12 hours each in the paper",
     runs=tuple(_row(*r) for r in PAPER),
-    cpu=dict(epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, full_eval=False, eval_n=500, acc0=90.0,
-             projections=10),
+    cpu=dict(
+        epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, full_eval=False, eval_n=500, acc0=90.0, projections=10
+    ),
     cpu_note="MNIST Small rows only; 4 epochs on the first 5,000 training images, Wong et al. with 10 random "
-             "projections instead of 50, acc0 90; ERA/VRA on the first 500 test images",
+    "projections instead of 50, acc0 90; ERA/VRA on the first 500 test images",
     note="The paper trains every method for 12 hours (GTX 1080 Ti) with MixTrain k' = 20 on the small networks, "
-         "10 on CIFAR Large/Resnet and 1 on MNIST Large; veritrain's run is bounded by epochs, not by time, so "
-         "the paper scale trains 60 epochs and reports the time it took. DIFFAI trains with the box domain; its "
-         "VRA here is measured with the symbolic linear relaxation (the paper tests DIFFAI with hybrid zonotopes).",
+    "10 on CIFAR Large/Resnet and 1 on MNIST Large; veritrain's run is bounded by epochs, not by time, so "
+    "the paper scale trains 60 epochs and reports the time it took. DIFFAI trains with the box domain; its "
+    "VRA here is measured with the symbolic linear relaxation (the paper tests DIFFAI with hybrid zonotopes).",
 )

@@ -1,4 +1,5 @@
 """Table VII: ERA of MixTrain-trained networks under PGD, CW and the interval attack, and their VRA."""
+
 from __future__ import annotations
 
 from veritrain.experiments import table3
@@ -21,8 +22,15 @@ def _runs() -> tuple[Run, ...]:
     for r in table3.EXPERIMENT.runs:  # the MixTrain runs at eps 0.3 (MNIST) and 2/255 (CIFAR): same folders
         net, eps = r.config["net"], r.config["eps"]
         if r.config["method"] == "mixtrain" and eps in (0.3, EPS_CIFAR):
-            out.append(Run(key=r.key, config=r.config, labels={"Network": r.labels["Network"], "eps": r.labels["eps"]},
-                           paper=dict(zip(COLUMNS, PAPER[net])), cpu_skip=r.cpu_skip))
+            out.append(
+                Run(
+                    key=r.key,
+                    config=r.config,
+                    labels={"Network": r.labels["Network"], "eps": r.labels["eps"]},
+                    paper=dict(zip(COLUMNS, PAPER[net])),
+                    cpu_skip=r.cpu_skip,
+                )
+            )
     return tuple(out)
 
 
@@ -37,7 +45,7 @@ EXPERIMENT = Experiment(
     measure=attack_era,
     scale_options={"cpu": {"n": 200}, "paper": {"n": None}},
     note="The runs are Table III's MixTrain runs (same folders). ERA: PGD-40 from the run's evaluation; CW: "
-         "L-inf margin PGD (40 steps); interval: Algorithm 1 (20 iterations, symbolic-linear, then PGD-40), each "
-         "on the evaluated test images (at the cpu scale the first 200 for CW/interval, so that column is on fewer "
-         "images than ERA). The paper's interval-attack ERA is 0.5-1.4 points under PGD's.",
+    "L-inf margin PGD (40 steps); interval: Algorithm 1 (20 iterations, symbolic-linear, then PGD-40), each "
+    "on the evaluated test images (at the cpu scale the first 200 for CW/interval, so that column is on fewer "
+    "images than ERA). The paper's interval-attack ERA is 0.5-1.4 points under PGD's.",
 )

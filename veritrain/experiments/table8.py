@@ -1,15 +1,33 @@
 """Table VIII: MixTrain with k = 1, 5, 10, 20 sound samples per batch (CIFAR Small in the paper)."""
+
 from __future__ import annotations
 
 from veritrain.experiments.spec import EPS_CIFAR, Experiment, paper_numbers, row
 
 #: k -> ((ACC, ERA, VRA), batch s, training time) as printed in Table VIII
-PAPER = {1: ((71.1, 54.6, 37.6), 0.015, "14m52s"), 5: ((70.7, 54.9, 39.9), 0.042, "45m23s"),
-         10: ((69.7, 55.2, 43.2), 0.078, "1h18m"), 20: ((70.7, 56.7, 45.4), 0.162, "2h42m")}
+PAPER = {
+    1: ((71.1, 54.6, 37.6), 0.015, "14m52s"),
+    5: ((70.7, 54.9, 39.9), 0.042, "45m23s"),
+    10: ((69.7, 55.2, 43.2), 0.078, "1h18m"),
+    20: ((70.7, 56.7, 45.4), 0.162, "2h42m"),
+}
 
 #: the cpu scale: MNIST Small at eps 0.1 with Adam (Section V-A's MNIST settings), 3 epochs on 1,000 images
-CPU = dict(net="mnist-small", dataset="mnist", eps=0.1, optimizer="adam", lr=1e-3, eps_start=0.01,
-           epochs=3, eps_ramp_epochs=2, lr_step=2, train_size=1000, full_eval=False, eval_n=500, acc0=90.0)
+CPU = dict(
+    net="mnist-small",
+    dataset="mnist",
+    eps=0.1,
+    optimizer="adam",
+    lr=1e-3,
+    eps_start=0.01,
+    epochs=3,
+    eps_ramp_epochs=2,
+    lr_step=2,
+    train_size=1000,
+    full_eval=False,
+    eval_n=500,
+    acc0=90.0,
+)
 #: k' = 10 and 20 cost about 2 and 5 CPU seconds per batch of MNIST Small (k' = 1: 0.1 s): the cpu scale
 #: runs k' = 1, 2, 5
 CPU_K = (1, 2, 5)
@@ -18,15 +36,24 @@ EXPERIMENT = Experiment(
     name="table8",
     source="Table VIII",
     title="Sampling rate k of stochastic robust approximation",
-    runs=tuple(row("cifar-small", EPS_CIFAR, "mixtrain", paper_numbers(*PAPER[k]) if k in PAPER else {},
-                   key=f"k={k}", labels={"k": k}, k_per_batch=k,
-                   cpu_skip=None if k in CPU_K else "2-5 CPU seconds per batch: for a GPU")
-               for k in sorted(set(PAPER) | set(CPU_K))),
+    runs=tuple(
+        row(
+            "cifar-small",
+            EPS_CIFAR,
+            "mixtrain",
+            paper_numbers(*PAPER[k]) if k in PAPER else {},
+            key=f"k={k}",
+            labels={"k": k},
+            k_per_batch=k,
+            cpu_skip=None if k in CPU_K else "2-5 CPU seconds per batch: for a GPU",
+        )
+        for k in sorted(set(PAPER) | set(CPU_K))
+    ),
     cpu=CPU,
     cpu_note="MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); "
-             "k = 1, 2, 5 (k = 10 and 20 cost about 2 and 5 CPU seconds per batch here); 3 epochs on the first "
-             "1,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 epochs), Adam 1e-3, acc0 90; ACC on the whole "
-             "test set, ERA/VRA on the first 500 test images",
+    "k = 1, 2, 5 (k = 10 and 20 cost about 2 and 5 CPU seconds per batch here); 3 epochs on the first "
+    "1,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 epochs), Adam 1e-3, acc0 90; ACC on the whole "
+    "test set, ERA/VRA on the first 500 test images",
     note="k is the number of sound samples per batch of 50 (k' of Eqn. 8): the paper's batch time grows about "
-         "linearly with it. Paper scale: CIFAR Small, 60 epochs, SGD 0.05 as in Section V-A.",
+    "linearly with it. Paper scale: CIFAR Small, 60 epochs, SGD 0.05 as in Section V-A.",
 )

@@ -5,6 +5,7 @@ properties out (`onnx_export`) and in (`onnx_import`, `vnnlib`), and an external
 The third-party packages are optional extras; `require` turns their absence into a one-line error
 naming the extra to install.
 """
+
 from __future__ import annotations
 
 import importlib

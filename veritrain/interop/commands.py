@@ -1,4 +1,5 @@
 """The interoperability commands of the `veritrain` CLI: export, crosscheck, vnnlib."""
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def load_network(run: str | None, args: argparse.Namespace) -> tuple[nn.Module, 
     if run:
         files = RunFiles(run)
         if not files.config.is_file():
-            raise ValueError(f"{run} is not a training run folder (no {files.CONFIG}); pass --net and --weights "
-                             "instead")
+            raise ValueError(
+                f"{run} is not a training run folder (no {files.CONFIG}); pass --net and --weights instead"
+            )
         cfg = read_json(files.config)
         weights = weights or str(files.model)
     net, dataset = args.net or cfg.get("net"), args.dataset or cfg.get("dataset")
@@ -93,10 +95,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         if eps is None or not eps > 0:
             raise ValueError("--vnnlib needs --eps > 0 (default with RUN: the run's eps)")
         x, y = _test_samples(dataset, args.n, data_dir)
-        csv_path = write_benchmark(model, tuple(x.shape[1:]), x, y, eps, args.onnx, args.vnnlib, args.instances,
-                                   timeout=args.timeout)
-        print(f"written: {args.onnx} (ONNX opset {OPSET}), {len(x)} VNN-LIB properties in {args.vnnlib} "
-              f"(eps {eps:g}), {csv_path}")
+        csv_path = write_benchmark(
+            model, tuple(x.shape[1:]), x, y, eps, args.onnx, args.vnnlib, args.instances, timeout=args.timeout
+        )
+        print(
+            f"written: {args.onnx} (ONNX opset {OPSET}), {len(x)} VNN-LIB properties in {args.vnnlib} "
+            f"(eps {eps:g}), {csv_path}"
+        )
     else:
         from veritrain.data import DATASETS
 
@@ -132,14 +137,19 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
         print(f"== {name}: {len(x)} samples, eps {eps:g}, Marabou timeout {args.timeout:g} s", file=sys.stderr)
         cc = crosscheck(model, x, y, eps, domains, out / name, timeout=args.timeout, name=name, progress=args.progress)
         write_csv(out / name / "samples.csv", cc.samples())
-        write_json(out / name / "crosscheck.json", {"row": cc.row(), "failures": cc.failures,
-                                                    "rechecks": cc.rechecks, "samples": cc.samples()})
+        write_json(
+            out / name / "crosscheck.json",
+            {"row": cc.row(), "failures": cc.failures, "rechecks": cc.rechecks, "samples": cc.samples()},
+        )
         rows.append(cc.row())
         failures += len(cc.failures)
         disagreements += len(cc.marabou_disagreements)
         for f in cc.failures:
-            print(f"veritrain: SOUNDNESS FAILURE: {name} sample {f['sample']} proved by {f['domain']} and refuted "
-                  f"by Marabou (re-check: {f}); counterexample in {out / name / 'counterexamples'}", file=sys.stderr)
+            print(
+                f"veritrain: SOUNDNESS FAILURE: {name} sample {f['sample']} proved by {f['domain']} and refuted "
+                f"by Marabou (re-check: {f}); counterexample in {out / name / 'counterexamples'}",
+                file=sys.stderr,
+            )
     print(format_markdown(rows) if args.markdown else format_table(rows))
     write_csv(out / "crosscheck.csv", rows)
     (out / "crosscheck.md").write_text(format_markdown(rows) + "\n", encoding="utf-8")
@@ -181,8 +191,9 @@ def add_commands(sub: Any) -> None:
     """Register `export`, `crosscheck` and `vnnlib` on the CLI's subparsers."""
     from veritrain.interop.vnnlib import DEFAULT_DOMAINS
 
-    ex = sub.add_parser("export", help="a network as ONNX, and VNN-LIB robustness properties with instances.csv "
-                                       "(needs veritrain[onnx])")
+    ex = sub.add_parser(
+        "export", help="a network as ONNX, and VNN-LIB robustness properties with instances.csv (needs veritrain[onnx])"
+    )
     ex.add_argument("run", nargs="?", help=RUN_HELP)
     add_network_options(ex)
     ex.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write")
@@ -193,34 +204,52 @@ def add_commands(sub: Any) -> None:
     ex.add_argument("--timeout", type=float, default=60.0, help="timeout column of instances.csv (default: 60)")
     ex.set_defaults(func=cmd_export)
 
-    cc = sub.add_parser("crosscheck", help="every domain's verdicts against Marabou's on the first N test samples; "
-                                           "exit 1 on a soundness failure (needs veritrain[onnx,verify])")
+    cc = sub.add_parser(
+        "crosscheck",
+        help="every domain's verdicts against Marabou's on the first N test samples; "
+        "exit 1 on a soundness failure (needs veritrain[onnx,verify])",
+    )
     cc.add_argument("runs", nargs="*", help="training run folders (one table row each)")
     add_network_options(cc)
     cc.add_argument("--n", type=int, default=20, help="test samples per network (default: 20)")
     cc.add_argument("--eps", type=float, help="L-inf radius (default with RUN: the run's eps)")
-    cc.add_argument("--domains", default=",".join(DEFAULT_DOMAINS),
-                    help=f"bound domains to check (default: {','.join(DEFAULT_DOMAINS)})")
+    cc.add_argument(
+        "--domains",
+        default=",".join(DEFAULT_DOMAINS),
+        help=f"bound domains to check (default: {','.join(DEFAULT_DOMAINS)})",
+    )
     cc.add_argument("--timeout", type=float, default=60.0, help="Marabou's timeout per query in seconds (default: 60)")
     cc.add_argument("--out", default="runs/crosscheck", help="output folder (default: runs/crosscheck)")
     cc.add_argument("--markdown", action="store_true", help="print a Markdown table")
     cc.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="one line per query")
     cc.set_defaults(func=cmd_crosscheck)
 
-    vn = sub.add_parser("vnnlib", help="answer VNN-COMP instances: sat (re-checked counterexample), unsat (sound "
-                                       "bounds), unknown or timeout (needs veritrain[onnx])")
+    vn = sub.add_parser(
+        "vnnlib",
+        help="answer VNN-COMP instances: sat (re-checked counterexample), unsat (sound "
+        "bounds), unknown or timeout (needs veritrain[onnx])",
+    )
     vn.add_argument("--onnx", metavar="MODEL", help="the network (.onnx or .onnx.gz)")
     vn.add_argument("--vnnlib", metavar="PROPERTY", help="the property (.vnnlib or .vnnlib.gz)")
     vn.add_argument("--instances", metavar="CSV", help="run every instance of a VNN-COMP instances.csv instead")
     vn.add_argument("--timeout", type=float, help="seconds per instance (default: 60, or the CSV's column)")
     vn.add_argument("--out", metavar="PATH", help="result file in the VNN-COMP format (with --instances: a folder)")
-    vn.add_argument("--domains", default=",".join(DEFAULT_DOMAINS),
-                    help=f"bound domains tried after the attack, cheap to tight (default: {','.join(DEFAULT_DOMAINS)})")
+    vn.add_argument(
+        "--domains",
+        default=",".join(DEFAULT_DOMAINS),
+        help=f"bound domains tried after the attack, cheap to tight (default: {','.join(DEFAULT_DOMAINS)})",
+    )
     vn.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="one line per instance")
     vn.set_defaults(func=cmd_vnnlib)
 
 
 __all__ = [
-    "RUN_HELP", "add_commands", "add_network_options", "cmd_crosscheck", "cmd_export", "cmd_vnnlib", "load_network",
+    "RUN_HELP",
+    "add_commands",
+    "add_network_options",
+    "cmd_crosscheck",
+    "cmd_export",
+    "cmd_vnnlib",
+    "load_network",
     "onnx_network",
 ]

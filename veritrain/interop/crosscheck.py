@@ -16,6 +16,7 @@ timeout is wall-clock, so a loaded machine turns more queries into timeouts.
 
 Needs the extras `veritrain[onnx]` and `veritrain[verify]` (maraboupy).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ def recheck(model: nn.Module, x: Tensor, y: int, eps: float, cex: np.ndarray) ->
     err = float(torch.maximum(lo - c, c - hi).clamp(min=0).max())
     with torch.no_grad():
         z = _double(model)(torch.minimum(torch.maximum(c, lo), hi))[0]
-    others = torch.cat([z[:y], z[y + 1:]])
+    others = torch.cat([z[:y], z[y + 1 :]])
     return Recheck(err, float(z[y] - others.max()))
 
 
@@ -99,7 +100,6 @@ class Marabou:
             cex = np.array([vals[int(v)] for v in np.asarray(self.network.inputVars[0]).flatten()])
         return result, dt, cpu, cex
 
-
     def _quiet_solve(self, vnnlib: str) -> tuple[str, dict]:
         """Marabou's C++ code prints to file descriptor 1: send that to the log while it solves."""
         import sys
@@ -109,8 +109,9 @@ class Marabou:
         with open(self.log, "a") as log:
             os.dup2(log.fileno(), 1)
             try:
-                code, vals, _ = self.network.solve(filename=self.log, verbose=False, options=self.options,
-                                                   propertyFilename=vnnlib)
+                code, vals, _ = self.network.solve(
+                    filename=self.log, verbose=False, options=self.options, propertyFilename=vnnlib
+                )
             finally:
                 os.dup2(saved, 1)
                 os.close(saved)
@@ -138,8 +139,12 @@ class CrossCheck:
     @property
     def failures(self) -> list[dict[str, Any]]:
         """Soundness failures: proved by a domain, refuted (sat) by Marabou."""
-        return [{"sample": i, "domain": d, **self.rechecks.get(i, {})} for d in self.domains
-                for i in range(self.n) if self.proved[d][i] and self.marabou[i] == "sat"]
+        return [
+            {"sample": i, "domain": d, **self.rechecks.get(i, {})}
+            for d in self.domains
+            for i in range(self.n)
+            if self.proved[d][i] and self.marabou[i] == "sat"
+        ]
 
     @property
     def marabou_disagreements(self) -> list[int]:
@@ -171,14 +176,23 @@ class CrossCheck:
         return row
 
     def samples(self) -> list[dict[str, Any]]:
-        return [{"sample": i, "correct": self.correct[i], **{d: self.proved[d][i] for d in self.domains},
-                 "pgd_robust": self.pgd_robust[i], "marabou": self.marabou[i],
-                 "marabou_wall_s": round(self.marabou_time[i], 3), "marabou_cpu_s": round(self.marabou_cpu[i], 3)}
-                for i in range(self.n)]
+        return [
+            {
+                "sample": i,
+                "correct": self.correct[i],
+                **{d: self.proved[d][i] for d in self.domains},
+                "pgd_robust": self.pgd_robust[i],
+                "marabou": self.marabou[i],
+                "marabou_wall_s": round(self.marabou_time[i], 3),
+                "marabou_cpu_s": round(self.marabou_cpu[i], 3),
+            }
+            for i in range(self.n)
+        ]
 
 
-def _marabou_sample(solver: Marabou, model: nn.Module, x: Tensor, y: int, eps: float, out: Path, index: int,
-                    timeout: float) -> tuple[str, float, float, np.ndarray | None]:
+def _marabou_sample(
+    solver: Marabou, model: nn.Module, x: Tensor, y: int, eps: float, out: Path, index: int, timeout: float
+) -> tuple[str, float, float, np.ndarray | None]:
     """Marabou on sample `index`, one query per other class j (the box and Y_j >= Y_y, written as VNN-LIB
     files in out/queries and read by Marabou's own parser): the disjunctive property of the benchmark
     split into its disjuncts, which Marabou solves far faster. sat at the first class that is sat;
@@ -193,8 +207,9 @@ def _marabou_sample(solver: Marabou, model: nn.Module, x: Tensor, y: int, eps: f
         if left <= 0:
             return "timeout", wall, cpu, None
         path = queries / f"prop_{index}_target{j}.vnnlib"
-        path.write_text(robustness_property(x, y, eps, k, f"sample {index}: can class {j} reach class {y}?", [j]),
-                        encoding="utf-8")
+        path.write_text(
+            robustness_property(x, y, eps, k, f"sample {index}: can class {j} reach class {y}?", [j]), encoding="utf-8"
+        )
         result, dt, dc, cex = solver.solve(path, left)
         path.unlink()
         wall, cpu = wall + dt, cpu + dc
@@ -204,8 +219,16 @@ def _marabou_sample(solver: Marabou, model: nn.Module, x: Tensor, y: int, eps: f
 
 
 def crosscheck(
-    model: nn.Module, x: Tensor, y: Tensor, eps: float, domains: Sequence[str | Domain], out_dir: str | Path,
-    timeout: float = 60.0, name: str = "network", pgd_steps: int = 100, progress: bool = False,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    domains: Sequence[str | Domain],
+    out_dir: str | Path,
+    timeout: float = 60.0,
+    name: str = "network",
+    pgd_steps: int = 100,
+    progress: bool = False,
 ) -> CrossCheck:
     """Cross-check every domain against Marabou on the samples (x, y); files go to out_dir:
     `model.onnx`, `vnnlib/`, `instances.csv` (a VNN-COMP benchmark), `marabou.log` and
@@ -216,8 +239,9 @@ def crosscheck(
     out = Path(out_dir)
     model = model.eval()
     in_shape = tuple(x.shape[1:])
-    write_benchmark(model, in_shape, x, y, eps, out / "model.onnx", out / "vnnlib", out / "instances.csv",
-                    timeout=timeout)
+    write_benchmark(
+        model, in_shape, x, y, eps, out / "model.onnx", out / "vnnlib", out / "instances.csv", timeout=timeout
+    )
     diff = max_difference(model, out / "model.onnx", x)
     n = len(x)
     with torch.no_grad():
@@ -248,14 +272,20 @@ def crosscheck(
             rc = recheck(model, x[i], int(y[i]), eps, cex)
             rechecks[i] = {"box_error": rc.box_error, "margin": rc.margin, "confirmed": rc.confirmed}
             (out / "counterexamples").mkdir(parents=True, exist_ok=True)
-            np.savez(out / "counterexamples" / f"sample{i}.npz", x=x[i].numpy(), label=int(y[i]), eps=eps,
-                     counterexample=cex.reshape(in_shape), box_error=rc.box_error, margin=rc.margin,
-                     confirmed=rc.confirmed)
+            np.savez(
+                out / "counterexamples" / f"sample{i}.npz",
+                x=x[i].numpy(),
+                label=int(y[i]),
+                eps=eps,
+                counterexample=cex.reshape(in_shape),
+                box_error=rc.box_error,
+                margin=rc.margin,
+                confirmed=rc.confirmed,
+            )
         if progress:
             print(f"  sample {i}: Marabou {results[i]} ({mtimes[i]:.2f} s wall, {mcpu[i]:.2f} s CPU)", flush=True)
     times["marabou"] = sum(mcpu)
-    return CrossCheck(name, n, eps, names, correct, proved, pgd_robust, results, mtimes, mcpu, times, diff,
-                      rechecks)
+    return CrossCheck(name, n, eps, names, correct, proved, pgd_robust, results, mtimes, mcpu, times, diff, rechecks)
 
 
 __all__ = ["CrossCheck", "Marabou", "Recheck", "crosscheck", "recheck"]

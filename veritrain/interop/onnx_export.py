@@ -8,6 +8,7 @@ disappears into its weights and bias; before a Conv2d the division goes into the
 subtraction stays a `Sub` node (zero padding of (x - mean) / std equals zero padding of x - mean
 scaled), so no `Div` is emitted (Marabou's ONNX parser has none). Needs the extra `veritrain[onnx]`.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,7 @@ def _emit(g: _Graph, modules: Sequence[nn.Module], value: str, shape: tuple[int,
         if isinstance(m, Normalize):
             mean = np.broadcast_to(_np(m.mean), shape).copy()
             std = np.broadcast_to(_np(m.std), shape).copy()
-            nxt = next((n for n in mods[i + 1:] if not isinstance(n, (nn.Flatten, nn.Identity))), None)
+            nxt = next((n for n in mods[i + 1 :] if not isinstance(n, (nn.Flatten, nn.Identity))), None)
             if isinstance(nxt, nn.Linear) and scale is None:
                 scale, shift = 1.0 / std, mean  # both into the Linear
             elif isinstance(nxt, nn.Conv2d) and nxt.groups == 1 and scale is None and len(shape) == 3:
@@ -112,8 +113,15 @@ def _emit(g: _Graph, modules: Sequence[nn.Module], value: str, shape: tuple[int,
                 w = w * per_channel[:, 0][None, :, None, None]  # groups == 1 (checked at the Normalize)
                 scale = None
             ins = [value, g.const(w, "weight")] + ([g.const(_np(m.bias), "bias")] if m.bias is not None else [])
-            value = g.node("Conv", ins, kernel_shape=list(m.kernel_size), strides=list(m.stride),
-                           pads=_conv_pads(m), dilations=list(m.dilation), group=m.groups)
+            value = g.node(
+                "Conv",
+                ins,
+                kernel_shape=list(m.kernel_size),
+                strides=list(m.stride),
+                pads=_conv_pads(m),
+                dilations=list(m.dilation),
+                group=m.groups,
+            )
         elif scale is not None and isinstance(m, (nn.Flatten, nn.Identity)):
             if isinstance(m, nn.Flatten):
                 scale = scale.reshape(out_shape)
@@ -135,16 +143,31 @@ def _emit(g: _Graph, modules: Sequence[nn.Module], value: str, shape: tuple[int,
             c = m.num_features
             gamma = _np(m.weight) if m.weight is not None else np.ones(c)
             beta = _np(m.bias) if m.bias is not None else np.zeros(c)
-            value = g.node("BatchNormalization", [value, g.const(gamma, "bn_scale"), g.const(beta, "bn_bias"),
-                                                  g.const(_np(m.running_mean), "bn_mean"),
-                                                  g.const(_np(m.running_var), "bn_var")], epsilon=float(m.eps))
+            value = g.node(
+                "BatchNormalization",
+                [
+                    value,
+                    g.const(gamma, "bn_scale"),
+                    g.const(beta, "bn_bias"),
+                    g.const(_np(m.running_mean), "bn_mean"),
+                    g.const(_np(m.running_var), "bn_var"),
+                ],
+                epsilon=float(m.eps),
+            )
         elif isinstance(m, nn.AvgPool2d):
             pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
             kernel, strides, pads = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
             if m.divisor_override is not None:
                 raise InteropError("AvgPool2d with divisor_override cannot be exported")
-            value = g.node("AveragePool", [value], kernel_shape=kernel, strides=strides, pads=pads + pads,
-                           ceil_mode=int(m.ceil_mode), count_include_pad=int(m.count_include_pad))
+            value = g.node(
+                "AveragePool",
+                [value],
+                kernel_shape=kernel,
+                strides=strides,
+                pads=pads + pads,
+                ceil_mode=int(m.ceil_mode),
+                count_include_pad=int(m.count_include_pad),
+            )
         elif isinstance(m, Residual):
             branch, branch_shape = _emit(g, _leaves(m.branch), value, shape)
             shortcut, _ = _emit(g, _leaves(m.shortcut), value, shape)
@@ -177,7 +200,8 @@ def to_onnx(model: nn.Module, in_shape: Sequence[int], batch: int | None = 1, na
     g.nodes[-1].output[0] = OUTPUT_NAME
     dim = batch if batch is not None else "batch"
     graph = helper.make_graph(
-        g.nodes, name,
+        g.nodes,
+        name,
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [dim, *in_shape])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [dim, *out_shape])],
         initializer=g.inits,
@@ -218,7 +242,7 @@ def run_onnx(session: Any, x: np.ndarray) -> np.ndarray:
         return session.run(None, {inp.name: x})[0]
     if fixed != 1:
         raise InteropError(f"the ONNX input has a fixed batch of {fixed}; only 1 or a symbolic batch is supported")
-    return np.concatenate([session.run(None, {inp.name: x[i:i + 1]})[0] for i in range(len(x))])
+    return np.concatenate([session.run(None, {inp.name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
 def max_difference(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
@@ -231,5 +255,4 @@ def max_difference(model: nn.Module, path: str | Path, x: torch.Tensor) -> float
     return float(np.abs(got - ref).max()) if ref.size else math.nan
 
 
-__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "export_onnx", "max_difference", "onnx_session", "run_onnx",
-           "to_onnx"]
+__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "export_onnx", "max_difference", "onnx_session", "run_onnx", "to_onnx"]

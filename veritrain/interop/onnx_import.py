@@ -9,6 +9,7 @@ must be a chain (one computed tensor flows through it); anything else is an `Int
 operator, never a silently different network. No onnx2torch: it pulls torchvision and a new torch.
 Needs the extra `veritrain[onnx]`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -24,8 +25,10 @@ from veritrain.models.layers import Normalize
 
 #: file names `--net` treats as ONNX networks
 ONNX_SUFFIXES = (".onnx", ".onnx.gz")
-SUPPORTED = ("Gemm, MatMul, Add, Sub, Mul, Div (by constants), Conv, Relu, Flatten, Reshape (to flat), Identity, "
-             "Dropout, BatchNormalization, AveragePool, Constant, Shape, Gather, Unsqueeze, Squeeze, Concat, Cast")
+SUPPORTED = (
+    "Gemm, MatMul, Add, Sub, Mul, Div (by constants), Conv, Relu, Flatten, Reshape (to flat), Identity, "
+    "Dropout, BatchNormalization, AveragePool, Constant, Shape, Gather, Unsqueeze, Squeeze, Concat, Cast"
+)
 
 
 def is_onnx(path: str) -> bool:
@@ -61,8 +64,10 @@ class _Reader:
 
         self.graph = proto.graph
         self.consts: dict[str, np.ndarray] = {
-            t.name: numpy_helper.to_array(t).astype(np.float64) if numpy_helper.to_array(t).dtype.kind == "f"
-            else numpy_helper.to_array(t) for t in self.graph.initializer
+            t.name: numpy_helper.to_array(t).astype(np.float64)
+            if numpy_helper.to_array(t).dtype.kind == "f"
+            else numpy_helper.to_array(t)
+            for t in self.graph.initializer
         }
         inputs = [i for i in self.graph.input if i.name not in self.consts]
         if len(inputs) != 1:
@@ -93,8 +98,10 @@ class _Reader:
         if self.pending is None:
             return
         if len(self.shape) != 1:
-            raise InteropError(f"a per-pixel constant on a {self.shape} tensor must be followed by a flatten and a "
-                               "matrix product (it is folded into it); per-channel constants are supported anywhere")
+            raise InteropError(
+                f"a per-pixel constant on a {self.shape} tensor must be followed by a flatten and a "
+                "matrix product (it is folded into it); per-channel constants are supported anywhere"
+            )
         s, t = self.pending
         self.pending = None
         n = self.shape[0]
@@ -127,8 +134,9 @@ class _Reader:
         shifts: dict[str, np.ndarray | float] = {"Add": c, "Sub": -c if first else c, "Mul": 0.0, "Div": 0.0}
         full = (1, *self.shape)
         try:
-            scale, shift = (np.broadcast_to(v, full)[0] if np.ndim(v) else np.full(self.shape, v)
-                            for v in (scales[op], shifts[op]))
+            scale, shift = (
+                np.broadcast_to(v, full)[0] if np.ndim(v) else np.full(self.shape, v) for v in (scales[op], shifts[op])
+            )
         except ValueError:
             raise InteropError(f"{op} node {node.name!r}: constant of shape {c.shape} does not fit {full}") from None
         per_channel = scale.reshape(scale.shape[0], -1), shift.reshape(shift.shape[0], -1)
@@ -183,8 +191,9 @@ class _Reader:
             self.consts[out] = np.array([1, *self.shape], dtype=np.int64)
             return
         if self.var not in ins:
-            raise InteropError(f"{op} node {node.name!r} does not read the network's running tensor: "
-                               "only chains are supported")
+            raise InteropError(
+                f"{op} node {node.name!r} does not read the network's running tensor: only chains are supported"
+            )
         if op in ("Identity", "Dropout"):
             pass
         elif op == "Cast":
@@ -230,9 +239,15 @@ class _Reader:
             pads = list(at.get("pads", [0] * 4))
             if pads[:2] != pads[2:] or at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 raise InteropError(f"AveragePool node {node.name!r} with asymmetric or automatic padding")
-            self._append(nn.AvgPool2d(tuple(k), tuple(at.get("strides", [1, 1])), tuple(pads[:2]),
-                                      ceil_mode=bool(at.get("ceil_mode", 0)),
-                                      count_include_pad=bool(at.get("count_include_pad", 0))))
+            self._append(
+                nn.AvgPool2d(
+                    tuple(k),
+                    tuple(at.get("strides", [1, 1])),
+                    tuple(pads[:2]),
+                    ceil_mode=bool(at.get("ceil_mode", 0)),
+                    count_include_pad=bool(at.get("count_include_pad", 0)),
+                )
+            )
         else:
             raise InteropError(f"ONNX operator {op} (node {node.name!r}) is not supported; supported: {SUPPORTED}")
         self.var = out
@@ -266,8 +281,10 @@ class _Reader:
             if len(self.shape) > 1:
                 self._append(nn.Flatten())
             return
-        raise InteropError(f"{node.op_type} node {node.name!r} from {self.shape} to {rest}: "
-                           "only reshapes to a flat vector are supported")
+        raise InteropError(
+            f"{node.op_type} node {node.name!r} from {self.shape} to {rest}: "
+            "only reshapes to a flat vector are supported"
+        )
 
     def _conv(self, node: Any, at: dict[str, Any]) -> None:
         ins = list(node.input)
@@ -283,9 +300,16 @@ class _Reader:
         if auto not in ("NOTSET", "VALID") or pads[:2] != pads[2:]:
             raise InteropError(f"Conv node {node.name!r} with asymmetric or automatic padding ({auto}, {pads})")
         group = int(at.get("group", 1))
-        conv = nn.Conv2d(w.shape[1] * group, w.shape[0], tuple(w.shape[2:]), tuple(at.get("strides", [1, 1])),
-                         tuple(pads[:2]) if auto == "NOTSET" else 0, tuple(at.get("dilations", [1, 1])), group,
-                         bias=b is not None)
+        conv = nn.Conv2d(
+            w.shape[1] * group,
+            w.shape[0],
+            tuple(w.shape[2:]),
+            tuple(at.get("strides", [1, 1])),
+            tuple(pads[:2]) if auto == "NOTSET" else 0,
+            tuple(at.get("dilations", [1, 1])),
+            group,
+            bias=b is not None,
+        )
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(w))
             if b is not None and conv.bias is not None:  # conv.bias exists exactly when b does
@@ -355,7 +379,9 @@ def onnx_model_for(path: str | Path, in_shape: tuple[int, ...]) -> nn.Sequential
     flat = len([d for d in onnx_shape if d != 1]) <= 1
     if flat and int(np.prod(onnx_shape)) == int(np.prod(in_shape)):
         return model if isinstance(model[0], nn.Flatten) else nn.Sequential(nn.Flatten(), *model).eval()
-    raise InteropError(f"the ONNX network takes inputs of shape {tuple(onnx_shape)}, the data set has {tuple(in_shape)}")
+    raise InteropError(
+        f"the ONNX network takes inputs of shape {tuple(onnx_shape)}, the data set has {tuple(in_shape)}"
+    )
 
 
 __all__ = ["ONNX_SUFFIXES", "is_onnx", "load_onnx", "onnx_model_for", "read_onnx_proto"]

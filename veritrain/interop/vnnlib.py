@@ -12,6 +12,7 @@ impossible when the lower bound of some a·Y - b exceeds `PROOF_TOL`; `unsat` ne
 impossible), else `unknown` or `timeout`. Bounds run in float64 on the ONNX weights. A parse error or
 an unsupported construct raises `InteropError`: it is never turned into a verdict.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,16 +50,20 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
-def robustness_property(x: Tensor, y: int, eps: float, num_classes: int, comment: str = "",
-                        targets: Sequence[int] | None = None) -> str:
+def robustness_property(
+    x: Tensor, y: int, eps: float, num_classes: int, comment: str = "", targets: Sequence[int] | None = None
+) -> str:
     """The VNN-LIB text of local robustness at x (C, H, W) with label y: X in B_eps(x) ∩ [0, 1] (the box
     of `Ball.box()`, so exactly the set veritrain bounds) and some Y_j >= Y_y. unsat = robust.
     `targets` restricts j to those classes (one query per class, as complete verifiers often prefer)."""
     targets = [j for j in range(num_classes) if j != y] if targets is None else list(targets)
     lo, hi = (bound.flatten().tolist() for bound in Ball(x.unsqueeze(0).float(), eps).box())
-    lines = [f"; {comment}" if comment else "; local robustness",
-             f"; L-inf ball of radius {eps} around a sample of label {y}, intersected with [0, 1];",
-             "; sat: some other class reaches the label's logit (a counterexample); unsat: robust", ""]
+    lines = [
+        f"; {comment}" if comment else "; local robustness",
+        f"; L-inf ball of radius {eps} around a sample of label {y}, intersected with [0, 1];",
+        "; sat: some other class reaches the label's logit (a counterexample); unsat: robust",
+        "",
+    ]
     lines += [f"(declare-const X_{i} Real)" for i in range(len(lo))]
     lines += [""] + [f"(declare-const Y_{j} Real)" for j in range(num_classes)] + ["", "; input box"]
     for i, (a, b) in enumerate(zip(lo, hi)):
@@ -70,9 +75,17 @@ def robustness_property(x: Tensor, y: int, eps: float, num_classes: int, comment
 
 
 def write_benchmark(
-    model: nn.Module, in_shape: Sequence[int], x: Tensor, y: Tensor, eps: float, onnx_path: str | Path,
-    vnnlib_dir: str | Path, instances: str | Path | None = None, timeout: float = 60.0,
-    indices: Sequence[int] | None = None, num_classes: int | None = None,
+    model: nn.Module,
+    in_shape: Sequence[int],
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    onnx_path: str | Path,
+    vnnlib_dir: str | Path,
+    instances: str | Path | None = None,
+    timeout: float = 60.0,
+    indices: Sequence[int] | None = None,
+    num_classes: int | None = None,
 ) -> Path:
     """The model as ONNX, one robustness property per sample (`prop_{index}_label{y}_eps{eps}.vnnlib`)
     and an `instances.csv` (onnx,vnnlib,timeout per line, paths relative to the CSV, as VNN-COMP
@@ -91,8 +104,10 @@ def write_benchmark(
     rows = []
     for k, (xi, yi) in enumerate(zip(x, y)):
         name = vnnlib_dir / f"prop_{indices[k]}_label{int(yi)}_eps{eps:g}.vnnlib"
-        name.write_text(robustness_property(xi, int(yi), eps, num_classes,
-                                            f"test sample {indices[k]}, exported by veritrain"), encoding="utf-8")
+        name.write_text(
+            robustness_property(xi, int(yi), eps, num_classes, f"test sample {indices[k]}, exported by veritrain"),
+            encoding="utf-8",
+        )
         rows.append([_rel(onnx_path, csv_path.parent), _rel(name, csv_path.parent), f"{timeout:g}"])
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
@@ -326,7 +341,7 @@ def _disjunct(atoms: list[tuple[dict, float, bool]], n_in: int, n_out: int) -> D
             row[i] = w
         (ins if kind == "X" else outs).append((row, -const, strict))
         if kind == "X" and len(coeffs) == 1:
-            ((_, i), w), = coeffs.items()
+            (((_, i), w),) = coeffs.items()
             bound = -const / w
             if w > 0:
                 upper[i] = min(upper[i], bound)
@@ -341,8 +356,11 @@ def _disjunct(atoms: list[tuple[dict, float, bool]], n_in: int, n_out: int) -> D
     def stack(rows: list[tuple[np.ndarray, float, bool]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not rows:
             return np.zeros((0, n)), np.zeros(0), np.zeros(0, dtype=bool)
-        return (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows]),
-                np.array([r[2] for r in rows], dtype=bool))
+        return (
+            np.stack([r[0] for r in rows]),
+            np.array([r[1] for r in rows]),
+            np.array([r[2] for r in rows], dtype=bool),
+        )
 
     return Disjunct(lower, upper, *stack(outs, n_out), *stack(ins, n_in))
 
@@ -364,7 +382,9 @@ class Verdict:
         """The VNN-COMP result file: the verdict, and for sat the assignment ((X_0 v) ... (Y_0 v) ...)."""
         if self.result != "sat" or self.x is None or self.y is None:
             return self.result + "\n"
-        pairs = [f"(X_{i} {_num(v)})" for i, v in enumerate(self.x)] + [f"(Y_{j} {_num(v)})" for j, v in enumerate(self.y)]
+        pairs = [f"(X_{i} {_num(v)})" for i, v in enumerate(self.x)] + [
+            f"(Y_{j} {_num(v)})" for j, v in enumerate(self.y)
+        ]
         return "sat\n(" + "\n ".join(pairs) + ")\n"
 
 
@@ -407,8 +427,9 @@ class Instance:
         inside = any(np.all(x >= d.lower) and np.all(x <= d.upper) and d.holds(x, y) for d in self.prop.disjuncts)
         return y if inside else None
 
-    def attack(self, deadline: float, steps: int = 100, restarts: int = 8, seed: int = 0
-               ) -> tuple[np.ndarray, np.ndarray] | None:
+    def attack(
+        self, deadline: float, steps: int = 100, restarts: int = 8, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """PGD on every disjunct over its float32 box: minimise max_rows(a·Y - b); a re-checked point or None."""
         boxes = [(d, box) for d in self.prop.disjuncts if (box := _float32_box(d)) is not None]
         if not boxes:
@@ -417,10 +438,18 @@ class Instance:
         lo = torch.from_numpy(np.stack([b[0] for _, b in boxes])).repeat(restarts, 1)
         hi = torch.from_numpy(np.stack([b[1] for _, b in boxes])).repeat(restarts, 1)
         s = max(len(d.out_b) for d, _ in boxes)
-        a = torch.from_numpy(np.stack([np.pad(d.out_a, ((0, s - len(d.out_b)), (0, 0)), mode="edge")
-                                       for d, _ in boxes])).float().repeat(restarts, 1, 1)
-        b = torch.from_numpy(np.stack([np.pad(d.out_b, (0, s - len(d.out_b)), mode="edge")
-                                       for d, _ in boxes])).float().repeat(restarts, 1)
+        a = (
+            torch.from_numpy(
+                np.stack([np.pad(d.out_a, ((0, s - len(d.out_b)), (0, 0)), mode="edge") for d, _ in boxes])
+            )
+            .float()
+            .repeat(restarts, 1, 1)
+        )
+        b = (
+            torch.from_numpy(np.stack([np.pad(d.out_b, (0, s - len(d.out_b)), mode="edge") for d, _ in boxes]))
+            .float()
+            .repeat(restarts, 1)
+        )
         width = hi - lo
         x = lo + width * torch.rand(lo.shape, generator=gen)
         x[: len(boxes)] = (lo[: len(boxes)] + hi[: len(boxes)]) / 2  # the first restart starts at the centres
@@ -432,7 +461,7 @@ class Instance:
                 viol = (torch.einsum("nsk,nk->ns", a, out) - b).amax(1)
                 (grad,) = torch.autograd.grad(viol.sum(), x)
             if t % 10 == 0 or t == steps:
-                for i in torch.argsort(viol.detach())[: 4].tolist():
+                for i in torch.argsort(viol.detach())[:4].tolist():
                     if viol[i] <= 0:
                         y = self.recheck(x[i].detach().numpy())
                         if y is not None:
@@ -455,8 +484,9 @@ class Instance:
         for idx in groups.values():
             ds = [self.prop.disjuncts[i] for i in idx]
             shape = (1, *self.in_shape)
-            ball, exact = box_ball(torch.from_numpy(ds[0].lower).reshape(shape),
-                                   torch.from_numpy(ds[0].upper).reshape(shape))
+            ball, exact = box_ball(
+                torch.from_numpy(ds[0].lower).reshape(shape), torch.from_numpy(ds[0].upper).reshape(shape)
+            )
             self.enlarged |= not exact
             spec = torch.from_numpy(np.concatenate([d.out_a for d in ds]))[None]
             b = np.concatenate([d.out_b for d in ds])
@@ -485,14 +515,22 @@ def box_ball(lower: Tensor, upper: Tensor) -> tuple[Ball, bool]:
     got_lo, got_hi = ball.box()
     if not (bool((got_lo <= lower).all()) and bool((got_hi >= upper).all())):
         raise RuntimeError("box_ball: the ball does not contain the box (a bug; no bound was computed)")
-    exact = bool((full | at_lo | at_hi).all()) and float((lower - got_lo).abs().max()) < 1e-6 and \
-        float((got_hi - upper).abs().max()) < 1e-6
+    exact = (
+        bool((full | at_lo | at_hi).all())
+        and float((lower - got_lo).abs().max()) < 1e-6
+        and float((got_hi - upper).abs().max()) < 1e-6
+    )
     return ball, exact
 
 
 def solve(
-    onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
-    domains: Sequence[str] = DEFAULT_DOMAINS, attack_steps: int = 100, restarts: int = 8, seed: int = 0,
+    onnx_path: str | Path,
+    vnnlib_path: str | Path,
+    timeout: float = 60.0,
+    domains: Sequence[str] = DEFAULT_DOMAINS,
+    attack_steps: int = 100,
+    restarts: int = 8,
+    seed: int = 0,
     instance: Instance | None = None,
 ) -> Verdict:
     """Answer one VNN-COMP instance: attack (sat, re-checked), then bounds (unsat), else unknown/timeout.
@@ -515,8 +553,11 @@ def solve(
             return Verdict("unsat", time.perf_counter() - t0, f"proved by {domain}")
     note = " (input box enlarged to an L-inf ball)" if instance.enlarged else ""
     late = time.perf_counter() > deadline
-    return Verdict("timeout" if late else "unknown", time.perf_counter() - t0,
-                   f"{len(pending)} of {len(instance.prop.disjuncts)} disjuncts not refuted by {', '.join(domains)}{note}")
+    return Verdict(
+        "timeout" if late else "unknown",
+        time.perf_counter() - t0,
+        f"{len(pending)} of {len(instance.prop.disjuncts)} disjuncts not refuted by {', '.join(domains)}{note}",
+    )
 
 
 def write_result(verdict: Verdict, path: str | Path) -> None:
@@ -545,8 +586,11 @@ def read_instances(csv_path: str | Path) -> list[tuple[Path, Path, float]]:
 
 
 def run_instances(
-    csv_path: str | Path, out_dir: str | Path | None = None, timeout: float | None = None,
-    domains: Sequence[str] = DEFAULT_DOMAINS, progress: bool = False,
+    csv_path: str | Path,
+    out_dir: str | Path | None = None,
+    timeout: float | None = None,
+    domains: Sequence[str] = DEFAULT_DOMAINS,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Solve every instance of an instances.csv; one row per instance (result "error: ..." for an
     instance that cannot be read, which is never counted as solved). Result files go to out_dir."""
@@ -557,13 +601,27 @@ def run_instances(
         try:
             v = solve(onnx_path, vnnlib_path, t, domains)
         except InteropError as e:
-            rows.append({"onnx": onnx_path.name, "vnnlib": vnnlib_path.name, "result": "error", "time_s":
-                         round(time.perf_counter() - t0, 3), "detail": str(e)})
+            rows.append(
+                {
+                    "onnx": onnx_path.name,
+                    "vnnlib": vnnlib_path.name,
+                    "result": "error",
+                    "time_s": round(time.perf_counter() - t0, 3),
+                    "detail": str(e),
+                }
+            )
             continue
         if out_dir is not None:
             write_result(v, Path(out_dir) / f"{k:04d}_{vnnlib_path.name.split('.')[0]}.txt")
-        rows.append({"onnx": onnx_path.name, "vnnlib": vnnlib_path.name, "result": v.result,
-                     "time_s": round(v.time_s, 3), "detail": v.detail})
+        rows.append(
+            {
+                "onnx": onnx_path.name,
+                "vnnlib": vnnlib_path.name,
+                "result": v.result,
+                "time_s": round(v.time_s, 3),
+                "detail": v.detail,
+            }
+        )
         if progress:
             print(f"{k + 1}: {vnnlib_path.name}: {v.result} ({v.time_s:.2f} s)", flush=True)
     return rows
@@ -574,13 +632,29 @@ def summarise(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     rows = list(rows)
     counts = {r: sum(1 for x in rows if x["result"] == r) for r in (*RESULTS, "error")}
     times = [x["time_s"] for x in rows]
-    return {"instances": len(rows), **counts, "solved": counts["sat"] + counts["unsat"],
-            "mean_time_s": round(sum(times) / len(times), 3) if times else None}
+    return {
+        "instances": len(rows),
+        **counts,
+        "solved": counts["sat"] + counts["unsat"],
+        "mean_time_s": round(sum(times) / len(times), 3) if times else None,
+    }
 
 
 __all__ = [
-    "DEFAULT_DOMAINS", "Disjunct", "Instance", "PROOF_TOL", "Property", "Verdict", "box_ball", "parse_vnnlib",
+    "DEFAULT_DOMAINS",
+    "Disjunct",
+    "Instance",
+    "PROOF_TOL",
+    "Property",
+    "Verdict",
+    "box_ball",
+    "parse_vnnlib",
     "parse_vnnlib_text",
-    "read_instances", "robustness_property", "run_instances", "solve", "summarise", "write_benchmark",
+    "read_instances",
+    "robustness_property",
+    "run_instances",
+    "solve",
+    "summarise",
+    "write_benchmark",
     "write_result",
 ]

@@ -1,4 +1,5 @@
 """The paper's networks (Appendix B), user networks from files, and weight loading."""
+
 from veritrain.models.layers import Normalize, Residual
 from veritrain.models.loading import load_model_from_file, load_weights, resolve_model
 from veritrain.models.zoo import (

@@ -1,4 +1,5 @@
 """Layers the paper's networks are built from; every one is understood by `veritrain.bounds`."""
+
 from __future__ import annotations
 
 from typing import Sequence

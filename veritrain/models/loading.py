@@ -1,4 +1,5 @@
 """User networks from Python files, registry look-up, and weights from checkpoints (never running code)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,13 +64,12 @@ def _load_function(spec: str) -> tuple[Callable[..., Any], str]:
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         found = sorted(
-            n for n, v in vars(module).items()
+            n
+            for n, v in vars(module).items()
             if inspect.isfunction(v) and v.__module__ == module.__name__ and not n.startswith("_")
         )
         what = "no function" if fn is None else "no callable"
-        raise ModelError(
-            f"{path} has {what} {fn_name!r}; functions there: {', '.join(found) or 'none'}"
-        )
+        raise ModelError(f"{path} has {what} {fn_name!r}; functions there: {', '.join(found) or 'none'}")
     return fn, f"{path}:{fn_name}"
 
 
@@ -79,9 +79,7 @@ def _call(fn: Callable[..., Any], label: str, kwargs: dict[str, Any]) -> nn.Modu
     except Exception as e:
         raise ModelError(f"{label}() failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
-        raise ModelError(
-            f"{label}() returned {type(model).__name__}, not a torch.nn.Module; return the network"
-        )
+        raise ModelError(f"{label}() returned {type(model).__name__}, not a torch.nn.Module; return the network")
     setattr(model, NAME_ATTR, label)
     return model
 
@@ -169,8 +167,10 @@ def load_error_message(path: str | os.PathLike[str], e: BaseException, fix: str)
     for marker in ("Unsupported global:", "Unsupported class", "unsupported GLOBAL"):  # wordings of torch versions
         if marker in msg:
             what = msg.split(marker, 1)[1].strip().split(" was not an allowed global")[0].split(" whose module")[0]
-            return (f"refusing to load {path}: it holds Python objects other than tensors ({_shorten(what, 80)}), "
-                    f"which could run code; {fix}")
+            return (
+                f"refusing to load {path}: it holds Python objects other than tensors ({_shorten(what, 80)}), "
+                f"which could run code; {fix}"
+            )
     detail = msg.split("WeightsUnpickler error:", 1)[-1].strip() or type(e).__name__
     if "Unsupported operand" in msg:
         what = msg.split("Unsupported operand", 1)[1].split()[0].strip(".,")

@@ -6,6 +6,7 @@ Every network takes pixels in [0, 1] and returns logits. MNIST networks have no 
 understands are used: Linear, Conv2d, ReLU (or ELU, for WRM, which has no sound bounds), Flatten,
 Normalize and Residual (a sum of a conv branch and an identity or 1x1-conv shortcut).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,9 +63,7 @@ def _act(activation: str) -> nn.Module:
     try:
         return ACTIVATIONS[activation]()
     except KeyError:
-        raise ModelError(
-            f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
-        ) from None
+        raise ModelError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
 
 
 def _fc(sizes: Sequence[int], activation: str) -> list[nn.Module]:
@@ -91,8 +90,10 @@ def _small(channels: int, side: int, normalize: bool) -> Callable[[str, int], nn
         pre = [_normalize("cifar10")] if normalize else []
         return nn.Sequential(
             *pre,
-            nn.Conv2d(channels, 16, 4, stride=2, padding=1), _act(activation),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), _act(activation),
+            nn.Conv2d(channels, 16, 4, stride=2, padding=1),
+            _act(activation),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            _act(activation),
             nn.Flatten(),
             *_fc([32 * (side // 4) ** 2, 100, num_classes], activation),
         )
@@ -107,10 +108,14 @@ def _large(channels: int, side: int, normalize: bool) -> Callable[[str, int], nn
         pre = [_normalize("cifar10")] if normalize else []
         return nn.Sequential(
             *pre,
-            nn.Conv2d(channels, 32, 3, stride=1, padding=1), _act(activation),
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), _act(activation),
-            nn.Conv2d(32, 64, 3, stride=1, padding=1), _act(activation),
-            nn.Conv2d(64, 64, 4, stride=2, padding=1), _act(activation),
+            nn.Conv2d(channels, 32, 3, stride=1, padding=1),
+            _act(activation),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1),
+            _act(activation),
+            nn.Conv2d(32, 64, 3, stride=1, padding=1),
+            _act(activation),
+            nn.Conv2d(64, 64, 4, stride=2, padding=1),
+            _act(activation),
             nn.Flatten(),
             *_fc([64 * (side // 4) ** 2, 512, 512, num_classes], activation),
         )
@@ -132,8 +137,7 @@ def res_block(c_in: int, c_out: int, stride: int, activation: str) -> list[nn.Mo
     return [Residual(branch, shortcut), _act(activation)]
 
 
-def _resnet(dataset: str, side: int, conv1_stride: int,
-            strides: Sequence[int]) -> Callable[[str, int], nn.Sequential]:
+def _resnet(dataset: str, side: int, conv1_stride: int, strides: Sequence[int]) -> Callable[[str, int], nn.Sequential]:
     """Conv16 3x3 - Res16 - Res32 - Res32 - Res64 - Res64 - FC1000 (Appendix B) with the given strides."""
     widths = (16, 32, 32, 64, 64)
 
@@ -187,9 +191,7 @@ def count_parameters(model: nn.Module, biases: bool = True) -> int:
 
     Table I counts FC1/FC2 weights only (668,672 and 18,403,328): use `biases=False` to compare.
     """
-    return sum(
-        p.numel() for n, p in model.named_parameters() if biases or not n.endswith("bias")
-    )
+    return sum(p.numel() for n, p in model.named_parameters() if biases or not n.endswith("bias"))
 
 
 def count_hidden_units(model: nn.Module, in_shape: Sequence[int]) -> int:
@@ -238,35 +240,95 @@ _MNIST = (1, 28, 28)
 _CIFAR = (3, 32, 32)
 
 #    name, dataset, build, in_shape, classes, (units, params) ours, (units, params) in the paper
-_add("mnist-fc1", "mnist", _fc_net([512, 512]), _MNIST, 10, (1_024, 669_706), (1_024, 668_672),
-     "MNIST FC1 (Table I): FC512-FC512. Table I counts weights only (668,672); "
-     "with biases the network has 669,706 parameters.")
-_add("mnist-fc2", "mnist", _fc_net([2048] * 5), _MNIST, 10, (10_240, 18_413_578), (10_240, 18_403_328),
-     "MNIST FC2 (Table I): 5 x FC2048. Table I counts weights only (18,403,328); "
-     "with biases the network has 18,413,578 parameters.")
-_add("mnist-small", "mnist", _small(1, 28, normalize=False), _MNIST, 10, (4_804, 166_406), (4_804, 166_406),
-     "MNIST Small (Table II): Conv16 4x4/2 - Conv32 4x4/2 - FC100, padding 1; no normalisation "
-     "(same layout and state_dict keys as the authors' checkpoints).")
-_add("mnist-large", "mnist", _large(1, 28, normalize=False), _MNIST, 10, (48_064, 1_974_762),
-     (28_064, 1_974_762),
-     "MNIST Large (Table II): Conv32 3x3/1 - Conv32 4x4/2 - Conv64 3x3/1 - Conv64 4x4/2 - FC512 - "
-     "FC512, padding 1. Parameters match Table II; hidden units are 48,064, not the 28,064 printed "
-     "there (no padding/stride choice matching the parameter count gives 28,064: the table looks wrong).")
-_add("cifar-small", "cifar10", _small(3, 32, normalize=True), _CIFAR, 10, (6_244, 214_918), (6_244, 214_918),
-     "CIFAR Small (Table II): as MNIST Small with 3 input channels, after Normalize.")
-_add("cifar-large", "cifar10", _large(3, 32, normalize=True), _CIFAR, 10, (62_464, 2_466_858),
-     (62_464, 2_466_858),
-     "CIFAR Large (Table II): as MNIST Large with 3 input channels, after Normalize.")
-_add("cifar-resnet", "cifar10", _resnet("cifar10", 32, 2, (1, 2, 1, 1, 2)), _CIFAR, 10, (31_720, 1_208_578),
-     (31_720, 1_145_410),
-     "CIFAR Resnet (Table II): Conv16 3x3/2 - Res16 - Res32/2 - Res32 - Res64 - Res64/2 - FC1000; "
-     "Res = conv3x3-ReLU-conv3x3 + identity (1x1 conv when the shape changes), then ReLU. "
-     "Hidden units match Table II (31,720); parameters are 1,208,578, 5.5% above its 1,145,410: "
-     "no choice we searched (strides, padding 0/1, 3x3 or 4x4 first convs, identity/1x1/strided "
-     "conv shortcuts, one or two ReLUs per module) gives both counts; this is the closest.")
-_add("imagenet-resnet", "imagenet200", _resnet("imagenet200", 32, 1, (1, 1, 2, 2, 2)), _CIFAR, 200, (142_312, 1_399_824),
-     (172_544, 2_310_664),
-     "ImageNet-200 Resnet (Table II): 32x32 crops, 200 classes; Conv16 3x3/1 - Res16 - Res32 - "
-     "Res32/2 - Res64/2 - Res64/2 - FC1000, same modules as cifar-resnet. Table II's counts "
-     "(172,544 units, 2,310,664 parameters) are reproduced by no choice we searched on 32x32 inputs "
-     "(nor on 64x64); this is the closest (142,312 units, 1,399,824 parameters).")
+_add(
+    "mnist-fc1",
+    "mnist",
+    _fc_net([512, 512]),
+    _MNIST,
+    10,
+    (1_024, 669_706),
+    (1_024, 668_672),
+    "MNIST FC1 (Table I): FC512-FC512. Table I counts weights only (668,672); "
+    "with biases the network has 669,706 parameters.",
+)
+_add(
+    "mnist-fc2",
+    "mnist",
+    _fc_net([2048] * 5),
+    _MNIST,
+    10,
+    (10_240, 18_413_578),
+    (10_240, 18_403_328),
+    "MNIST FC2 (Table I): 5 x FC2048. Table I counts weights only (18,403,328); "
+    "with biases the network has 18,413,578 parameters.",
+)
+_add(
+    "mnist-small",
+    "mnist",
+    _small(1, 28, normalize=False),
+    _MNIST,
+    10,
+    (4_804, 166_406),
+    (4_804, 166_406),
+    "MNIST Small (Table II): Conv16 4x4/2 - Conv32 4x4/2 - FC100, padding 1; no normalisation "
+    "(same layout and state_dict keys as the authors' checkpoints).",
+)
+_add(
+    "mnist-large",
+    "mnist",
+    _large(1, 28, normalize=False),
+    _MNIST,
+    10,
+    (48_064, 1_974_762),
+    (28_064, 1_974_762),
+    "MNIST Large (Table II): Conv32 3x3/1 - Conv32 4x4/2 - Conv64 3x3/1 - Conv64 4x4/2 - FC512 - "
+    "FC512, padding 1. Parameters match Table II; hidden units are 48,064, not the 28,064 printed "
+    "there (no padding/stride choice matching the parameter count gives 28,064: the table looks wrong).",
+)
+_add(
+    "cifar-small",
+    "cifar10",
+    _small(3, 32, normalize=True),
+    _CIFAR,
+    10,
+    (6_244, 214_918),
+    (6_244, 214_918),
+    "CIFAR Small (Table II): as MNIST Small with 3 input channels, after Normalize.",
+)
+_add(
+    "cifar-large",
+    "cifar10",
+    _large(3, 32, normalize=True),
+    _CIFAR,
+    10,
+    (62_464, 2_466_858),
+    (62_464, 2_466_858),
+    "CIFAR Large (Table II): as MNIST Large with 3 input channels, after Normalize.",
+)
+_add(
+    "cifar-resnet",
+    "cifar10",
+    _resnet("cifar10", 32, 2, (1, 2, 1, 1, 2)),
+    _CIFAR,
+    10,
+    (31_720, 1_208_578),
+    (31_720, 1_145_410),
+    "CIFAR Resnet (Table II): Conv16 3x3/2 - Res16 - Res32/2 - Res32 - Res64 - Res64/2 - FC1000; "
+    "Res = conv3x3-ReLU-conv3x3 + identity (1x1 conv when the shape changes), then ReLU. "
+    "Hidden units match Table II (31,720); parameters are 1,208,578, 5.5% above its 1,145,410: "
+    "no choice we searched (strides, padding 0/1, 3x3 or 4x4 first convs, identity/1x1/strided "
+    "conv shortcuts, one or two ReLUs per module) gives both counts; this is the closest.",
+)
+_add(
+    "imagenet-resnet",
+    "imagenet200",
+    _resnet("imagenet200", 32, 1, (1, 1, 2, 2, 2)),
+    _CIFAR,
+    200,
+    (142_312, 1_399_824),
+    (172_544, 2_310_664),
+    "ImageNet-200 Resnet (Table II): 32x32 crops, 200 classes; Conv16 3x3/1 - Res16 - Res32 - "
+    "Res32/2 - Res64/2 - Res64/2 - FC1000, same modules as cifar-resnet. Table II's counts "
+    "(172,544 units, 2,310,664 parameters) are reproduced by no choice we searched on 32x32 inputs "
+    "(nor on 64x64); this is the closest (142,312 units, 1,399,824 parameters).",
+)

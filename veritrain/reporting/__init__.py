@@ -1,4 +1,5 @@
 """Run files (JSON, JSON lines, CSV), terminal tables and training-curve plots."""
+
 from veritrain.reporting.io import (
     append_jsonl,
     atomic_write_bytes,
@@ -13,6 +14,16 @@ from veritrain.reporting.runs import run_row, runs_table
 from veritrain.reporting.tables import format_markdown, format_table
 
 __all__ = [
-    "append_jsonl", "atomic_write_bytes", "read_json", "read_jsonl", "write_csv", "write_json",
-    "write_jsonl", "plot_metrics", "format_markdown", "format_table", "run_row", "runs_table",
+    "append_jsonl",
+    "atomic_write_bytes",
+    "read_json",
+    "read_jsonl",
+    "write_csv",
+    "write_json",
+    "write_jsonl",
+    "plot_metrics",
+    "format_markdown",
+    "format_table",
+    "run_row",
+    "runs_table",
 ]

@@ -1,4 +1,5 @@
 """Writers for run files: atomic JSON, JSON lines, CSV."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Training curves of a run (alpha, eps, losses over epochs); matplotlib is an optional dependency."""
+
 from __future__ import annotations
 
 import os

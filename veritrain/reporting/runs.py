@@ -1,4 +1,5 @@
 """One row per training run (ACC, ERA, VRA, batch time, memory): the comparison tables of Tables III-V."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,13 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     elif method == "wong" and cfg.get("projections"):
         method = f"wong ({cfg['projections']} projections)"
     row: dict[str, Any] = {
-        "run": files.dir.name, "method": method, "net": cfg.get("net"), "dataset": cfg.get("dataset"),
-        "eps": cfg.get("eps"), "epochs": len(metrics) or cfg.get("epochs"), "ACC": summary.test_acc,
+        "run": files.dir.name,
+        "method": method,
+        "net": cfg.get("net"),
+        "dataset": cfg.get("dataset"),
+        "eps": cfg.get("eps"),
+        "epochs": len(metrics) or cfg.get("epochs"),
+        "ACC": summary.test_acc,
     }
     if summary.eval is not None:  # ERA per attack (and the worst case), VRA per domain ("n/a": not bounded)
         row.update(summary.eval.row(acc=False))

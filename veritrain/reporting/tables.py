@@ -1,4 +1,5 @@
 """Plain-text tables for the terminal."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -16,22 +17,24 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-                 headers: dict[str, str] | None = None) -> str:
+def format_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, headers: dict[str, str] | None = None
+) -> str:
     """Align dict rows under `columns` (default: keys of the first row); numbers right-aligned."""
     if columns is None:
         columns = list(rows[0]) if rows else []
     headers = headers or {}
     head = [headers.get(c, c) for c in columns]
     body = [[_cell(r.get(c)) for c in columns] for r in rows]
-    numeric = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
-                   for r in rows if r.get(c) is not None) and any(r.get(c) is not None for r in rows)
-               for c in columns]
+    numeric = [
+        all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in rows if r.get(c) is not None)
+        and any(r.get(c) is not None for r in rows)
+        for c in columns
+    ]
     widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric)).rstrip()
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
 
     out = [line(head), "  ".join("-" * w for w in widths)]
     out += [line(b) for b in body]

@@ -14,6 +14,7 @@ process runs the objective's `end_epoch` and rank 0's state (e.g. MixTrain's alp
 schedule is decided once. Rank 0 alone writes the run folder and evaluates; `--resume` loads the same
 checkpoint in every process. CPU runs use the gloo backend, CUDA runs NCCL with one GPU per process.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -69,11 +70,15 @@ def setup(device_name: str) -> torch.device:
         return device
     if device.type == "cuda":
         if device.index not in (None, procs.local_rank) and device_name not in ("auto", "cuda"):
-            raise ConfigError(f"--device {device_name} under torchrun: each process takes cuda:LOCAL_RANK; "
-                              "pass --device cuda (or auto)")
+            raise ConfigError(
+                f"--device {device_name} under torchrun: each process takes cuda:LOCAL_RANK; "
+                "pass --device cuda (or auto)"
+            )
         if procs.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"torchrun started {procs.world} processes on this node but only "
-                              f"{torch.cuda.device_count()} CUDA device(s) exist; lower --nproc_per_node")
+            raise ConfigError(
+                f"torchrun started {procs.world} processes on this node but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist; lower --nproc_per_node"
+            )
         device = torch.device("cuda", procs.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -107,13 +112,15 @@ def sum_gradients(model: nn.Module, bad_loss: bool) -> bool:
     params = [p for p in model.parameters() if p.requires_grad]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     dev = params[0].device if params else torch.device("cpu")
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(bad_loss)], device=dev, dtype=grads[0].dtype
-                                                                    if grads else torch.float32)])
+    flat = torch.cat(
+        [g.reshape(-1) for g in grads]
+        + [torch.tensor([float(bad_loss)], device=dev, dtype=grads[0].dtype if grads else torch.float32)]
+    )
     dist.all_reduce(flat)
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
     return bool(flat[-1].item() > 0)
 
@@ -145,5 +152,15 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["Processes", "barrier", "broadcast_parameters", "current", "from_main", "setup", "share", "shutdown",
-           "sum_floats", "sum_gradients"]
+__all__ = [
+    "Processes",
+    "barrier",
+    "broadcast_parameters",
+    "current",
+    "from_main",
+    "setup",
+    "share",
+    "shutdown",
+    "sum_floats",
+    "sum_gradients",
+]

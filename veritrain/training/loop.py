@@ -6,6 +6,7 @@ The run folder (its files, checkpoints, random states) is `veritrain.training.ru
 A run killed at any point and restarted with `resume=True` replays the interrupted epoch from the last
 checkpoint with the same random numbers, so it ends exactly as an uninterrupted run would.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,22 @@ from veritrain.versions import versions
 
 # options that may change between a checkpoint and its resumption (they do not affect the trajectory)
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "device", "progress", "resume", "overwrite", "out", "data_dir",
-     "eval_n", "eval_attacks", "eval_domains", "full_eval", "budget_minutes", "monitor_n", "tensorboard"}
+    {
+        "epochs",
+        "device",
+        "progress",
+        "resume",
+        "overwrite",
+        "out",
+        "data_dir",
+        "eval_n",
+        "eval_attacks",
+        "eval_domains",
+        "full_eval",
+        "budget_minutes",
+        "monitor_n",
+        "tensorboard",
+    }
 )
 
 
@@ -74,18 +89,29 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr_step >= 1, f"--lr-step must be at least 1, got {cfg.lr_step}"),
         (cfg.lr_gamma > 0, f"--lr-gamma must be positive, got {cfg.lr_gamma}"),
         (math.isfinite(cfg.eps) and cfg.eps >= 0, f"--eps must be a finite number >= 0 (pixel space), got {cfg.eps}"),
-        (cfg.norm != LINF or cfg.eps <= 1,
-         f"--eps {cfg.eps} exceeds 1, the whole pixel range [0, 1] (L-inf); pixel-space eps are e.g. 0.1, 0.3, 2/255"),
-        (cfg.eps_start is None or (math.isfinite(cfg.eps_start) and cfg.eps_start >= 0),
-         f"--eps-start must be a finite number >= 0, got {cfg.eps_start}"),
+        (
+            cfg.norm != LINF or cfg.eps <= 1,
+            f"--eps {cfg.eps} exceeds 1, the whole pixel range [0, 1] (L-inf); pixel-space eps are e.g. 0.1, 0.3, 2/255",
+        ),
+        (
+            cfg.eps_start is None or (math.isfinite(cfg.eps_start) and cfg.eps_start >= 0),
+            f"--eps-start must be a finite number >= 0, got {cfg.eps_start}",
+        ),
         (cfg.eps_ramp_epochs >= 0, f"--eps-ramp-epochs must be >= 0, got {cfg.eps_ramp_epochs}"),
-        (cfg.eps_train is None or (math.isfinite(cfg.eps_train) and cfg.eps_train >= 0),
-         f"--eps-train must be a finite number >= 0, got {cfg.eps_train}"),
-        (cfg.eps_schedule in EPS_SCHEDULES,
-         f"unknown eps schedule {cfg.eps_schedule!r}; choose one of: {', '.join(EPS_SCHEDULES)}"),
+        (
+            cfg.eps_train is None or (math.isfinite(cfg.eps_train) and cfg.eps_train >= 0),
+            f"--eps-train must be a finite number >= 0, got {cfg.eps_train}",
+        ),
+        (
+            cfg.eps_schedule in EPS_SCHEDULES,
+            f"unknown eps schedule {cfg.eps_schedule!r}; choose one of: {', '.join(EPS_SCHEDULES)}",
+        ),
         (cfg.clean_epochs >= 0, f"--clean-epochs must be >= 0, got {cfg.clean_epochs}"),
         (cfg.l1_reg >= 0, f"--l1-reg must be >= 0, got {cfg.l1_reg}"),
-        (cfg.budget_minutes is None or cfg.budget_minutes > 0, f"--budget-minutes must be positive, got {cfg.budget_minutes}"),
+        (
+            cfg.budget_minutes is None or cfg.budget_minutes > 0,
+            f"--budget-minutes must be positive, got {cfg.budget_minutes}",
+        ),
         (not (cfg.ibp_init and cfg.weights), "--ibp-init re-initialises the network: it contradicts --weights"),
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
@@ -93,7 +119,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.grad_clip is None or cfg.grad_clip > 0, f"--grad-clip must be positive, got {cfg.grad_clip}"),
         (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
         (cfg.monitor_n >= 0, f"--monitor-n must be >= 0, got {cfg.monitor_n}"),
-        (cfg.augment in AUGMENTATIONS, f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}"),
+        (
+            cfg.augment in AUGMENTATIONS,
+            f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}",
+        ),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
     ]
     for ok, msg in checks:
@@ -119,8 +148,11 @@ def _resolved_dict(values: dict[str, Any]) -> dict[str, Any]:
     """A stored configuration with today's resolved defaults filled in (checkpoints of older versions kept
     None for defaults such as acc0), so that resuming compares like with like."""
     try:
-        return TrainConfig.from_dict({k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__}
-                                     ).resolved().to_dict()
+        return (
+            TrainConfig.from_dict({k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__})
+            .resolved()
+            .to_dict()
+        )
     except (TypeError, ValueError):
         return dict(values)
 
@@ -188,8 +220,10 @@ def load_test_data(cfg: TrainConfig) -> TensorDataset:
 
 def l1_norm(model: nn.Module) -> torch.Tensor:
     """Sum of |w| over the weight matrices and kernels (not biases, not normalisation): the L1 penalty."""
-    return sum((p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1),
-               torch.zeros((), device=next(model.parameters()).device))
+    return sum(
+        (p.abs().sum() for p in model.parameters() if p.requires_grad and p.dim() > 1),
+        torch.zeros((), device=next(model.parameters()).device),
+    )
 
 
 def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
@@ -204,8 +238,14 @@ def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
 class Trainer:
     """Holds the state of one run; `train()` below is the entry point."""
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, train_data: TensorDataset,
-                 test_data: TensorDataset | None, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        train_data: TensorDataset,
+        test_data: TensorDataset | None,
+        device: torch.device,
+    ) -> None:
         self.cfg = cfg
         self.device = device
         self.model = model.to(device)
@@ -271,8 +311,9 @@ class Trainer:
             self.objective.load_state_dict(ckpt["objective"])
             set_rng_state(ckpt["rng"], self.shuffle_gen, self.method_gen)
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise TrainingError(f"{self.files.checkpoint} is incomplete or inconsistent ({e}); "
-                                "train into a new --out") from None
+            raise TrainingError(
+                f"{self.files.checkpoint} is incomplete or inconsistent ({e}); train into a new --out"
+            ) from None
         self.epoch = int(ckpt["epoch"])
         self.step = int(ckpt["step"])
         self.metrics = list(ckpt["metrics"])
@@ -299,7 +340,7 @@ class Trainer:
         bar = _progress(range(num_batches), cfg.progress, f"epoch {e + 1}/{cfg.epochs}")
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         for b in bar:
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x, y = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen), y_all[idx]
             share = 1.0  # torchrun: this process's rows of the global batch, and its share of the loss
             if self.procs.active:
@@ -310,8 +351,9 @@ class Trainer:
             y = y.to(self.device, non_blocking=True)
             t0 = time.perf_counter()
             eps = schedule.eps_at(e, self.step)
-            ctx = StepContext(eps=eps, epoch=e, step=self.step, num_batches=num_batches,
-                              generator=self.method_gen, device=self.device)
+            ctx = StepContext(
+                eps=eps, epoch=e, step=self.step, num_batches=num_batches, generator=self.method_gen, device=self.device
+            )
             if len(y):
                 loss, m = self.objective.loss(self.model, x, y, ctx)
                 if cfg.l1_reg > 0:
@@ -355,8 +397,10 @@ class Trainer:
             seen = int(totals.pop(" seen"))
             sums = defaultdict(float, totals)
         self.scheduler.step()
-        end = self.objective.end_epoch(self.model, EpochContext(
-            eps=eps, epoch=e, train_data=self.train_data, generator=self.method_gen, device=self.device))
+        end = self.objective.end_epoch(
+            self.model,
+            EpochContext(eps=eps, epoch=e, train_data=self.train_data, generator=self.method_gen, device=self.device),
+        )
         if self.procs.active:  # rank 0's end of epoch (e.g. MixTrain's alpha) decides for every process
             state, end = distributed.from_main((self.objective.state_dict(), end))
             self.objective.load_state_dict(state)
@@ -392,8 +436,11 @@ class Trainer:
                 self.tensorboard.log(row)
             if not self.cfg.progress:
                 continue
-            print(f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
-                  f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}", file=sys.stderr)
+            print(
+                f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
+                f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}",
+                file=sys.stderr,
+            )
         if self.procs.main and not self.files.model.exists():
             # a resume with no epoch left to train (e.g. --epochs lowered) still leaves the weights it evaluates
             save_weights(self.files.model, self.model)
@@ -410,15 +457,26 @@ def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
     if cfg.eps > 0:
         n = len(x) if cfg.full_eval else min(cfg.eval_n, len(x))
         out["eval"] = evaluate_tensors(
-            model, x[:n], y[:n], eps=cfg.eps, norm=cfg.norm,
-            attacks=split_names(cfg.eval_attacks), domains=split_names(cfg.eval_domains),
-            progress=cfg.progress, seed=cfg.seed,
+            model,
+            x[:n],
+            y[:n],
+            eps=cfg.eps,
+            norm=cfg.norm,
+            attacks=split_names(cfg.eval_attacks),
+            domains=split_names(cfg.eval_domains),
+            progress=cfg.progress,
+            seed=cfg.seed,
         )
     return out
 
 
-def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: TensorDataset | None = None,
-          test_data: TensorDataset | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    model: nn.Module | None = None,
+    train_data: TensorDataset | None = None,
+    test_data: TensorDataset | None = None,
+) -> dict[str, Any]:
     """Train `cfg.net` on `cfg.dataset` with `cfg.method` and return the summary (also RUN/summary.json).
 
     `model`, `train_data` and `test_data` replace what `cfg` names (Python API for own networks/data;
@@ -434,9 +492,14 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_data: Tenso
     if cfg.resume and not files.checkpoint.exists():
         raise TrainingError(
             f"--resume: {files.dir} holds no run to resume (no {files.CHECKPOINT}"
-            + (", the run never finished an epoch" if files.config.exists() else "") + "); check --out, or "
-            + ("pass --overwrite instead of --resume to start it again" if files.config.exists()
-               else "drop --resume to start a new run"))
+            + (", the run never finished an epoch" if files.config.exists() else "")
+            + "); check --out, or "
+            + (
+                "pass --overwrite instead of --resume to start it again"
+                if files.config.exists()
+                else "drop --resume to start a new run"
+            )
+        )
     created = not files.dir.exists()
     lock = acquire_lock(files.dir, f"training ({cfg.method})")  # one process per run folder
     try:
@@ -458,13 +521,20 @@ def _check_bound_support(objective: Objective, model: nn.Module, ds: TensorDatas
     try:
         check_supported(model, tuple(ds.tensors[0].shape[1:]), [domain])
     except UnsupportedLayerError as e:
-        raise TrainingError(f"--method {method} trains on {domain} bounds, which this network does not allow: {e}") \
-            from None
+        raise TrainingError(
+            f"--method {method} trains on {domain} bounds, which this network does not allow: {e}"
+        ) from None
 
 
-def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_start: float,
-                  model: nn.Module | None, train_data: TensorDataset | None,
-                  test_data: TensorDataset | None) -> dict[str, Any]:
+def _train_locked(
+    cfg: TrainConfig,
+    device: torch.device,
+    files: RunFiles,
+    t_start: float,
+    model: nn.Module | None,
+    train_data: TensorDataset | None,
+    test_data: TensorDataset | None,
+) -> dict[str, Any]:
     """`train` once the run folder is locked."""
     ckpt = load_checkpoint(files.checkpoint) if cfg.resume else None
     seed_everything(cfg.seed)
@@ -485,8 +555,9 @@ def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_sta
         trainer.restore(ckpt)
     elif files.started() and not cfg.overwrite:
         hint = "pass --resume to continue it" if files.checkpoint.exists() else "its checkpoint is missing"
-        raise TrainingError(f"{files.dir} already holds a training run ({hint}, --overwrite to start afresh, "
-                            "or choose another --out)")
+        raise TrainingError(
+            f"{files.dir} already holds a training run ({hint}, --overwrite to start afresh, or choose another --out)"
+        )
     # everything is valid: from here on the run folder is written
     files.dir.mkdir(parents=True, exist_ok=True)
     if ckpt is not None:
@@ -510,8 +581,13 @@ def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_sta
     t_eval = time.perf_counter()
     evaluation = _evaluate_run(trainer)
     summary: dict[str, Any] = {
-        "net": cfg.net, "dataset": cfg.dataset, "method": cfg.method, "eps": cfg.eps, "epochs": cfg.epochs,
-        "seed": cfg.seed, "device": str(device),
+        "net": cfg.net,
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "eps": cfg.eps,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "device": str(device),
         # VRA is meaningful when the bound engine accepts the network (not e.g. an ELU one)
         "sound": bound_engine_accepts(trainer.model, tuple(train_data.tensors[0].shape[1:])) is None,
         "train_size": len(train_data),
@@ -520,10 +596,13 @@ def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_sta
         "epochs_trained": trainer.epoch,
         "stopped_by_budget": trainer.epoch < cfg.epochs,
         "train_cpu_s": sum(float(r.get("cpu_time", 0.0)) for r in trainer.metrics),
-        "time_s": {"train": train_time, "eval": time.perf_counter() - t_eval,
-                   "total": train_time + time.perf_counter() - t_eval,
-                   "train_this_process": t_fit,
-                   "this_process": time.perf_counter() - t_start},
+        "time_s": {
+            "train": train_time,
+            "eval": time.perf_counter() - t_eval,
+            "total": train_time + time.perf_counter() - t_eval,
+            "train_this_process": t_fit,
+            "this_process": time.perf_counter() - t_start,
+        },
         "resumed": ckpt is not None,
         "versions": versions(),
     }
@@ -534,8 +613,9 @@ def _train_locked(cfg: TrainConfig, device: torch.device, files: RunFiles, t_sta
     return summary
 
 
-def _train_follower(cfg: TrainConfig, device: torch.device, model: nn.Module | None,
-                    train_data: TensorDataset | None) -> dict[str, Any]:
+def _train_follower(
+    cfg: TrainConfig, device: torch.device, model: nn.Module | None, train_data: TensorDataset | None
+) -> dict[str, Any]:
     """torchrun, ranks > 0: train in step with rank 0 (its own share of every batch), write nothing, and
     return rank 0's summary. Rank 0 checks the run folder and the data; when it fails, torchrun stops all."""
     files = RunFiles(cfg.out)
@@ -552,6 +632,13 @@ def _train_follower(cfg: TrainConfig, device: torch.device, model: nn.Module | N
 
 
 __all__ = [
-    "RunFiles", "Trainer", "TrainingError", "load_checkpoint", "read_metrics", "save_checkpoint",
-    "seed_everything", "select_device", "train",
+    "RunFiles",
+    "Trainer",
+    "TrainingError",
+    "load_checkpoint",
+    "read_metrics",
+    "save_checkpoint",
+    "seed_everything",
+    "select_device",
+    "train",
 ]

@@ -1,5 +1,6 @@
 """What a team watches while a run trains: test metrics of every epoch on a fixed test subset, and an optional
 TensorBoard log of the per-epoch metrics (the `tensorboard` extra)."""
+
 from __future__ import annotations
 
 import time
@@ -42,9 +43,18 @@ class EpochMonitor:
             return {}
         t0 = time.perf_counter()
         robust = self.cfg.eps > 0
-        ev = evaluate_tensors(model, self.x, self.y, self.cfg.eps, attacks=[MONITOR_ATTACK] if robust else [],
-                              domains=[self.domain] if robust else [], norm=self.cfg.norm, seed=self.cfg.seed,
-                              batch_size=max(self.cfg.batch_size, 100), progress=False)
+        ev = evaluate_tensors(
+            model,
+            self.x,
+            self.y,
+            self.cfg.eps,
+            attacks=[MONITOR_ATTACK] if robust else [],
+            domains=[self.domain] if robust else [],
+            norm=self.cfg.norm,
+            seed=self.cfg.seed,
+            batch_size=max(self.cfg.batch_size, 100),
+            progress=False,
+        )
         out: dict[str, Any] = {"test_acc": ev["acc"], "test_n": self.n}
         if robust:
             out["test_era"] = ev["era"].get(MONITOR_ATTACK)

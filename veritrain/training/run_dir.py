@@ -12,6 +12,7 @@ Run folder layout (`cfg.out`):
   run.lock         exists while a process trains or evaluates into the folder (owner pid; stale ones are taken over)
   metrics.png      written by `veritrain plot RUN`
 """
+
 from __future__ import annotations
 
 import io
@@ -90,8 +91,13 @@ def get_rng_state(shuffle_gen: torch.Generator, method_gen: torch.Generator) -> 
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
         "shuffle": shuffle_gen.get_state(),
         "method": method_gen.get_state(),
@@ -145,6 +151,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "RunFiles", "get_rng_state", "load_checkpoint", "read_metrics",
-    "save_checkpoint", "save_weights", "seed_everything", "set_rng_state",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "RunFiles",
+    "get_rng_state",
+    "load_checkpoint",
+    "read_metrics",
+    "save_checkpoint",
+    "save_weights",
+    "seed_everything",
+    "set_rng_state",
 ]

@@ -6,6 +6,7 @@ atomically with its content (written to a temporary file, then hard-linked to th
 when the lock exists). A lock whose process no longer runs on this host is stale and is taken over; a live
 one gives a one-line `RunLockedError` naming the owner.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,12 @@ def acquire(folder: str | os.PathLike[str], purpose: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "purpose": purpose,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     mask = os.umask(0)
     os.umask(mask)
     for _ in range(3):
@@ -86,7 +91,8 @@ def acquire(folder: str | os.PathLike[str], purpose: str) -> Path:
             raise RunLockedError(
                 f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} "
                 f"({owner.get('purpose')} since {owner.get('started')}); wait for it to finish or use another "
-                f"folder (if no such process runs, delete {path})")
+                f"folder (if no such process runs, delete {path})"
+            )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale: its owner is gone
     raise RunLockedError(f"could not lock {folder}: {path} keeps reappearing; another process is starting there")

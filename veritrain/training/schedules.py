@@ -1,4 +1,5 @@
 """Optimisers, learning-rate schedule and eps ramp of Section V-A."""
+
 from __future__ import annotations
 
 import torch
@@ -79,8 +80,14 @@ class StepSchedule:
 
 def step_schedule(cfg: TrainConfig, num_batches: int) -> StepSchedule:
     """The eps schedule of a run (`cfg` resolved): ramps to `eps_train` (default: `eps`)."""
-    return StepSchedule(cfg.eps if cfg.eps_train is None else cfg.eps_train, cfg.eps_start, cfg.eps_ramp_epochs,
-                        num_batches, cfg.eps_schedule, cfg.clean_epochs)
+    return StepSchedule(
+        cfg.eps if cfg.eps_train is None else cfg.eps_train,
+        cfg.eps_start,
+        cfg.eps_ramp_epochs,
+        num_batches,
+        cfg.eps_schedule,
+        cfg.clean_epochs,
+    )
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -1,4 +1,5 @@
 """Training methods: each module registers its `Objective` in METHODS (Section IV, V-A baselines)."""
+
 from veritrain.training.methods.base import METHODS, EpochContext, Objective, StepContext
 from veritrain.training.methods import regular  # noqa: F401  (registers "regular")
 from veritrain.training.methods import mixtrain  # noqa: F401,E402  (registers "mixtrain", Section IV)

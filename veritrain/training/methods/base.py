@@ -1,4 +1,5 @@
 """A training method is an objective plugged into the shared loop (`veritrain.training.loop`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ CROWN-IBP bounds the specification by one backward linear pass with interval bou
 layers (`veritrain.bounds.crown.CrownIBP`); ours is intersected with the IBP bound, so it is never looser.
 Once beta reaches 0 the step is an IBP step: the expensive backward pass is only paid during the ramp.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -17,8 +18,7 @@ from veritrain.training.methods.base import METHODS, StepContext
 from veritrain.training.methods.ibp import IBP, check_unit, ramp
 
 
-def crown_ibp_mix(model: nn.Module, ball: Ball, y: Tensor, ibp_lower: Tensor, beta: float,
-                  domain: CrownIBP) -> Tensor:
+def crown_ibp_mix(model: nn.Module, ball: Ball, y: Tensor, ibp_lower: Tensor, beta: float, domain: CrownIBP) -> Tensor:
     """beta * CROWN-IBP + (1 - beta) * IBP lower bounds (B, K); the IBP bounds alone when beta is 0."""
     if beta <= 0.0:
         return ibp_lower
@@ -42,7 +42,8 @@ class CrownIBPTraining(IBP):
     def beta_at(self, ctx: StepContext) -> float:
         return ramp(self.beta_start, self.beta_end, self.progress(ctx))
 
-    def robust_lower(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor,
-                     ctx: StepContext) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
+    def robust_lower(
+        self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, ctx: StepContext
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
         lower, pre, ball = super().robust_lower(model, x, y, logits, ctx)
         return crown_ibp_mix(model, ball, y, lower, self.beta_at(ctx), self.domain), pre, ball

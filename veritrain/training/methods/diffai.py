@@ -11,6 +11,7 @@ the ramp. In `ibp`'s terms: kappa_start 1, kappa_end 1 - diffai_kappa. Testing i
 domain: the paper tests DiffAI with its strongest domain (hybrid zonotope); here VRA uses the evaluation
 domains (`--eval-domains`), which are sound and at least as tight as the box.
 """
+
 from __future__ import annotations
 
 from veritrain.training.config import TrainConfig

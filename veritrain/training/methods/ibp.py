@@ -13,6 +13,7 @@ Shi et al. (2021) make IBP train in few epochs:
 `diffai` (the paper's DiffAI baseline) is this objective with its own kappa defaults; `crown-ibp`, `sabr`,
 `mtl-ibp` and MixTrain's `--batch-domain` reuse `interval_margin_lower` and the kappa ramp.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def ramp(start: float, end: float, progress: float) -> float:
     return start + (end - start) * progress
 
 
-def interval_margin_lower(model: nn.Module, ball: Ball, y: Tensor,
-                          num_classes: int) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+def interval_margin_lower(
+    model: nn.Module, ball: Ball, y: Tensor, num_classes: int
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """IBP lower bounds of z_y - z_j (B, K) (column y is 0) and every ReLU's input box, from one pass."""
     lower, _, pre = interval_preactivations(model, ball, margin_spec(y, num_classes).to(ball.x.dtype))
     return lower, pre
@@ -131,8 +133,9 @@ class IBP(Objective):
             return 0.0
         return self.cfg.bound_reg * max(0.0, 1.0 - float(ctx.eps) / self.eps_train)
 
-    def robust_lower(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor,
-                     ctx: StepContext) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
+    def robust_lower(
+        self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, ctx: StepContext
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
         """Lower bounds of the margins (B, K) whose CE is the robust loss, the ReLU input boxes, the ball."""
         ball = Ball(x, float(ctx.eps), self.cfg.norm)
         lower, pre = interval_margin_lower(model, ball, y, logits.shape[1])

@@ -6,6 +6,7 @@ ramped eps of the epoch. Mode: the attack runs the model in eval mode (`pgd_atta
 restores every module's mode), the training loss in train mode; for the paper's BN-free networks
 the two are the same function.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,14 +26,21 @@ def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | 
     return random_in_ball(x.detach().to(dev), eps, norm, generator).to(x.device)
 
 
-def madry_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, step_size: float,
-                   norm: str = LINF, generator: torch.Generator | None = None) -> Tensor:
+def madry_examples(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: str = LINF,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """PGD examples for training (detached, inside the ball and [0, 1]); random start from `generator`."""
     if eps <= 0:
         return x.detach()
     start = random_start(x, eps, norm, generator)
-    return pgd_attack(model, x, y, eps, steps=steps, step_size=step_size, norm=norm,
-                      random_start=False, x_init=start)
+    return pgd_attack(model, x, y, eps, steps=steps, step_size=step_size, norm=norm, random_start=False, x_init=start)
 
 
 @METHODS.register("madry")
@@ -44,8 +52,7 @@ class Madry(Objective):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         cfg = self.cfg
-        x_adv = madry_examples(model, x, y, float(ctx.eps), cfg.pgd_steps, cfg.pgd_step_size,
-                               cfg.norm, ctx.generator)
+        x_adv = madry_examples(model, x, y, float(ctx.eps), cfg.pgd_steps, cfg.pgd_step_size, cfg.norm, ctx.generator)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         with torch.no_grad():

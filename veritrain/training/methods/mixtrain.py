@@ -1,4 +1,5 @@
 """MixTrain (Section IV): stochastic robust approximation (Eqn. 8) + dynamic mixed training (Eqn. 9)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -74,8 +75,14 @@ class SamplePlan:
         return got
 
     def state_dict(self) -> dict[str, Any]:
-        return {"num_batches": self.num_batches, "k": self.k, "k_per_batch": self.k_per_batch,
-                "counts": self.counts, "position": self.position, "carry": self.carry}
+        return {
+            "num_batches": self.num_batches,
+            "k": self.k,
+            "k_per_batch": self.k_per_batch,
+            "counts": self.counts,
+            "position": self.position,
+            "carry": self.carry,
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> "SamplePlan":
@@ -127,11 +134,15 @@ class MixTrain(Objective):
         # --batch-domain bounds the whole batch, where k' = 0 means no tight samples on top of it)
         low = 0 if cfg.batch_domain is not None else 1
         if cfg.k is not None and cfg.k < low:
-            raise ValueError(f"--k must be >= {low} (0 bounds no sample, i.e. regular training: use --method "
-                             f"regular, or add --batch-domain), got {cfg.k}")
+            raise ValueError(
+                f"--k must be >= {low} (0 bounds no sample, i.e. regular training: use --method "
+                f"regular, or add --batch-domain), got {cfg.k}"
+            )
         if cfg.k_per_batch is not None and cfg.k_per_batch < low:
-            raise ValueError(f"--k-per-batch must be >= {low} (0 bounds no sample, i.e. regular training: use "
-                             f"--method regular, or add --batch-domain), got {cfg.k_per_batch}")
+            raise ValueError(
+                f"--k-per-batch must be >= {low} (0 bounds no sample, i.e. regular training: use "
+                f"--method regular, or add --batch-domain), got {cfg.k_per_batch}"
+            )
         self.k = cfg.k
         self.k_per_batch = DEFAULT_K_PER_BATCH if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
@@ -167,17 +178,17 @@ class MixTrain(Objective):
         """Indices (on the generator's device) of the k' samples of this batch to bound."""
         if self._plan is None or self._plan_epoch != ctx.epoch:
             if self.k is not None and self.k > ctx.num_batches * batch_size:
-                raise ValueError(f"k={self.k} sound samples per epoch exceed the {ctx.num_batches} batches of "
-                                 f"{batch_size}; lower --k or use --k-per-batch")
+                raise ValueError(
+                    f"k={self.k} sound samples per epoch exceed the {ctx.num_batches} batches of "
+                    f"{batch_size}; lower --k or use --k-per-batch"
+                )
             self._plan = SamplePlan(ctx.num_batches, self.k, self.k_per_batch, ctx.generator)
             self._plan_epoch = ctx.epoch
         kb = self._plan.take(batch_size)
         return torch.randperm(batch_size, generator=ctx.generator, device=ctx.generator.device)[:kb]
 
     # -- Eqn. 9 ----------------------------------------------------------------------------------
-    def loss(
-        self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext
-    ) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         idx = self.choose(x.shape[0], ctx).to(x.device)
         logits = model(x)
         regular = F.cross_entropy(logits, y)
@@ -211,8 +222,9 @@ class MixTrain(Objective):
         metrics.update(extra)
         return loss, metrics
 
-    def batch_verified(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, idx: Tensor,
-                       ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+    def batch_verified(
+        self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, idx: Tensor, ctx: StepContext
+    ) -> tuple[Tensor, dict[str, float]]:
         """The verified loss over the whole batch (`--batch-domain`), tightened on the k' chosen samples.
 
         Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
@@ -237,8 +249,9 @@ class MixTrain(Objective):
 
     # -- Section V-A: dynamic alpha ----------------------------------------------------------------
     @torch.no_grad()
-    def subsample_accuracy(self, model: nn.Module, train_data: Any, generator: torch.Generator,
-                           device: torch.device, batch_size: int = 500) -> float:
+    def subsample_accuracy(
+        self, model: nn.Module, train_data: Any, generator: torch.Generator, device: torch.device, batch_size: int = 500
+    ) -> float:
         """Clean accuracy (percent) on `acc_subsample` training images drawn with `generator`, eval mode."""
         n = len(train_data)
         if n == 0:
@@ -255,7 +268,7 @@ class MixTrain(Objective):
         hits = 0
         with eval_mode(model):
             for i in range(0, m, batch_size):
-                xb, yb = xs[i:i + batch_size].to(device), ys[i:i + batch_size].to(device)
+                xb, yb = xs[i : i + batch_size].to(device), ys[i : i + batch_size].to(device)
                 hits += int((model(xb).argmax(1) == yb).sum())
         return 100.0 * hits / m
 
@@ -265,17 +278,26 @@ class MixTrain(Objective):
         if not self.fixed and ctx.epoch >= self.warmup_epochs:
             self.alpha = update_alpha(self.alpha, acc, self.acc0, self.cfg.alpha_step)
         # "alpha" is the epoch's own (logged and plotted with the epoch it weighed); "alpha_next" the update
-        out = {"alpha": used, "alpha_next": self.alpha, "subsample_acc": acc, "acc0": self.acc0,
-               # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
-               "verified_loss": self._vsum / self._vcount if self._vcount else float("nan"),
-               "verified_samples": self._vcount}
+        out = {
+            "alpha": used,
+            "alpha_next": self.alpha,
+            "subsample_acc": acc,
+            "acc0": self.acc0,
+            # the epoch's mean over the bounded samples (replaces the loop's per-batch average)
+            "verified_loss": self._vsum / self._vcount if self._vcount else float("nan"),
+            "verified_samples": self._vcount,
+        }
         self._vsum, self._vcount = 0.0, 0
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "plan_epoch": self._plan_epoch,
-                "plan": None if self._plan is None else self._plan.state_dict(),
-                "verified_sum": self._vsum, "verified_count": self._vcount}
+        return {
+            "alpha": self.alpha,
+            "plan_epoch": self._plan_epoch,
+            "plan": None if self._plan is None else self._plan.state_dict(),
+            "verified_sum": self._vsum,
+            "verified_count": self._vcount,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not self.fixed:

@@ -4,6 +4,7 @@ L_adv is the cross-entropy at a PGD point of B_eps(x) ∩ [0, 1] (`--adv-steps`,
 over the same ball; `--mtl-alpha` a in [0, 1] moves the loss from adversarial (0) to verified (1) training.
 As in `ibp`, kappa mixes the clean cross-entropy in during the eps ramp (default 1 -> 0).
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

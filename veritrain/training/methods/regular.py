@@ -1,4 +1,5 @@
 """Regular training: cross-entropy on clean inputs (Eqn. 1)."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ over-approximation than the whole ball, so the loss is closer to the true worst 
 (SABR is certified-training by design, not a sound training loss); VRA is always measured by sound domains.
 `--sabr-lambda` (0.4; Müller et al. use 0.4 at MNIST 0.1, 0.6 at 0.3, 0.1 at CIFAR-10 2/255), `--adv-steps` (8).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -18,8 +19,9 @@ from veritrain.training.methods.madry import madry_examples
 from veritrain.validation import LINF
 
 
-def training_attack(model: nn.Module, x: Tensor, y: Tensor, radius: float, steps: int, norm: str,
-                    ctx: StepContext) -> Tensor:
+def training_attack(
+    model: nn.Module, x: Tensor, y: Tensor, radius: float, steps: int, norm: str, ctx: StepContext
+) -> Tensor:
     """PGD on the cross-entropy in B_radius(x) ∩ [0, 1], step 2.5 radius / steps, random start (detached)."""
     return madry_examples(model, x, y, radius, steps, 2.5 * radius / max(steps, 1), norm, ctx.generator)
 
@@ -45,8 +47,9 @@ class SABR(IBP):
         if cfg.norm != LINF:
             raise ValueError("sabr propagates boxes: it supports --norm linf only")
 
-    def robust_lower(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor,
-                     ctx: StepContext) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
+    def robust_lower(
+        self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, ctx: StepContext
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Ball]:
         eps = float(ctx.eps)
         centre = training_attack(model, x, y, (1.0 - self.lam) * eps, self.adv_steps, LINF, ctx)
         ball = Ball(centre, self.lam * eps)

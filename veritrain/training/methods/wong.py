@@ -10,6 +10,7 @@ estimate (`Dual(projections=k)`, `veritrain.bounds.dual_network`). For L2 balls 
 The projected estimate is NOT a sound bound; it is used for training only. Verification (VRA)
 always uses the exact, sound domains of `veritrain.bounds`.
 """
+
 from __future__ import annotations
 
 import torch

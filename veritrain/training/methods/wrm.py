@@ -18,6 +18,7 @@ projection. Choices, documented:
   and VRA is reported as not applicable. With ReLU the method still runs (a warning is issued,
   as the inner problem is no longer smooth) and VRA stays meaningful.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,9 @@ def penalised_objective(model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor, g
     return ce - gamma * (x_adv - x).flatten(1).pow(2).sum(1)
 
 
-def wrm_examples(model: nn.Module, x: Tensor, y: Tensor, gamma: float = DEFAULT_GAMMA, steps: int = 15,
-                 clip: bool = False) -> Tensor:
+def wrm_examples(
+    model: nn.Module, x: Tensor, y: Tensor, gamma: float = DEFAULT_GAMMA, steps: int = 15, clip: bool = False
+) -> Tensor:
     """Gradient ascent on phi/(2 gamma) from x with steps 1/sqrt(t+1), t = 0..steps; detached x'."""
     if gamma <= 0:
         raise ValueError(f"WRM needs gamma > 0 (the L2 penalty weight), got {gamma}")
@@ -76,8 +78,11 @@ class WRM(Objective):
             raise ValueError(f"--wrm-steps must be >= 0, got {cfg.wrm_steps}")
         self.sound = cfg.activation == "relu"
         if cfg.activation == "relu":
-            warnings.warn("WRM (Sinha et al.) assumes a smooth network; train it with --activation elu "
-                          "(ReLU runs, but the inner maximisation is not smooth)", stacklevel=2)
+            warnings.warn(
+                "WRM (Sinha et al.) assumes a smooth network; train it with --activation elu "
+                "(ReLU runs, but the inner maximisation is not smooth)",
+                stacklevel=2,
+            )
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         x_adv = wrm_examples(model, x, y, self.gamma, self.cfg.wrm_steps, self.cfg.wrm_clip)
