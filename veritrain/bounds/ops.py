@@ -11,7 +11,7 @@ if they were batches of images. What an op does in each domain is a rule of that
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -296,7 +296,7 @@ class ReduceOp(AffineOp):
         return a if self.scale == 1.0 else a * self.scale
 
 
-def _prod(xs) -> int:  # type: ignore[no-untyped-def]
+def _prod(xs: Iterable[int]) -> int:
     out = 1
     for x in xs:
         out *= int(x)
