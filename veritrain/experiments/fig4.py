@@ -10,7 +10,7 @@ one image per batch is only logged), alpha = 1 with k' = 50 is verifiably robust
 from __future__ import annotations
 
 from veritrain.experiments.figures import loss_figure
-from veritrain.experiments.spec import EPS_CIFAR, Experiment, Run, paper_run
+from veritrain.experiments.spec import EPS_CIFAR, MNIST_CPU, Experiment, Run, paper_run
 
 #: second phase: eps at its final value from the start, 20 epochs, lr x0.6 every 5
 SECOND = dict(epochs=20, eps_ramp_epochs=0)
@@ -54,21 +54,7 @@ EXPERIMENT = Experiment(
         ),
     ),
     columns=("ACC", "ERA", "VRA", "train time"),
-    cpu=dict(
-        net="mnist-small",
-        dataset="mnist",
-        eps=0.1,
-        optimizer="adam",
-        lr=1e-3,
-        eps_start=0.01,
-        epochs=3,
-        eps_ramp_epochs=2,
-        lr_step=1,
-        train_size=2000,
-        full_eval=False,
-        eval_n=500,
-        projections=10,
-    ),
+    cpu=dict(MNIST_CPU, epochs=3, eps_ramp_epochs=2, lr_step=1, train_size=2000, projections=10),
     cpu_note="MNIST Small at eps 0.1 instead of CIFAR Small, 3 epochs per phase on the first 2,000 training images "
     "(Adam 1e-3, lr x0.6 per epoch; phase 1 ramps eps over 2 epochs, phase 2 starts at the final eps), "
     "Wong et al. with 10 projections",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from veritrain.experiments.figures import alpha_figure
-from veritrain.experiments.spec import EPS_CIFAR, Experiment, Run, row
+from veritrain.experiments.spec import EPS_CIFAR, MNIST_CPU, Experiment, Run, row
 
 #: Figure 8's alphas (0.0, 0.1, ..., 1.0); the cpu scale runs these
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -12,21 +12,7 @@ CPU_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TABLE9 = {0.5: (71.4, 53.2, 30.9), "dynamic": (71.7, 54.6, 37.6)}
 
 #: the cpu scale: MNIST Small at eps 0.1, 4 epochs on 5,000 images, k' = 1
-CPU = dict(
-    net="mnist-small",
-    dataset="mnist",
-    eps=0.1,
-    optimizer="adam",
-    lr=1e-3,
-    eps_start=0.01,
-    epochs=4,
-    eps_ramp_epochs=2,
-    lr_step=2,
-    train_size=5000,
-    full_eval=False,
-    eval_n=500,
-    acc0=90.0,
-)
+CPU = dict(MNIST_CPU, epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, acc0=90.0)
 CPU_NOTE = (
     "MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); 4 "
     "epochs on the first 5,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 "

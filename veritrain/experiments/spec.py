@@ -35,6 +35,11 @@ PAPER_TRAINING: dict[str, dict[str, Any]] = {
         epochs=60, batch_size=50, optimizer="sgd", lr=0.05, lr_step=5, lr_gamma=0.6, eps_start=0.001, eps_ramp_epochs=10
     ),
 }
+#: the cpu scale's MNIST Small setting of the ablations (Fig. 4, Fig. 8, Table VIII): eps 0.1 with Section V-A's
+#: MNIST optimiser, ERA and VRA on the first 500 test images; each experiment adds its epochs and data size
+MNIST_CPU: dict[str, Any] = dict(
+    net="mnist-small", dataset="mnist", eps=0.1, optimizer="adam", lr=1e-3, eps_start=0.01, full_eval=False, eval_n=500
+)
 #: the final evaluation at the paper's scale: the whole test set, PGD-40 ERA, symbolic-linear VRA
 PAPER_EVAL: dict[str, Any] = dict(full_eval=True, eval_attacks="pgd", eval_domains=DEFAULT_DOMAIN)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veritrain.experiments.spec import EPS_CIFAR, Experiment, paper_numbers, row
+from veritrain.experiments.spec import EPS_CIFAR, MNIST_CPU, Experiment, paper_numbers, row
 
 #: k -> ((ACC, ERA, VRA), batch s, training time) as printed in Table VIII
 PAPER = {
@@ -13,21 +13,7 @@ PAPER = {
 }
 
 #: the cpu scale: MNIST Small at eps 0.1 with Adam (Section V-A's MNIST settings), 3 epochs on 1,000 images
-CPU = dict(
-    net="mnist-small",
-    dataset="mnist",
-    eps=0.1,
-    optimizer="adam",
-    lr=1e-3,
-    eps_start=0.01,
-    epochs=3,
-    eps_ramp_epochs=2,
-    lr_step=2,
-    train_size=1000,
-    full_eval=False,
-    eval_n=500,
-    acc0=90.0,
-)
+CPU = dict(MNIST_CPU, epochs=3, eps_ramp_epochs=2, lr_step=2, train_size=1000, acc0=90.0)
 #: k' = 10 and 20 cost about 2 and 5 CPU seconds per batch of MNIST Small (k' = 1: 0.1 s): the cpu scale
 #: runs k' = 1, 2, 5
 CPU_K = (1, 2, 5)
