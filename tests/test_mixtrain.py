@@ -291,3 +291,19 @@ def test_through_the_shared_loop(tmp_path):
     assert {"alpha", "alpha_next", "subsample_acc", "regular_loss", "verified_loss", "eps"} <= set(rows[0])
     assert rows[1]["alpha"] == rows[0]["alpha_next"]  # each row logs the alpha its epoch was trained with
     assert rows[0]["alpha"] == c.alpha0
+
+
+def test_alpha_after_ramp_holds_alpha0_until_eps_is_reached():
+    model = tiny_net()
+    x, y = data(20)
+    obj = MixTrain(cfg(alpha0=0.5, acc0=100.0, alpha_after_ramp=True, clean_epochs=1, eps_ramp_epochs=3, k_per_batch=5))
+    assert obj.first_rule_epoch == 3  # epochs 0 (clean), 1-3 (ramp): the rule first moves alpha after epoch 3
+    for epoch in range(4):
+        obj.loss(model, x, y, ctx(epoch))
+        out = obj.end_epoch(
+            model, EpochContext(0.05, epoch, TensorDataset(x, y), torch.Generator().manual_seed(0), torch.device("cpu"))
+        )
+        assert out["alpha"] == 0.5
+        assert out["alpha_next"] == (0.5 if epoch < 3 else pytest.approx(0.45))  # acc0 = 100 is never beaten
+    assert MixTrain(cfg(alpha_after_ramp=True, warmup_epochs=6, eps_ramp_epochs=3)).first_rule_epoch == 6
+    assert MixTrain(cfg(eps_ramp_epochs=3)).first_rule_epoch == 0  # the paper: from the first epoch

@@ -45,12 +45,15 @@ class Setting:
     eps: float
     eps_train: float
     acc0: float  # MixTrain's target accuracy for this setting (percent)
+    #: acc0 of the recipes that hold alpha through the eps ramp: the clean accuracy wanted at the end (the
+    #: issue's ACC goal plus the ~0.5 point by which the eval-mode training subsample beats the test set)
+    acc0_held: float
 
 
 SETTINGS: dict[str, Setting] = {
-    "mnist-0.1": Setting("mnist-small", "mnist", 0.1, 0.15, 98.0),
-    "mnist-0.3": Setting("mnist-small", "mnist", 0.3, 0.3, 94.0),
-    "cifar-2of255": Setting("cifar-small", "cifar10", 2 / 255, 2 / 255, 60.0),
+    "mnist-0.1": Setting("mnist-small", "mnist", 0.1, 0.15, 98.0, 99.0),
+    "mnist-0.3": Setting("mnist-small", "mnist", 0.3, 0.3, 94.0, 96.5),
+    "cifar-2of255": Setting("cifar-small", "cifar10", 2 / 255, 2 / 255, 60.0, 60.0),
 }
 
 #: the certified recipes' common options (Shi et al. 2021 on MNIST; Adam at 5e-4 on every data set, as
@@ -77,6 +80,8 @@ class Recipe:
     options: dict[str, Any] = field(default_factory=dict)
     paper_schedule: bool = False
     uses_acc0: bool = False
+    #: alpha held at alpha0 until the eps ramp ends (`--alpha-after-ramp`), acc0 from `Setting.acc0_held`
+    holds_alpha: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -89,6 +94,14 @@ RECIPES: dict[str, Recipe] = {
     # MixTrain over IBP (the CPU choice): IBP on the batch, CROWN-IBP on k' = 1 sample, dynamic alpha
     "mixtrain-ibp": Recipe(
         "mixtrain", dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1), uses_acc0=True
+    ),
+    # MixTrain over IBP with alpha held at 0.5 (IBP's final kappa) through the eps ramp, then steered to the
+    # wanted clean accuracy (`Setting.acc0_held`) by the paper's rule
+    "mixtrain-ibp-hold": Recipe(
+        "mixtrain",
+        dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1, alpha0=0.5, alpha_after_ramp=True),
+        uses_acc0=True,
+        holds_alpha=True,
     ),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
@@ -106,7 +119,7 @@ def scaled_config(recipe: Recipe, setting: Setting, epochs: int, **overrides: An
         net=setting.net, dataset=setting.dataset, method=recipe.method, eps=setting.eps, epochs=epochs, **recipe.options
     )
     if recipe.uses_acc0:
-        values["acc0"] = setting.acc0
+        values["acc0"] = setting.acc0_held if recipe.holds_alpha else setting.acc0
     if recipe.paper_schedule:
         values.update(eps_ramp_epochs=max(1, round(epochs / 6)), lr_step=max(1, round(epochs / 12)))
     else:

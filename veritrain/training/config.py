@@ -206,6 +206,12 @@ class TrainConfig:
         "before Eqn. 9 and the dynamic alpha start; the eps ramp runs as usual",
         methods=("mixtrain",),
     )
+    alpha_after_ramp: bool = option(
+        False,
+        "dynamic alpha: keep alpha at alpha0 until the eps ramp ends (--clean-epochs + --eps-ramp-epochs), then "
+        "apply the rule (not in the paper: while eps grows the accuracy falls because of the ramp, not alpha)",
+        methods=("mixtrain",),
+    )
     # Madry / attacks
     pgd_steps: int = option(40, "PGD iterations of the inner maximisation (paper: 40)", methods=("madry",))
     pgd_step_size: float = option(0.01, "PGD step size in pixel space (paper: 0.01)", methods=("madry",))

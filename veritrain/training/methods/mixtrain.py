@@ -107,7 +107,9 @@ class MixTrain(Objective):
     `cfg.alpha_step` (0.05) up if the clean accuracy on `cfg.acc_subsample` random training images
     (eval mode) beats acc0, else down, kept in [0, 1]; `cfg.alpha` fixes it instead (Fig. 8, Table IX).
     During the first `cfg.warmup_epochs` epochs (default 0, not in the paper) alpha is 0 and does not move:
-    plain cross-entropy, with the verified loss only logged.
+    plain cross-entropy, with the verified loss only logged. With `cfg.alpha_after_ramp` (not in the paper)
+    alpha stays at alpha0 until the eps ramp has ended (`first_rule_epoch`): while eps grows the accuracy
+    falls because of the ramp, and the rule would read that as "alpha too high" and drive alpha to 0.
 
     Default acc0 (the paper gives no value). The rule makes alpha settle where the training accuracy is
     about acc0, so acc0 is the clean accuracy we are willing to end at; everything above it is spent on
@@ -161,6 +163,11 @@ class MixTrain(Objective):
         if cfg.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
         self.warmup_epochs = int(cfg.warmup_epochs)
+        #: the first epoch (0-based) whose end moves alpha by the rule of Section V-A
+        self.first_rule_epoch = self.warmup_epochs
+        if cfg.alpha_after_ramp:
+            ramp_end = int(cfg.clean_epochs) + max(int(cfg.eps_ramp_epochs), 1)  # epochs until eps is reached
+            self.first_rule_epoch = max(self.warmup_epochs, ramp_end - 1)
         self.batch_domain = cfg.batch_domain
         if self.batch_domain is not None and self.batch_domain not in BATCH_DOMAINS:
             raise ValueError(f"unknown --batch-domain {self.batch_domain!r}; choose one of: {', '.join(BATCH_DOMAINS)}")
@@ -275,7 +282,7 @@ class MixTrain(Objective):
     def end_epoch(self, model: nn.Module, ctx: EpochContext) -> dict[str, float]:
         acc = self.subsample_accuracy(model, ctx.train_data, ctx.generator, ctx.device)
         used = 0.0 if ctx.epoch < self.warmup_epochs else self.alpha  # what `loss` weighed this epoch with
-        if not self.fixed and ctx.epoch >= self.warmup_epochs:
+        if not self.fixed and ctx.epoch >= self.first_rule_epoch:
             self.alpha = update_alpha(self.alpha, acc, self.acc0, self.cfg.alpha_step)
         # "alpha" is the epoch's own (logged and plotted with the epoch it weighed); "alpha_next" the update
         out = {
