@@ -209,7 +209,7 @@ class FrontierRow:
     vra_domain: str
     era: float | None
     eval_n: int
-    run: str
+    run: str  # the run folder, relative to the table's own folder (out/SETTING)
 
 
 def _config_epochs(files: RunFiles) -> int | None:
@@ -235,7 +235,7 @@ def _summary_row(setting: str, recipe: str, budget: float, epochs: int, run: Pat
         best,
         min(eras) if eras else None,
         ev.n if ev else 0,
-        str(run),
+        run.name,
     )
 
 
