@@ -72,6 +72,7 @@ def child(args: argparse.Namespace) -> dict:
         res = ATTACKS.get("interval")(eps=0.3).run(model, x, y)  # the whole set in one call: the attack chunks
         with torch.no_grad():
             out["interval_era"] = 100.0 * float((model(res.x_adv).argmax(1) == y).double().mean())
+        out["info"] = res.info  # samples broken by PGD first, verified over the ball, searched by Algorithm 1
         out["n"] = len(x)
     elif args.child == "cifar":
         from veritrain.models import build_model
@@ -133,6 +134,12 @@ def main() -> None:
                 f"peak RSS {r['peak_rss_mb']:.0f} MB (target <= 2048 {'ok' if r['peak_rss_mb'] <= 2048 else 'MISSED'}); "
                 f"ERA interval {r['interval_era']:.1f} vs PGD {r['pgd_era']:.1f} {'ok' if ok else 'ABOVE PGD'}"
             )
+            info = r.get("info") or {}
+            if info:
+                print(
+                    f"  of which broken by PGD first {info.get('pgd_broken')}, verified over the whole ball "
+                    f"{info.get('verified')}, searched by Algorithm 1 {info.get('searched')}"
+                )
         elif part == "cifar":
             print(
                 f"MixTrain k'=1 symbolic-linear step, CIFAR Large, batch 50: {r['cpu_s']:.1f} CPU s, peak RSS "

@@ -88,8 +88,11 @@ class _Ball:
 
 def _ibp(model, ball):
     """Interval bounds; an L2 ball is bounded by its enclosing box (sound)."""
-    l = (ball.x - ball.eps).clamp(ball.lo, ball.hi)
-    u = (ball.x + ball.eps).clamp(ball.lo, ball.hi)
+    e = ball.eps  # a float or per-sample (B,)
+    if isinstance(e, torch.Tensor) and e.dim() > 0:
+        e = e.view(-1, *([1] * (ball.x.dim() - 1)))
+    l = (ball.x - e).clamp(ball.lo, ball.hi)
+    u = (ball.x + e).clamp(ball.lo, ball.hi)
     for m in model:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             mid, rad = (u + l) / 2, (u - l) / 2
@@ -333,6 +336,46 @@ def test_interval_attack_real_bounds(trained, norm, eps, small):
         assert ok.any()
         r = make_attack("interval", e, norm=norm, **FAST["interval"]).run(model, x, y)
         assert not r.success[ok].any(), "the attack broke a sample the sound analysis verified"
+
+
+@pytest.mark.parametrize("eps", [0.15, 0.25])
+def test_interval_attack_shortcuts_only_save_time(trained, eps):
+    """PGD first, the skip of samples verified over the whole ball (symbolic-linear, then CROWN) and the
+    interval pre-check of the eps' scan (Lines 3-7) never lose a success of Algorithm 1 alone, and the attack
+    contains PGD's successes."""
+    Ball, verify = real_bounds()
+    model, x, y = trained
+    plain = make_attack(
+        "interval", eps, include_pgd=False, skip_verified=False, precheck_domain=None, **FAST["interval"]
+    ).run(model, x, y)
+    fast = make_attack("interval", eps, **FAST["interval"]).run(model, x, y)
+    pgd = make_attack("pgd", eps).run(model, x, y)
+    ball = Ball(x, eps, lo=0.0, hi=1.0)
+    ok = verify(model, ball, y, domain="symbolic-linear") | verify(model, ball, y, domain="crown")
+    assert not plain.success[ok].any() and not fast.success[ok].any()
+    assert (fast.success | ~plain.success).all(), "a shortcut lost a success of Algorithm 1"
+    assert (fast.success | ~pgd.success).all(), "weaker than PGD with the same seed"
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y
+    info = fast.info
+    assert info["pgd_broken"] == int((pgd.success & ~wrong).sum())
+    assert info["verified"] == int(ok.sum())
+    assert info["pgd_broken"] + info["verified"] + info["searched"] + int(wrong.sum()) == len(x)
+    assert plain.info["searched"] == int((~wrong).sum())
+
+
+def test_interval_scan_precheck_keeps_the_levels(trained):
+    """The interval pre-check of Lines 3-7 picks the same eps' per sample as symbolic-linear alone."""
+    model, x, y = trained
+    g = torch.Generator().manual_seed(0)
+    xs = (x + 0.2 * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
+    for eps in (0.1, 0.3):
+        with_pre = make_attack("interval", eps)
+        alone = make_attack("interval", eps, precheck_domain=None)
+        assert with_pre.precheck_domain == "interval" and alone.precheck_domain is None
+        for pts in (x, xs):
+            chosen = with_pre._scan(model, pts, y, with_pre.levels())
+            assert torch.equal(chosen, alone._scan(model, pts, y, alone.levels()))
 
 
 def test_era(trained, standin_bounds):
