@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from veritrain.registry import Registry
-from veritrain.validation import check_eps, check_labels, check_pixels
-
-NORMS = ("linf", "l2", "l0")
+from veritrain.validation import ATTACK_NORMS, DEFAULT_NORM, L0, L2, LINF, NORMS, check_eps, check_labels, check_pixels
 
 #: name -> Attack subclass (filled by the modules of this package)
 ATTACKS: Registry[type["Attack"]] = Registry("attack")
@@ -60,7 +58,7 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
     return gen
 
 
-def check_norm(norm: str, allowed: Sequence[str] = ("linf", "l2")) -> str:
+def check_norm(norm: str, allowed: Sequence[str] = NORMS) -> str:
     if norm not in allowed:
         raise ValueError(f"unsupported norm {norm!r}; use one of: {', '.join(allowed)}")
     return norm
@@ -76,13 +74,13 @@ def check_inputs(x: Tensor, y: Tensor, num_classes: int | None = None) -> None:
 def flat_norm(d: Tensor, norm: str) -> Tensor:
     """Per-sample norm of a batch of perturbations: linf, l2, or l0 (number of non-zero values)."""
     d = d.flatten(1)
-    if norm == "linf":
+    if norm == LINF:
         return d.abs().amax(1) if d.shape[1] else d.new_zeros(d.shape[0])
-    if norm == "l2":
+    if norm == L2:
         return d.norm(dim=1)
-    if norm == "l0":
+    if norm == L0:
         return (d != 0).sum(1).to(d.dtype)
-    raise ValueError(f"unsupported norm {norm!r}; use one of: {', '.join(NORMS)}")
+    raise ValueError(f"unsupported norm {norm!r}; use one of: {', '.join(ATTACK_NORMS)}")
 
 
 def _view(v: Tensor, like: Tensor) -> Tensor:
@@ -93,13 +91,13 @@ def project(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: str) -> Tensor:
     """Project onto B_eps(x), then clip to [0, 1]. Clipping after the ball projection stays in the
     ball: since x is in [0, 1], clipping moves every coordinate towards x's."""
     d = x_adv - x
-    if norm == "linf":
+    if norm == LINF:
         if isinstance(eps, Tensor):
             e = _view(eps, x)
             d = torch.maximum(torch.minimum(d, e), -e)
         else:
             d = d.clamp(-eps, eps)
-    elif norm == "l2":
+    elif norm == L2:
         n = d.flatten(1).norm(dim=1)
         scale = (eps / n.clamp_min(1e-12)).clamp(max=1.0)
         d = d * _view(scale, d)
@@ -110,10 +108,10 @@ def project(x_adv: Tensor, x: Tensor, eps: float | Tensor, norm: str) -> Tensor:
 
 def random_in_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
     """A uniform random point of B_eps(x) (linf: per coordinate; l2: uniform in the ball), clipped to [0, 1]."""
-    if norm == "linf":
+    if norm == LINF:
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         d = (2 * u - 1) * eps
-    elif norm == "l2":
+    elif norm == L2:
         g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         g = g / _view(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
         dim = x[0].numel()
@@ -126,7 +124,7 @@ def random_in_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator 
 
 def ascent_direction(g: Tensor, norm: str) -> Tensor:
     """Steepest-ascent direction of unit size: sign(g) for linf, g / ||g||_2 for l2."""
-    if norm == "linf":
+    if norm == LINF:
         return g.sign()
     return g / _view(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
 
@@ -161,9 +159,9 @@ class Attack:
     """Base class. Subclasses implement `_run(model, x, y) -> AttackResult` on detached inputs."""
 
     name = "attack"
-    norms: tuple[str, ...] = ("linf", "l2")
+    norms: tuple[str, ...] = NORMS
 
-    def __init__(self, eps: float | None, norm: str = "linf", seed: int | None = 0) -> None:
+    def __init__(self, eps: float | None, norm: str = DEFAULT_NORM, seed: int | None = 0) -> None:
         check_norm(norm, self.norms)
         if eps is not None:
             check_eps(eps, what=f"{self.name}: eps")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from veritrain.attacks.base import ATTACKS
 from veritrain.attacks.pgd import PGD
+from veritrain.validation import DEFAULT_NORM
 
 
 @ATTACKS.register("cw")
@@ -13,7 +14,7 @@ class CW(PGD):
 
     name = "cw"
 
-    def __init__(self, eps: float, norm: str = "linf", seed: int | None = 0, **kw) -> None:
+    def __init__(self, eps: float, norm: str = DEFAULT_NORM, seed: int | None = 0, **kw) -> None:
         kw.setdefault("loss", "margin")
         kw.setdefault("include_fgsm", False)
         super().__init__(eps, norm, seed, **kw)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from veritrain.attacks.base import ATTACKS, Attack, AttackResult, margin, robust_curve
+from veritrain.validation import L2
 
 __all__ = ["CWL2", "robust_curve"]
 
@@ -32,12 +33,12 @@ class CWL2(Attack):
     """
 
     name = "cw-l2"
-    norms = ("l2",)
+    norms = (L2,)
 
     def __init__(
         self,
         eps: float | None = None,
-        norm: str = "l2",
+        norm: str = L2,
         seed: int | None = 0,
         steps: int = 200,
         binary_search_steps: int = 6,

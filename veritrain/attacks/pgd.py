@@ -21,12 +21,12 @@ from veritrain.attacks.base import (
     project,
     random_in_ball,
 )
-from veritrain.validation import check_eps
+from veritrain.validation import DEFAULT_NORM, L2, LINF, check_eps
 
 
 def default_step_size(eps: float, steps: int, norm: str) -> float:
     """linf: min(0.01, 2.5 eps / steps) (0.01 is the paper's step for MNIST, eps = 0.3); l2: 2.5 eps / steps."""
-    if norm == "linf":
+    if norm == LINF:
         return min(0.01, 2.5 * eps / max(steps, 1))
     return 2.5 * eps / max(steps, 1)
 
@@ -84,7 +84,7 @@ def pgd_attack(
     eps: float,
     steps: int = 40,
     step_size: float | None = 0.01,
-    norm: str = "linf",
+    norm: str = DEFAULT_NORM,
     random_start: bool = True,
     restarts: int = 1,
     loss: str = "ce",
@@ -138,7 +138,7 @@ class PGD(Attack):
     def __init__(
         self,
         eps: float,
-        norm: str = "linf",
+        norm: str = DEFAULT_NORM,
         seed: int | None = 0,
         steps: int = 40,
         step_size: float | None = 0.01,
@@ -164,6 +164,7 @@ class PGD(Attack):
         self.early_stop = early_stop
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        assert self.eps is not None  # __init__ refuses None
         eps, norm = float(self.eps), self.norm
         gen = self.generator(x.device)
         if not self.keep_best:  # FGSM and other plain runs: the last iterate
@@ -204,7 +205,7 @@ class PGDL2(PGD):
 
     name = "pgd-l2"
 
-    def __init__(self, eps: float, norm: str = "l2", seed: int | None = 0, **kw) -> None:
+    def __init__(self, eps: float, norm: str = L2, seed: int | None = 0, **kw) -> None:
         kw.setdefault("step_size", None)
         super().__init__(eps, norm, seed, **kw)
 
@@ -217,7 +218,7 @@ class FGSM(PGD):
     name = "fgsm"
     keep_best = False
 
-    def __init__(self, eps: float, norm: str = "linf", seed: int | None = 0, loss: str = "ce") -> None:
+    def __init__(self, eps: float, norm: str = DEFAULT_NORM, seed: int | None = 0, loss: str = "ce") -> None:
         super().__init__(
             eps,
             norm,

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from veritrain.attacks.base import ATTACKS, Attack, AttackResult
+from veritrain.validation import L0
 
 
 @ATTACKS.register("pointwise")
@@ -30,12 +31,12 @@ class Pointwise(Attack):
     salt-and-pepper start."""
 
     name = "pointwise"
-    norms = ("l0",)
+    norms = (L0,)
 
     def __init__(
         self,
         eps: float | None = None,
-        norm: str = "l0",
+        norm: str = L0,
         seed: int | None = 0,
         unit: str = "pixel",
         levels: int = 100,

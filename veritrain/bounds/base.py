@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds.ops import AffineOp, LinearOp, Op, SpecOp, to_ops
 from veritrain.registry import Registry
-from veritrain.validation import check_eps, check_labels, check_pixels
+from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM, L2, NORMS, check_eps, check_labels, check_pixels
 
 
 @dataclass
@@ -23,13 +23,13 @@ class Ball:
 
     x: Tensor
     eps: float | Tensor
-    norm: str = "linf"
+    norm: str = DEFAULT_NORM
     lo: float = 0.0
     hi: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"unknown norm {self.norm!r}; choose linf or l2")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose {' or '.join(NORMS)}")
         # a negative eps is an empty set, where every bound would "prove" anything: refuse it and NaN/inf
         check_pixels(self.x, self.lo, self.hi, "Ball: x")
         check_eps(self.eps, self.x.shape[0], "Ball: eps")
@@ -68,7 +68,7 @@ class Ball:
             val = (pos * lo_box + neg * hi_box).sum(dims)
         else:
             val = (pos * hi_box + neg * lo_box).sum(dims)
-        if self.norm == "l2":
+        if self.norm == L2:
             centre = (a * self.x.unsqueeze(1)).sum(dims)
             radius = self.eps_view().reshape(-1, 1) * a.flatten(2).norm(dim=2)
             val = torch.maximum(val, centre - radius) if lower else torch.minimum(val, centre + radius)
@@ -156,7 +156,7 @@ def compute_bounds(
     model: nn.Module,
     ball: Ball,
     spec: Tensor | None = None,
-    domain: str | Domain = "symbolic-linear",
+    domain: str | Domain = DEFAULT_DOMAIN,
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of `spec @ model(x')` over the ball; shapes (B, S) (or (B, K) without spec).
@@ -211,7 +211,7 @@ def margin_spec(y: Tensor, num_classes: int) -> Tensor:
 
 
 def margin_lower(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", chunk_size: int | None = None
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = DEFAULT_DOMAIN, chunk_size: int | None = None
 ) -> Tensor:
     """Lower bounds of z_y - z_j over the ball, (B, K); column y is 0 (chunked as `compute_bounds`)."""
     ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))  # converted once: the spec needs the number of classes
@@ -232,7 +232,7 @@ def verified_loss(
     model: nn.Module,
     ball: Ball,
     y: Tensor,
-    domain: str | Domain = "symbolic-linear",
+    domain: str | Domain = DEFAULT_DOMAIN,
     reduction: str = "mean",
     chunk_size: int | None = None,
 ) -> Tensor:
@@ -243,7 +243,7 @@ def verified_loss(
 
 @torch.no_grad()
 def verify(
-    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = "symbolic-linear", chunk_size: int | None = None
+    model: nn.Module, ball: Ball, y: Tensor, domain: str | Domain = DEFAULT_DOMAIN, chunk_size: int | None = None
 ) -> Tensor:
     """Per-sample proof of robustness: every margin z_y - z_j (j != y) has a positive lower bound
     (chunked as `compute_bounds`)."""
@@ -256,7 +256,7 @@ def interval_gradient(
     model: nn.Module,
     ball: Ball,
     y: Tensor,
-    domain: str | Domain = "symbolic-linear",
+    domain: str | Domain = DEFAULT_DOMAIN,
     chunk_size: int | None = None,
 ) -> Tensor:
     """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III).

@@ -50,13 +50,15 @@ class Window:
         return (pos >= first) & (pos < first + self.size)
 
 
-def _conv_geometry(op: Op) -> tuple[tuple[int, int], ...] | None:
-    """((kernel, stride, padding, dilation) per axis) of a convolution-like op, None for per-neuron ops."""
+Axis = tuple[int, int, int, int]  # (kernel, stride, padding, dilation) along one spatial axis
+
+
+def _conv_geometry(op: Conv2dOp | AvgPool2dOp) -> tuple[Axis, Axis]:
+    """The geometry of a convolution or an average pooling along the height and the width."""
     conv = op._conv if isinstance(op, AvgPool2dOp) else op
-    if isinstance(conv, Conv2dOp):
-        l = conv.layer
-        return tuple((l.kernel_size[i], l.stride[i], conv._padding[i], l.dilation[i]) for i in range(2))
-    return None
+    l = conv.layer
+    gh, gw = ((l.kernel_size[i], l.stride[i], conv._padding[i], l.dilation[i]) for i in range(2))
+    return gh, gw
 
 
 def local_prefix(ops: list[Op]) -> tuple[int, Window, Window]:
@@ -71,7 +73,7 @@ def local_prefix(ops: list[Op]) -> tuple[int, Window, Window]:
         if len(op.in_shape) != 3 or len(op.out_shape) != 3 or op.src != (prev,):
             break
         if isinstance(op, (Conv2dOp, AvgPool2dOp)):
-            gh, gw = _conv_geometry(op)  # type: ignore[misc]
+            gh, gw = _conv_geometry(op)
             wh, ww = wh.through(*gh), ww.through(*gw)
         elif not isinstance(op, (ScaleShiftOp, ActivationOp)):
             break
@@ -87,7 +89,7 @@ def _shorter(ops: list[Op], n: int) -> tuple[int, Window, Window]:
     wh, ww = Window(), Window()
     for op in ops[:n]:
         if isinstance(op, (Conv2dOp, AvgPool2dOp)):
-            gh, gw = _conv_geometry(op)  # type: ignore[misc]
+            gh, gw = _conv_geometry(op)
             wh, ww = wh.through(*gh), ww.through(*gw)
     return n, wh, ww
 
@@ -214,7 +216,7 @@ def error_colouring(rest: list[Op], shape: tuple[int, ...], like: Tensor) -> Col
     n, wh, ww = local_prefix(rest)
     if n != len(rest):
         return None
-    return _coloured(shape, rest[-1].out_shape, wh, ww, like)  # type: ignore[arg-type]
+    return _coloured(shape, rest[-1].out_shape, wh, ww, like)
 
 
 def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tuple[Colouring, int] | None:
@@ -225,7 +227,7 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     n, wh, ww = local_prefix(ops)
     if not any(isinstance(op, ActivationOp) for op in ops[:n]):
         return None
-    found = _coloured(in_shape, ops[n - 1].out_shape, wh, ww, like)  # type: ignore[arg-type]
+    found = _coloured(in_shape, ops[n - 1].out_shape, wh, ww, like)
     return None if found is None else (found, n)
 
 

@@ -49,6 +49,7 @@ from veritrain.bounds.ops import (
     SpecOp,
 )
 from veritrain.bounds.relaxations import relu_relaxation, s_shaped_relaxation
+from veritrain.validation import L2
 
 LayerBounds = dict[Op, tuple[Tensor, Tensor]]  # activation / max-pool op -> input (lower, upper), (B, *shape)
 SlopeRule = Callable[..., Tensor]  # (l, u, upper slope, negative slope a) -> lower slope of unstable neurons
@@ -124,7 +125,7 @@ def concretize_lower(ball: Ball, a: Tensor) -> Tensor:
     lo, hi = ball.box()
     flat = a.flatten(2)
     val = _rowdot(flat, ((lo + hi) / 2).flatten(1)) - _rowdot(flat.abs(), ((hi - lo) / 2).flatten(1))
-    if ball.norm == "l2":
+    if ball.norm == L2:
         eps = ball.eps_view().reshape(-1, 1)
         val = torch.maximum(val, _rowdot(flat, ball.x.flatten(1)) - eps * flat.norm(dim=2))
     return val
@@ -162,6 +163,7 @@ def _back_relu(p: _Pass, op: ReLUOp, a: Tensor) -> tuple[Tensor]:
 def _back_s_shaped(p: _Pass, op: SShapedOp, a: Tensor) -> tuple[Tensor]:
     """k·z + lo <= f(z) <= k·z + hi: A f(z) >= (A k) z + A+ lo + A- hi."""
     lines = s_shaped_relaxation(op, *_input_bounds(p, op))
+    assert lines.lower_bias is not None  # s-shaped lines have both biases
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     const = (pos * lines.lower_bias.unsqueeze(1) + neg * lines.upper_bias.unsqueeze(1)).flatten(2).sum(2)
     p.terms.relu_terms.append(const)
@@ -257,7 +259,7 @@ def _refining(w: _Walk, op: Op, box: tuple[Tensor, Tensor]) -> tuple[Tensor, Ten
     w.bounds[op] = (lower, upper)
     if isinstance(op, ReLUOp) and op.negative_slope == 0.0:
         return lower.clamp(min=0), upper.clamp(min=0)
-    return op.forward(lower), op.forward(upper)  # type: ignore[call-arg]
+    return op.forward(lower), op.forward(upper)
 
 
 #: the interval table with the non-linear ops refined first: the forward walk of `layer_bounds`
@@ -323,7 +325,7 @@ class BackwardDomain(Domain):
         `every`: all neurons (the relaxations of sigmoid, tanh and max pooling tighten with any bound).
         """
         if self.lirpa_sparsity is not None:
-            return self._refine_lirpa(path, ball, bounds, lower, upper)
+            return self._refine_lirpa(path, ball, bounds, lower, upper, self.lirpa_sparsity)
         batch = ball.x.shape[0]
         flat_l, flat_u = lower.reshape(batch, -1), upper.reshape(batch, -1)
         n = flat_l.shape[1]
@@ -347,14 +349,14 @@ class BackwardDomain(Domain):
         return new_l.reshape(lower.shape), new_u.reshape(upper.shape)
 
     def _refine_lirpa(
-        self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor, upper: Tensor
+        self, path: list[Op], ball: Ball, bounds: LayerBounds, lower: Tensor, upper: Tensor, sparsity: float
     ) -> tuple[Tensor, Tensor]:
         """auto_LiRPA's policy (`get_ref_intermediate_bounds`, `get_sparse_C`, `get_unstable_locations`,
         `restore_sparse_bounds` in its bound_general.py / backward_bound.py).
 
         The reference (lower, upper) is one interval step from the previous bounds. The neurons
         unstable under it (for any sample when `lirpa_union`) are bounded backwards, and the backward
-        bounds replace the reference ones; if they are more than `lirpa_sparsity` of the layer, every
+        bounds replace the reference ones; if they are more than `sparsity` (`lirpa_sparsity`) of the layer, every
         neuron is bounded backwards (auto_LiRPA then uses an identity C and no reference at all).
         """
         batch = ball.x.shape[0]
@@ -364,7 +366,7 @@ class BackwardDomain(Domain):
         if self.lirpa_union:
             unstable = unstable.any(0, keepdim=True).expand(batch, n)
         count = unstable.sum(1)
-        dense = count > self.lirpa_sparsity * n  # per sample (all alike with the union)
+        dense = count > sparsity * n  # per sample (all alike with the union)
         chosen = unstable | dense.unsqueeze(1)
         k = int(chosen.sum(1).max())
         if k == 0:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from veritrain.bounds.base import Ball, Domain, margin_spec, with_spec
 from veritrain.bounds.graph import Table, forward
 from veritrain.bounds.interval import interval_step
-from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, to_ops
+from veritrain.bounds.ops import ActivationOp, AddOp, AffineOp, CatOp, MaxPool2dOp, Op, ReLUOp, SShapedOp, to_ops
 from veritrain.bounds.relaxations import activation_lines
+from veritrain.validation import LINF
 
 INPUT = "input"
 
@@ -64,9 +65,9 @@ def _affine(net: "ProjectedDualNetwork", op: AffineOp, s: _State) -> _State:
     return _State(op.affine(s.centre), {k: op.linear(g) for k, g in s.groups.items()}, ibp)
 
 
-def _activation(net: "ProjectedDualNetwork", op: ActivationOp, s: _State) -> _State:
+def _activation(net: "ProjectedDualNetwork", op: ReLUOp | SShapedOp, s: _State) -> _State:
     l, u = net.state_bounds(s)
-    lines = activation_lines(op, l, u)  # type: ignore[arg-type]
+    lines = activation_lines(op, l, u)
     d, half_m = lines.slope, lines.width / 2
     groups = {k: g * d.unsqueeze(1) for k, g in s.groups.items()}
     new = net.columns(half_m, lines.unstable)
@@ -91,6 +92,18 @@ def _maxpool(net: "ProjectedDualNetwork", op: MaxPool2dOp, s: _State) -> _State:
     return _State(op.gather(s.centre, idx) + half.unsqueeze(1), groups, ibp)
 
 
+def _ibp(s: _State) -> tuple[Tensor, Tensor]:
+    assert s.ibp is not None  # the states of one pass all carry interval bounds, or none does
+    return s.ibp
+
+
+def _total(ts: Iterable[Tensor]) -> Tensor:
+    """Python's sum of one or more tensors (typed Tensor | int: an empty sum is the int 0)."""
+    out = sum(ts)
+    assert isinstance(out, Tensor)
+    return out
+
+
 def _add(net: "ProjectedDualNetwork", op: AddOp, *ss: _State) -> _State:
     """Shared groups add up; each branch's own noise stays independent."""
     groups: dict[Any, Tensor] = {}
@@ -99,8 +112,9 @@ def _add(net: "ProjectedDualNetwork", op: AddOp, *ss: _State) -> _State:
             groups[k] = groups[k] + g if k in groups else g
     ibp = None
     if ss[0].ibp is not None:
-        ibp = (sum(s.ibp[0] for s in ss), sum(s.ibp[1] for s in ss))  # type: ignore[index]
-    return _State(sum(s.centre for s in ss), groups, ibp)  # type: ignore[arg-type]
+        boxes = [_ibp(s) for s in ss]
+        ibp = (_total(b[0] for b in boxes), _total(b[1] for b in boxes))
+    return _State(_total(s.centre for s in ss), groups, ibp)
 
 
 def _cat(net: "ProjectedDualNetwork", op: CatOp, *ss: _State) -> _State:
@@ -115,7 +129,7 @@ def _cat(net: "ProjectedDualNetwork", op: CatOp, *ss: _State) -> _State:
         groups[k] = op.cat(parts, 2)
     ibp = None
     if ss[0].ibp is not None:
-        ibp = (op.cat([s.ibp[0] for s in ss]), op.cat([s.ibp[1] for s in ss]))  # type: ignore[index]
+        ibp = (op.cat([_ibp(s)[0] for s in ss]), op.cat([_ibp(s)[1] for s in ss]))
     return _State(op.cat([s.centre for s in ss], 2), groups, ibp)
 
 
@@ -178,7 +192,7 @@ class ProjectedDualNetwork(Domain):
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
         """(lower, upper) of the ops' output over the ball, (B, *out_shape) flattened to (B, n)."""
-        if ball.norm != "linf":
+        if ball.norm != LINF:
             raise ValueError(
                 "the forward (projected) dual network supports --norm linf only; use the exact 'dual' domain for l2"
             )

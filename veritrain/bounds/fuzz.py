@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from veritrain.bounds.base import DOMAINS, Ball, compute_bounds, margin_spec
 from veritrain.models.layers import Normalize, Residual
+from veritrain.validation import L2, LINF, NORMS
 
 ARCHS = ("affine", "mlp", "monotone", "narrow", "skip", "conv", "residual")
 #: how often each architecture is drawn: the narrow ones (one or two unstable ReLUs whose relaxation decides
@@ -43,7 +44,7 @@ TOLERANCE = 1e-7
 # ----------------------------------------------------------------------------- random cases
 
 
-def _bn(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Module:
+def _bn(kind: type[nn.BatchNorm1d] | type[nn.BatchNorm2d], n: int, g: torch.Generator) -> nn.Module:
     bn = kind(n)
     bn.running_mean = torch.randn(n, generator=g, dtype=torch.float64) * 0.3
     bn.running_var = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
@@ -56,6 +57,7 @@ def _bn(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Module:
 def _init(net: nn.Module, g: torch.Generator, positive: bool) -> None:
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
+            assert m.bias is not None  # the fuzz networks' layers all have biases
             fan_in = m.weight[0].numel()
             with torch.no_grad():
                 w = torch.randn(m.weight.shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in)
@@ -137,13 +139,14 @@ def _centre_biases(net: nn.Module, x: Tensor) -> None:
     """Shift every bias so that the pre-activations at the first input are near zero: many unstable ReLUs."""
     hooks = []
 
-    def shift(module: nn.Module, inputs: tuple[Tensor], out: Tensor) -> Tensor:
+    def shift(module: nn.Linear | nn.Conv2d, inputs: tuple[Tensor], out: Tensor) -> Tensor:
+        assert module.bias is not None
         mean = out[:1].mean(0)
         if isinstance(module, nn.Conv2d):
             mean = mean.mean((1, 2))
-            module.bias -= mean
+            module.bias.sub_(mean)
             return out - mean.view(1, -1, 1, 1)
-        module.bias -= mean
+        module.bias.sub_(mean)  # in place, as `-=` (whose result torch's stubs type as a Tensor, not a Parameter)
         return out - mean
 
     mods = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][:-1]  # not the logits
@@ -200,7 +203,7 @@ def random_trial(seed: int, batch: int = 8) -> Trial:
     pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
     arch = ARCHS[int(torch.multinomial(torch.tensor(ARCH_WEIGHTS, dtype=torch.float), 1, generator=g))]
     net, shape = random_network(arch, g)
-    norm = ("linf", "l2")[pick(2)]
+    norm = NORMS[pick(len(NORMS))]
     lo, hi = [(1e-4, 1e-3), (1e-3, 3e-2), (3e-2, 0.3)][pick(3)]
     eps = torch.exp(torch.empty(batch, dtype=torch.float64).uniform_(math.log(lo), math.log(hi), generator=g))
     probe = arch in ("narrow", "skip")
@@ -213,7 +216,7 @@ def random_trial(seed: int, batch: int = 8) -> Trial:
         _centre_biases(net, x)
     if not probe and pick(2):
         x = _boundary_points(net, x, g)
-    if norm == "l2":
+    if norm == L2:
         eps = eps * 3
     spec = None
     if pick(2):
@@ -230,7 +233,7 @@ def random_trial(seed: int, batch: int = 8) -> Trial:
 def _project(x: Tensor, centre: Tensor, eps: Tensor, norm: str) -> Tensor:
     e = eps.view(-1, *[1] * (x.dim() - 1))
     d = x - centre
-    if norm == "linf":
+    if norm == LINF:
         d = torch.maximum(torch.minimum(d, e), -e)
     else:
         n = d.flatten(1).norm(dim=1).clamp(min=1e-30).view_as(e)
@@ -255,14 +258,14 @@ def check_points(trial: Trial, n_random: int = 16, pgd_steps: int = 20) -> Tenso
     centre = x.repeat_interleave(n_random, 0)
     e = eps.repeat_interleave(n_random)
     noise = torch.rand(centre.shape, generator=g, dtype=x.dtype) * 2 - 1
-    if trial.norm == "linf":  # every other point of each sample on a corner of the box
+    if trial.norm == LINF:  # every other point of each sample on a corner of the box
         noise[::2] = noise[::2].sign()
-        rnd = _project(centre + e.view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, "linf")
+        rnd = _project(centre + e.view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, LINF)
     else:  # every other point on the sphere, the rest inside the ball
         noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
         inside = torch.rand(len(e), generator=g, dtype=x.dtype)
         radius = torch.where(torch.arange(len(e)) % 2 == 0, torch.ones_like(e), inside)
-        rnd = _project(centre + (e * radius).view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, "l2")
+        rnd = _project(centre + (e * radius).view(-1, *[1] * (x.dim() - 1)) * noise, centre, e, L2)
     reps = 2 * s
     centre = x.repeat_interleave(reps, 0)
     e = eps.repeat_interleave(reps)
@@ -282,7 +285,7 @@ def check_points(trial: Trial, n_random: int = 16, pgd_steps: int = 20) -> Tenso
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), pts, best)
             best_val = torch.where(better, obj, best_val)
         (grad,) = torch.autograd.grad(obj.sum(), pts)
-        if trial.norm == "linf":
+        if trial.norm == LINF:
             direction = grad.sign()
         else:
             direction = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, *[1] * (x.dim() - 1))

@@ -24,6 +24,7 @@ from veritrain.bounds.ops import (
     ReshapeOp,
     SpecOp,
 )
+from veritrain.validation import L2
 
 Box = tuple[Tensor, Tensor]
 
@@ -141,7 +142,7 @@ def start_box(ops: list[Op], ball: Ball) -> tuple[Box, int]:
     """The input box and how many ops it already covers: for L2 balls the first op when it is affine and
     reads the input (`first_affine_l2`)."""
     if (
-        ball.norm == "l2"
+        ball.norm == L2
         and ops
         and isinstance(ops[0], AffineOp)
         and ops[0].src == (None,)

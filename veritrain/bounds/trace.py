@@ -177,7 +177,7 @@ def _cat(m: Any, s: Site) -> Op:
     return CatOp(dim % (len(s.shape) + 1), s.shapes, s.out_shape)
 
 
-def _functional(module: Callable[..., nn.Module], names: tuple[str, ...]) -> Converter:
+def _functional(module: type[nn.Module], names: tuple[str, ...]) -> Converter:
     """A functional form (F.max_pool2d(x, 2)) converted as its module (nn.MaxPool2d(2))."""
 
     def conv(m: Any, s: Site) -> Op:
@@ -292,9 +292,15 @@ def trace(model: nn.Module) -> fx.Graph:
         ) from None
 
 
+def _qualname(node: fx.Node) -> str:
+    """The target of a call_module, call_method or get_attr node: fx records a name, not a callable."""
+    assert isinstance(node.target, str), node.target
+    return node.target
+
+
 def _describe(node: fx.Node, root: nn.Module) -> str:
     if node.op == "call_module":
-        m = root.get_submodule(node.target)  # type: ignore[arg-type]
+        m = root.get_submodule(_qualname(node))
         text = " ".join(repr(m).split())
         return f"layer {type(m).__name__} ({text[:120]})"
     if node.op == "call_method":
@@ -312,7 +318,8 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
     op_of: dict[fx.Node, Op | None] = {}  # traced tensors: the op producing them (None: the input itself)
     ops: list[Op] = []
     seen_input = False
-    output: fx.Node | None = None
+    output: fx.node.Argument = None
+    node: fx.Node
     for node in graph.nodes:
         if node.op == "placeholder":
             if seen_input:
@@ -327,15 +334,15 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
             env[node], op_of[node] = torch.zeros(PROBE, *in_shape, dtype=like.dtype, device=like.device), None
             continue
         if node.op == "output":
-            output = node.args[0]  # type: ignore[assignment]
+            output = node.args[0]
             break
         args = fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.op == "get_attr":
-            env[node] = _attr(root, node.target)  # type: ignore[arg-type]
+            env[node] = _attr(root, _qualname(node))
             continue
         traced = [n for n in node.all_input_nodes if n in op_of]
-        target = root.get_submodule(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+        target = root.get_submodule(_qualname(node)) if node.op == "call_module" else None
         if not traced:  # a constant (no dependence on the input)
             env[node] = _run(node, target, args, kwargs)
             continue
@@ -351,7 +358,7 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
         if node.op == "call_module":
             conv = MODULES.get(type(target))
         elif node.op == "call_method":
-            conv = METHODS.get(node.target)  # type: ignore[arg-type]
+            conv = METHODS.get(_qualname(node))
         else:
             conv = FUNCTIONS.get(node.target)
         if conv is None:
@@ -389,7 +396,12 @@ def build_ops(model: nn.Module, in_shape: Shape, like: Tensor) -> list[Op]:
 def _flat_args(node: fx.Node) -> list[fx.Node]:
     """The node's tensor arguments in call order (the list of torch.cat flattened)."""
     out: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: out.append(n) or n)
+
+    def add(n: fx.Node) -> fx.Node:
+        out.append(n)
+        return n
+
+    fx.node.map_arg((node.args, node.kwargs), add)
     return out
 
 
@@ -412,11 +424,11 @@ def _attr(root: nn.Module, target: str) -> Any:
 
 def _run(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict) -> Any:
     with torch.no_grad():
-        if node.op == "call_module":
-            return module(*args, **kwargs)  # type: ignore[misc]
-        if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)  # type: ignore[arg-type]
-        return node.target(*args, **kwargs)  # type: ignore[operator]
+        if module is not None:  # call_module: build_ops passes the called layer
+            return module(*args, **kwargs)
+        if isinstance(node.target, str):  # call_method: the target names the method
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Op]]]" = weakref.WeakKeyDictionary()
@@ -429,7 +441,7 @@ def to_ops(model: nn.Module, in_shape: Shape) -> list[Op]:
     shape, the device and dtype and the module objects (`model.modules()`, by identity) are unchanged:
     converting costs more than a forward pass of a small network. Treat the list as read-only.
     """
-    p = next(iter(model.parameters()), None)
+    p: Tensor | None = next(iter(model.parameters()), None)
     if p is None:
         p = next(iter(model.buffers()), None)
     device, dtype = (p.device, p.dtype) if p is not None else (None, torch.get_default_dtype())
