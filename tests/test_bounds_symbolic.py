@@ -308,6 +308,16 @@ def test_fused_expansion_equals_expansion_then_dense_layer(seed: int, variant: i
     assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-12)
     assert dense_head(ops[n + 2 :], colouring.out_shape) == 0  # a ReLU first: nothing to fuse
     assert dense_head(ops[n:], (1, 2, 3)) == 0  # a Linear of another input size: not fused
+    # symbolic-linear's own layout of the same sums: every pixel, and only some rows per sample
+    from veritrain.bounds.symbolic_linear import expand_linear
+
+    got = expand_linear(colouring, g, ops[n + k - 1].layer.weight)
+    assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-12)
+    gen = torch.Generator().manual_seed(seed + 1)
+    rows = torch.stack([torch.randperm(expected.shape[1], generator=gen)[:5] for _ in range(2)])
+    got = expand_linear(colouring, g, ops[n + k - 1].layer.weight, rows)
+    want = expected.gather(1, rows.unsqueeze(2).expand(-1, -1, expected.shape[2]))
+    assert torch.allclose(got, want, rtol=0, atol=1e-12)
 
 
 @settings(max_examples=4, deadline=None)

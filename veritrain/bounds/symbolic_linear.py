@@ -26,6 +26,7 @@ affine op.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -224,11 +225,54 @@ def relax_relu(
     return relax(blocks, c, relu_relaxation(lower, upper), colouring, always, sparse)
 
 
+_POSITIONS: "weakref.WeakKeyDictionary[Colouring, tuple[Tensor, Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def _positions(colouring: Colouring) -> tuple[Tensor, Tensor]:
+    """Per pixel (or neuron) q of a colouring, the output positions whose window holds q, (d, K) padded with
+    position 0, and which of them are real (d, K) 0/1: the rows of `Colouring.member_mask` as index lists."""
+    found = _POSITIONS.get(colouring)
+    if found is not None:
+        return found
+    n_pos = colouring.member_mask.shape[-1]
+    mask = colouring.member_mask.reshape(-1, n_pos)[colouring.slot]  # (d, P)
+    k = max(int(mask.sum(1).max()), 1)
+    pos = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
+    found = (pos, mask.gather(1, pos))
+    _POSITIONS[colouring] = found
+    return found
+
+
+def expand_linear(colouring: Colouring, g: Tensor, weight: Tensor, rows: Tensor | None = None) -> Tensor:
+    """`Colouring.expand_linear` (W · expand(g) for the dense layer W after the local layers), the same sums
+    in a faster layout: M_p = g_p W_p^T for every output position p as one batched product over contiguous
+    (P, B·n, C') and (P, C', O) operands, then per pixel the sum of M_p[colour] over the positions p whose
+    window holds it: for all pixels (`rows` None) by the colouring's member mask (the same product as
+    `Colouring.expand_linear`), for `rows` (B, r) (the unstable neurons of an activation, typically far
+    fewer than its neurons) by gathering the K positions of each of them, so the other members are never
+    formed (measured on a fresh MNIST Small, one sample: 14 -> 9 CPU ms forward and backward; all pixels
+    5.4 -> 3.9)."""
+    b, n = g.shape[0], g.shape[1]
+    co, ho, wo = colouring.out_shape
+    n_pos, out = ho * wo, weight.shape[0]
+    gp = g.reshape(b * n, co, n_pos).permute(2, 0, 1).contiguous()
+    wp = weight.reshape(out, co, n_pos).permute(2, 1, 0).contiguous()
+    m = torch.bmm(gp, wp)  # (P, B·n, O): M_p of every colour of every sample
+    if rows is None:
+        per_member = torch.matmul(colouring.member_mask, m.reshape(n_pos, b, n, out).permute(1, 2, 0, 3))
+        return per_member.reshape(b, -1, out).index_select(1, colouring.slot)  # (B, d, O)
+    pos, real = _positions(colouring)
+    base = torch.arange(b, device=g.device).view(b, 1) * n + colouring.colour[rows]  # (B, r): column of M_p
+    idx = pos[rows] * (b * n) + base.unsqueeze(2)  # (B, r, K): row of M flattened to (P·B·n, O)
+    got = m.reshape(-1, out).index_select(0, idx.flatten()).reshape(*idx.shape, out)
+    return (got * real[rows].unsqueeze(3)).sum(2)  # (B, r, O)
+
+
 def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor | None) -> Tensor:
     """Colour columns -> one column per pixel or neuron (only `rows` of them, if given), fused with the dense
-    layer `weight` when there is one (`Colouring.expand_linear`)."""
+    layer `weight` when there is one (`expand_linear`)."""
     if weight is not None:
-        return colouring.expand_linear(g, weight, rows)
+        return expand_linear(colouring, g, weight, rows)
     full = colouring.expand(g)
     if rows is None:
         return full
