@@ -11,6 +11,7 @@ from veritrain.attacks import ATTACKS, AttackResult, make_attack, pgd_attack, ro
 from veritrain.attacks import interval as interval_mod
 from veritrain.attacks.base import flat_norm, margin
 from veritrain.evaluation.era import estimate_robust_accuracy, robustness_curves
+from veritrain.models import build_model, load_weights
 from veritrain.registry import UnknownNameError
 
 SHAPE = (1, 8, 8)
@@ -465,18 +466,7 @@ def test_era_reference_checkpoints():
         y = torch.tensor(np.frombuffer(f.read(), np.uint8, offset=8)[:100].astype(np.int64))
 
     def net(path):
-        m = nn.Sequential(
-            nn.Conv2d(1, 16, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 4, 2, 1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(1568, 100),
-            nn.ReLU(),
-            nn.Linear(100, 10),
-        )
-        m.load_state_dict(torch.load(path, weights_only=True))
-        return m
+        return load_weights(build_model("mnist-small"), path)
 
     mix = estimate_robust_accuracy(net(files[2]), x, y, ["pgd"], 0.3, progress=False)
     reg = estimate_robust_accuracy(net(files[3]), x, y, ["pgd"], 0.1, progress=False)

@@ -20,6 +20,7 @@ from veritrain.bounds import Ball, compute_bounds, margin_spec, to_ops, verified
 from veritrain.bounds.base import with_spec
 from veritrain.bounds.crown import Crown, CrownIBP, CrownLirpa, Dual, dual_objective_terms
 from veritrain.bounds.interval import interval_step
+from veritrain.models import build_model, load_weights
 from veritrain.models.layers import Normalize, Residual
 
 from nets import exact_range, random_batchnorm as _bn, tiny_net
@@ -301,17 +302,7 @@ def _mnist_small(n: int) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         pytest.skip(f"missing under VERITRAIN_DATA: {', '.join(missing)}")
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 4, 2, 1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 4, 2, 1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(1568, 100),
-        nn.ReLU(),
-        nn.Linear(100, 10),
-    )
-    model.load_state_dict(torch.load(files[0], weights_only=True, map_location="cpu"))
+    model = load_weights(build_model("mnist-small"), files[0])
     with gzip.open(files[1]) as f:
         x = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784]
     with gzip.open(files[2]) as f:

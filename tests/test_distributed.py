@@ -26,9 +26,10 @@ import torch
 from veritrain.training import METHODS, TrainConfig, train
 from veritrain.training.distributed import Processes, current, share
 
+from cli_helpers import stable
+
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5  # per-epoch loss and final weights, two processes vs one (measured: < 3e-7)
-VOLATILE = {"batch_time", "epoch_time", "cpu_time", "peak_mem_mb", "monitor_time"}
 
 BASE: dict[str, Any] = dict(
     net="mnist-small",
@@ -82,10 +83,6 @@ def _rows(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _stable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
-
-
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "model.pt", weights_only=True)
 
@@ -131,7 +128,7 @@ def test_two_processes_mixtrain_resume_equals_an_uninterrupted_run(tmp_path: Pat
     run_processes({**cfg, "out": str(full)})
     run_processes({**cfg, "epochs": 1, "out": str(parts)})
     run_processes({**cfg, "out": str(parts), "resume": True})
-    assert _stable(_rows(parts)) == _stable(_rows(full))
+    assert stable(_rows(parts)) == stable(_rows(full))
     # alpha moved once per epoch, decided by rank 0 for both processes (Eqn. 9's schedule as in one process)
     alphas = [r["alpha"] for r in _rows(full)]
     assert abs(alphas[1] - alphas[0]) == pytest.approx(0.05)

@@ -20,6 +20,8 @@ from veritrain.reporting import read_jsonl
 from veritrain.training import METHODS, TrainConfig, TrainingError, eps_at_epoch, train
 from veritrain.training.loop import load_checkpoint, select_device
 
+from cli_helpers import stable
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -242,18 +244,12 @@ SCRIPT = textwrap.dedent(
     """
 )
 
-VOLATILE = {"batch_time", "epoch_time", "cpu_time", "peak_mem_mb", "monitor_time"}
-
 
 def _run(script: Path, out: Path, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(script), str(out), mode], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-
-
-def _stable(rows):
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
 
 
 def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
@@ -285,7 +281,7 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 
     ref_rows, res_rows = read_jsonl(ref / "metrics.jsonl"), read_jsonl(killed / "metrics.jsonl")
     assert [r["epoch"] for r in res_rows] == [1, 2, 3, 4]
-    assert _stable(res_rows) == _stable(ref_rows)
+    assert stable(res_rows) == stable(ref_rows)
     w_ref = torch.load(ref / "model.pt", weights_only=True)
     w_res = torch.load(killed / "model.pt", weights_only=True)
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
@@ -293,7 +289,7 @@ def test_kill9_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     s_res = json.loads((killed / "summary.json").read_text())
     assert s_res["resumed"] and not s_ref["resumed"]
     assert s_res["test_acc"] == s_ref["test_acc"]
-    assert _stable([s_res["final"]]) == _stable([s_ref["final"]])
+    assert stable([s_res["final"]]) == stable([s_ref["final"]])
 
 
 # ----------------------------------------------------------------------------- evaluation composer
