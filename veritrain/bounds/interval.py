@@ -7,6 +7,8 @@ The other domains propagate this box alongside their own form (`interval_step`) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -115,7 +117,7 @@ def interval_step(op: Op, lower: Tensor, upper: Tensor) -> Box:
     return rule_for(TABLE, op, "interval")(None, op, (lower, upper))
 
 
-def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor, record: list[Box] | None = None) -> Box:
+def interval_ops(ops: Sequence[Op], lower: Tensor, upper: Tensor, record: list[Box] | None = None) -> Box:
     """Interval propagation through ops; with `record`, the input box of every ReLU (and LeakyReLU) is appended
     to it in network order, for bound regularisers (Shi et al. 2021)."""
     visit = None
@@ -125,7 +127,7 @@ def interval_ops(ops: list[Op], lower: Tensor, upper: Tensor, record: list[Box] 
             if isinstance(op, ReLUOp):
                 record.append(inputs[0])
 
-    return forward(ops, TABLE, (lower, upper), None, "interval", visit)
+    return forward(list(ops), TABLE, (lower, upper), None, "interval", visit)
 
 
 def first_affine_l2(op: AffineOp, ball: Ball) -> Box:

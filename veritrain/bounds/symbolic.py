@@ -180,6 +180,7 @@ def _s_shaped(dom: "Symbolic", op: SShapedOp, v: Value) -> Value:
     (gl, cl, gu, cu), _ = v
     lower, upper = _concrete(dom, v)
     lines = s_shaped_relaxation(op, lower, upper)
+    assert lines.lower_bias is not None  # s-shaped relaxations are parallel lines with both biases
     k = lines.slope
     new = (gl * k.unsqueeze(1), cl * k + lines.lower_bias, gu * k.unsqueeze(1), cu * k + lines.upper_bias)
     return new, (op.forward(lower), op.forward(upper))

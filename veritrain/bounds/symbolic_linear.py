@@ -48,6 +48,8 @@ from veritrain.bounds.ops import (
     Op,
     ReLUOp,
     ReshapeOp,
+    SShapedOp,
+    UnsupportedLayerError,
 )
 from veritrain.bounds.relaxations import Lines, relu_relaxation, s_shaped_relaxation
 from veritrain.bounds.symbolic import Box, InputSpace, affine_const, initial_box, leading_chain, local_colouring
@@ -152,7 +154,7 @@ def concretize_blocks(space: InputSpace, blocks: list[Block], c: Tensor) -> tupl
         parts = [neg_total(b) for b in blocks]
         neg = sum(p[0] for p in parts)
         total = sum(p[1] for p in parts)
-        return c + neg, c + total - neg  # type: ignore[operator]
+        return c + neg, c + total - neg
     first = dense(blocks[0])
     lower, upper = space.concretize(first, c, True), space.concretize(first, c, False)
     for b in blocks[1:]:
@@ -203,7 +205,7 @@ def relax(
     if lines.lower_bias is not None:
         c = c + lines.lower_bias
     new, n_new = error_block(lines.width, lines.unstable, colouring, always, sparse)
-    return (blocks if new is None else blocks + [new], c), n_new  # type: ignore[return-value]
+    return (blocks if new is None else blocks + [new], c), n_new
 
 
 def relax_relu(
@@ -305,11 +307,12 @@ def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
         (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always, sparse)
         dom._unstable = (lower < 0) & (upper > 0)
     else:
-        lines = (
-            relu_relaxation(lower, upper, op.negative_slope)
-            if isinstance(op, ReLUOp)
-            else s_shaped_relaxation(op, lower, upper)
-        )  # type: ignore[arg-type]
+        if isinstance(op, ReLUOp):
+            lines = relu_relaxation(lower, upper, op.negative_slope)
+        elif isinstance(op, SShapedOp):
+            lines = s_shaped_relaxation(op, lower, upper)
+        else:
+            raise UnsupportedLayerError(f"symbolic-linear has no relaxation for {type(op).__name__}")
         (new, c), n_new = relax(list(blocks.values()), c, lines, col, always, sparse)
         dom._unstable = lines.unstable
     dom.error_symbols += n_new
@@ -323,7 +326,7 @@ def _maxpool(dom: "SymbolicLinear", op: MaxPool2dOp, v: Value) -> Value:
     blocks, c, _ = v
     lower, upper = _concrete(dom, v)
     idx, _, gap, _ = op.select(lower, upper)
-    out = {k: op.gather(dense(b), idx) for k, b in blocks.items()}
+    out: dict[Any, Block] = {k: op.gather(dense(b), idx) for k, b in blocks.items()}
     c = op.gather(c.unsqueeze(1), idx).squeeze(1)
     gap = gap.reshape(c.shape)
     new, n_new = error_block(gap, gap > 0, sparse=dom.sparse)
@@ -399,8 +402,9 @@ class SymbolicLinear(Domain):
             head = ops[n_local : n_local + dense_head(ops[n_local:], colouring.out_shape)]
             plain = {k: b for k, b in blocks.items() if k not in coloured}
             plain, c, box = self._run(head, (plain, c, box))  # c, box, per-neuron error symbols
-            weight = head[-1].layer.weight if head else None  # fuse the expansion with the dense layer
-            expanded = {k: expand(col, blocks[k], weight, rows) for k, (col, rows) in coloured.items()}
+            last = head[-1] if head else None
+            weight = last.layer.weight if isinstance(last, LinearOp) else None  # fused with the expansion
+            expanded = {k: expand(col, dense(blocks[k]), weight, rows) for k, (col, rows) in coloured.items()}
             blocks, c, box = self._run(ops[n_local + len(head) :], ({**expanded, **plain}, c, box))
         else:
             g, c = space.start(chain)
