@@ -81,8 +81,6 @@ class Recipe:
     options: dict[str, Any] = field(default_factory=dict)
     paper_schedule: bool = False
     uses_acc0: bool = False
-    #: alpha held at alpha0 until the eps ramp ends (`--alpha-after-ramp`), acc0 from `Setting.acc0_held`
-    holds_alpha: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -102,7 +100,6 @@ RECIPES: dict[str, Recipe] = {
         "mixtrain",
         dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1, alpha0=0.5, alpha_after_ramp=True),
         uses_acc0=True,
-        holds_alpha=True,
     ),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
@@ -120,7 +117,8 @@ def scaled_config(recipe: Recipe, setting: Setting, epochs: int, **overrides: An
         net=setting.net, dataset=setting.dataset, method=recipe.method, eps=setting.eps, epochs=epochs, **recipe.options
     )
     if recipe.uses_acc0:
-        values["acc0"] = setting.acc0_held if recipe.holds_alpha else setting.acc0
+        # a recipe that holds alpha through the ramp (`alpha_after_ramp`) aims at the wanted accuracy
+        values["acc0"] = setting.acc0_held if recipe.options.get("alpha_after_ramp") else setting.acc0
     if recipe.paper_schedule:
         values.update(eps_ramp_epochs=max(1, round(epochs / 6)), lr_step=max(1, round(epochs / 12)))
     else:
