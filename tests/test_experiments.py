@@ -60,6 +60,49 @@ def test_cpu_scale_is_smaller_and_rows_for_a_gpu_are_kept():
         t3.config(t3.runs[0], "laptop")
 
 
+def test_cpu_scale_fits_one_free_core():
+    """Issue 12: the cpu scale of Tables I, VIII, IX/Figure 8 and X, sized for one free core."""
+    t1 = EXPERIMENTS.get("table1")
+    fc1 = [r for r in t1.runs_at("cpu") if r.config["net"] == "mnist-fc1"]
+    assert len(fc1) == 2 and [r.cpu_only for r in fc1] == [False, True]
+    assert len(t1.runs_at("paper")) == 2  # the second FC1 row is a second measurement at the cpu scale only
+    for r in fc1:  # Madry as in the paper: PGD-40, step 0.01, on all 60,000 images
+        cfg = t1.config(r, "cpu")
+        assert cfg["pgd_steps"] == 40 and cfg["pgd_step_size"] == 0.01 and cfg.get("train_size") is None
+        assert cfg["epochs"] >= 15 and cfg["budget_minutes"] <= 50
+    assert fc1[0].measure_options["cpu"].get("domain", "symbolic-linear") == "symbolic-linear"
+    assert fc1[1].measure_options["cpu"]["n"] == 1024
+    t8 = EXPERIMENTS.get("table8")
+    assert sorted(t8.config(r, "cpu")["k_per_batch"] for r in t8.runs_at("cpu")) == [1, 2, 5, 10]
+    assert all(t8.config(r, "cpu")["train_size"] >= 10000 for r in t8.runs_at("cpu"))
+    f8 = EXPERIMENTS.get("fig8")
+    assert all(f8.config(r, "cpu")["epochs"] >= 10 for r in f8.runs_at("cpu"))  # room for alpha to move
+    t10 = EXPERIMENTS.get("table10")
+    assert t10.scale_options["cpu"]["cpu_limit_s"] >= 60 and t10.scale_options["cpu"]["memory_limit_mb"] <= 6144
+    assert {r.key for r in t10.runs if r.measure_options.get("cpu", {}).get("warmup") == 0} >= {
+        "cifar-large",
+        "cifar-resnet",
+    }
+
+
+def test_rows_of_one_run_train_it_once(tmp_path, monkeypatch, capsys):
+    """Two rows with the same options (Table I's FC1 measured twice) share one folder, trained by the first."""
+    monkeypatch.setenv("VERITRAIN_CACHE", str(tmp_path / "cache"))
+    base = _tiny().runs[0]
+    again = Run("again", base.config, labels={"Method": "again"}, cpu_only=True)
+    exp = Experiment(name="twice", source="Table T", title="one run, two rows", runs=(base, again), cpu_note="t")
+    assert [p.run.key for p in plan(exp, "paper", tmp_path)] == ["regular"]
+    first, second = plan(exp, "cpu", tmp_path)
+    assert first.folder == second.folder and [first.state, second.state] == ["new", "shared"]
+    reproduce(exp, "cpu", tmp_path, dry_run=True, log=print)
+    assert capsys.readouterr().out.count("veritrain train") == 1
+    logs: list[str] = []
+    reproduce(exp, "cpu", tmp_path, device="cpu", progress=False, log=logs.append)
+    assert sum(": training in " in m for m in logs) == 1
+    rows = _rows(tmp_path / "twice.csv")
+    assert [r["Method"] for r in rows] == ["regular", "again"] and rows[0]["ACC"] == rows[1]["ACC"] != "not run"
+
+
 def test_shared_runs_share_a_folder(tmp_path):
     """Table IX's runs are Figure 8's; Table VII's are Table III's: same options, same folder."""
     t9 = {p.run.key: p.folder for p in plan(EXPERIMENTS.get("table9"), "cpu", tmp_path)}

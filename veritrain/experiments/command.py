@@ -16,12 +16,15 @@ scale and the machine stated.
 --scale paper uses the paper's settings (Section V-A: 60 epochs, batch 50, MNIST Adam 1e-3, CIFAR and
 ImageNet-200 SGD 0.05 momentum 0.9, lr x0.6 every 5 epochs, eps ramped over 10 epochs, MixTrain k' = 1
 with symbolic-linear unless the table says otherwise, the whole test set): meant for a GPU.
---scale cpu reduces it so that it finishes on a few (shared) CPU cores: 1-4 epochs (eps ramp and lr decay
-compressed to match) on a training subset (1,000-5,000 images; Table I's FC1 on all 60,000), ERA/VRA on the first
-500 test images, acc0 90, MNIST Small at eps 0.1 for the CIFAR Small experiments (Table VIII: k' = 1, 2, 5;
-Table IX, Figure 8), in Table I Madry with PGD-8 (FC1, 5 epochs) / PGD-3 (FC2) and the interval attack with
-crown-ibp on 500/20 images at equal CPU time, Wong et al. with 10 projections in Table IV, CPU time and forked
-children capped at 8 CPU s in Table X, and only the rows small enough (the large networks are for a GPU).
+--scale cpu reduces it to finish on one free core (one thread): eps ramp and lr decay compressed to the fewer
+epochs, ERA/VRA on the first 500 test images, and only the rows small enough (the large networks are for a
+GPU). Tables III-VII and Figure 4: 3-4 epochs on 2,000-5,000 training images, acc0 90, Wong et al. with 10
+projections. Issue 12's, sized for one free core: Table VIII (MNIST Small eps 0.1 for CIFAR Small, as in
+Table IX and Figure 8; acc0 95) k' = 1, 2, 5, 10 for 3 epochs on 20,000 images (~20 CPU-minutes); Table IX
+and Figure 8 16 short epochs on 10,000 images, room for the dynamic alpha to move (~21); Table I Madry FC1 as
+in the paper (PGD-40) for 20 epochs on all 60,000 images (at most 45 CPU-minutes), the attacks at equal CPU
+time on 200 images with symbolic-linear and on 1,024 with crown-ibp, FC2 a small PGD-8 sanity row (~70 in
+all); Table X CPU time, forked children capped at 60 CPU s and 6 GB (~10).
 `--dry-run` prints exactly what each scale runs.
 """
 

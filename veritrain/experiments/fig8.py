@@ -11,14 +11,17 @@ CPU_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Table IX: (ACC, ERA, VRA) of fixed alpha = 0.5 and of the dynamic alpha
 TABLE9 = {0.5: (71.4, 53.2, 30.9), "dynamic": (71.7, 54.6, 37.6)}
 
-#: the cpu scale: MNIST Small at eps 0.1, 4 epochs on 5,000 images, k' = 1
-CPU = dict(MNIST_CPU, epochs=4, eps_ramp_epochs=2, lr_step=2, train_size=5000, acc0=90.0)
+#: the cpu scale: MNIST Small at eps 0.1, k' = 1, 16 short epochs of the first 10,000 images (3,200 steps; about
+#: 0.05 CPU s each, some 3.5 CPU-minutes per run with its evaluations): the dynamic rule moves alpha by 0.05 per
+#: epoch, so it needs many epochs to move (Section V-A); eps ramps over 4 epochs, lr x0.6 every 4; acc0 95
+CPU = dict(MNIST_CPU, epochs=16, eps_ramp_epochs=4, lr_step=4, train_size=10000, acc0=95.0)
 CPU_NOTE = (
-    "MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); 4 "
-    "epochs on the first 5,000 training images (eps ramps 0.01 -> 0.1 over 2 epochs, lr x0.6 every 2 "
-    "epochs), "
-    "Adam 1e-3, k' = 1, dynamic alpha from alpha0 0.8 with acc0 90; ACC on the whole test set, ERA/VRA on "
-    "the first 500 test images; alphas 0, 0.25, 0.5, 0.75, 1"
+    "MNIST Small at eps 0.1 instead of CIFAR Small at 2/255 (the paper's numbers are CIFAR Small's); 16 short "
+    "epochs of the first 10,000 training images (3,200 steps; more, shorter epochs than one pass over 60,000 "
+    "so that the dynamic alpha, which moves 0.05 per epoch, can move up to 0.8; eps ramps 0.01 -> 0.1 over "
+    "4 epochs, lr x0.6 every 4 epochs), Adam 1e-3, k' = 1, dynamic alpha from alpha0 0.8 with acc0 95 "
+    "(MNIST's default; the training accuracy of 1,000 sub-sampled training images each epoch, as in the "
+    "paper); ACC on the whole test set, ERA/VRA on the first 500 test images; alphas 0, 0.25, 0.5, 0.75, 1"
 )
 
 

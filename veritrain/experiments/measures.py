@@ -149,6 +149,8 @@ def attack_comparison(
         return {
             "ACC": acc,
             "n": len(x),
+            "attack n": len(x),
+            "bound domain": domain,
             "PGD": pct(s_pgd),
             "CW": pct(s_cw),
             "interval": pct(s_ia),

@@ -39,7 +39,8 @@ EVAL_OPTIONS = frozenset({"epochs_eval", "eval_n", "eval_attacks", "eval_domains
 
 @dataclass
 class PlannedRun:
-    """A run of an experiment at a scale: its options, folder and state (done, partial, new, reused)."""
+    """A run of an experiment at a scale: its options, folder and state (done, partial, new, stale, reused,
+    shared: the folder of an earlier row of the experiment)."""
 
     run: Run
     config: dict[str, Any]
@@ -140,8 +141,9 @@ def plan(
     reuse: Sequence[str | os.PathLike] = (),
 ) -> list[PlannedRun]:
     """The runs of `exp` at `scale` (those whose key contains one of the comma-separated `only`), each with its
-    folder and state."""
-    planned = []
+    folder and state. A run whose folder an earlier planned run of `exp` already has (same options, e.g. a
+    second measurement of one network) is "shared": trained once, by the earlier row."""
+    planned: list[PlannedRun] = []
     folders: dict[str, Path] = {}
     for run in exp.runs_at(scale):
         options = _resolve_refs(exp.config(run, scale), folders)
@@ -155,7 +157,9 @@ def plan(
             state = "partial"
         elif folder.exists() and any(folder.iterdir()):
             state = "stale"  # files of a run killed before its first checkpoint: start afresh
-        if state != "done":
+        if state != "done" and any(q.folder == folder for q in planned):
+            state = "shared"
+        if state not in ("done", "shared"):
             for base in reuse:
                 found = next((f for f in _run_folders(base) if matches(options, f)), None)
                 if found is not None:
@@ -380,17 +384,21 @@ def reproduce(
             log(f"cpu scale: {exp.cpu_note}")
         for p in planned:
             log(f"- {p.run.key} [{p.state}]")
-            if exp.kind == "train":
+            if exp.kind == "train" and p.state == "shared":
+                log(f"    (no training: the run of an earlier row, {p.folder})")
+            elif exp.kind == "train":
                 log(f"    {train_command(p, device)}")
             if exp.measure is not None:
                 doc = (exp.measure.__doc__ or "measure").strip().splitlines()[0]
                 opts = ", ".join(f"{k}={v}" for k, v in measure_options(exp, p.run, scale).items())
                 log(f"    then: {doc}" + (f" ({opts})" if opts else ""))
         for r in skipped:
-            log(f"- {r.key}: not at the cpu scale ({r.cpu_skip})")
+            log(f"- {r.key}: not at the {scale} scale ({r.cpu_skip or 'a row of the cpu scale only'})")
         return []
     measured: dict[str, dict[str, Any]] = {}
     for i, p in enumerate(planned):
+        if p.state == "shared" and _is_finished(p.folder):  # trained by an earlier row of this experiment
+            p.state = "done"
         if exp.kind == "train" and p.state not in ("done", "reused"):
             if not train_missing:
                 continue

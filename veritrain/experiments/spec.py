@@ -104,6 +104,7 @@ class Run:
     paper: Mapping[str, Any] = field(default_factory=dict)  # the paper's numbers for this row
     cpu: Mapping[str, Any] = field(default_factory=dict)  # overrides at the cpu scale (after Experiment.cpu)
     cpu_skip: str | None = None  # why this row is not run at the cpu scale (kept for a GPU)
+    cpu_only: bool = False  # a row of the cpu scale only (e.g. a second measurement of a cpu-scale run)
     measure_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per scale, over the experiment's
 
 
@@ -138,8 +139,11 @@ class Experiment:
         return cfg
 
     def runs_at(self, scale: str) -> list[Run]:
-        """The runs made at `scale` (rows with a `cpu_skip` reason are paper-scale only)."""
-        return [r for r in self.runs if scale == "paper" or r.cpu_skip is None]
+        """The runs made at `scale` (rows with a `cpu_skip` reason are paper-scale only, `cpu_only` rows
+        cpu-scale only)."""
+        if scale == "paper":
+            return [r for r in self.runs if not r.cpu_only]
+        return [r for r in self.runs if r.cpu_skip is None]
 
 
 def paper_run(net: str, method: str, eps: float, **options: Any) -> dict[str, Any]:
