@@ -246,6 +246,24 @@ def take_subset(ds: Dataset, n: int | None, seed: int | None = None) -> TensorDa
     return sub
 
 
+def split_holdout(ds: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """(the rest, n held-out samples): the n drawn without replacement with `seed`, both kept in dataset order,
+    so a run and its resumption split alike. Attributes `.info`, `.classes`, `.source` go to both."""
+    total = len(ds)
+    if not 0 < n < total:
+        raise ValueError(f"a held-out split needs 0 < n < {total} (the set's size), got {n}")
+    held = torch.zeros(total, dtype=torch.bool)
+    held[torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]] = True
+    parts = []
+    for mask in (~held, held):
+        part = TensorDataset(*(t[mask] for t in ds.tensors))
+        for attr in ("info", "classes", "source"):
+            if hasattr(ds, attr):
+                setattr(part, attr, getattr(ds, attr))
+        parts.append(part)
+    return parts[0], parts[1]
+
+
 def make_loader(
     ds: Dataset, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, **kwargs
 ) -> DataLoader:

@@ -69,6 +69,12 @@ class TrainConfig:
     train_subset_seed: int | None = option(
         None, "with --train-size: draw the N images at random with this seed instead of the first N"
     )
+    holdout: int = option(
+        0,
+        "keep N training images (after --train-size) aside, drawn with --seed: never trained on nor augmented; "
+        "every epoch logs their clean and certified accuracy (holdout_acc, holdout_vra), MixTrain's alpha reads "
+        "their accuracy, and --keep-best ranks the epochs by them (0: none)",
+    )
     # loop
     epochs: int = option(60, "number of epochs (paper: 60)")
     batch_size: int = option(50, "images per batch (paper: 50)")
@@ -198,7 +204,9 @@ class TrainConfig:
         methods=("mixtrain",),
     )
     acc_subsample: int = option(
-        1000, "dynamic alpha: training images sub-sampled each epoch to measure accuracy", methods=("mixtrain",)
+        1000,
+        "dynamic alpha: training images (with --holdout: held-out images) sub-sampled each epoch to measure accuracy",
+        methods=("mixtrain",),
     )
     warmup_epochs: int = option(
         0,
@@ -253,6 +261,18 @@ class TrainConfig:
         "with none: the first --eval-domains domain) (0: none)",
         group="eval",
     )
+    holdout_domain: str = option(
+        "crown-ibp",
+        "with --holdout: the sound domain of the per-epoch held-out certified accuracy at --eps: {domains}",
+        group="eval",
+    )
+    keep_best: bool = option(
+        False,
+        "with --holdout: RUN/model.pt and the final evaluation use the weights of the epoch with the highest "
+        "held-out certified accuracy (ties: clean accuracy, then the earlier epoch); epochs of the eps ramp "
+        "count only while no epoch after it exists (RUN/checkpoint.pt keeps the last epoch for --resume)",
+        group="eval",
+    )
     full_eval: bool = option(
         False, "final evaluation: ERA and VRA on the whole test set instead of --eval-n images", group="eval"
     )
@@ -266,6 +286,12 @@ class TrainConfig:
         return self.dataset in DATASETS and DATASETS.get(self.dataset).gray
 
     grey = gray  # the name before the spelling convention (ARCHITECTURE.md)
+
+    @property
+    def ramp_end(self) -> int:
+        """Epochs until the training eps is reached: --clean-epochs + the eps ramp (at least 1). A 0-based
+        epoch e ends at the final training eps when e + 1 >= ramp_end."""
+        return int(self.clean_epochs) + max(int(self.eps_ramp_epochs), 1)
 
     def resolved(self) -> "TrainConfig":
         """A copy with the paper's per-dataset defaults filled in (Section V-A; `veritrain.data.DATASETS`)."""

@@ -116,6 +116,11 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
         (cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
         (cfg.train_size is None or cfg.train_size >= 1, f"--train-size must be at least 1, got {cfg.train_size}"),
+        (cfg.holdout >= 0, f"--holdout must be >= 0 (0: no held-out images), got {cfg.holdout}"),
+        (
+            not cfg.keep_best or cfg.holdout > 0,
+            "--keep-best ranks the epochs on held-out images: it needs --holdout N (e.g. 5000)",
+        ),
         (cfg.grad_clip is None or cfg.grad_clip > 0, f"--grad-clip must be positive, got {cfg.grad_clip}"),
         (cfg.eval_n >= 1, f"--eval-n must be at least 1, got {cfg.eval_n}"),
         (cfg.monitor_n >= 0, f"--monitor-n must be >= 0, got {cfg.monitor_n}"),
@@ -136,6 +141,8 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
             ATTACKS.get(name)
         for name in split_names(cfg.eval_domains):
             DOMAINS.get(name)
+        if cfg.holdout > 0:
+            DOMAINS.get(cfg.holdout_domain)
         objective(cfg)  # the method's own options (k, alpha0, kappa, ...)
     except ValueError as e:  # UnknownNameError is a ConfigError already
         if isinstance(e, ConfigError):
@@ -212,6 +219,27 @@ def load_train_data(cfg: TrainConfig) -> TensorDataset:
     return ds
 
 
+#: offset of the held-out split's seed from --seed (the trainer's generators take seed, seed + 1, seed + 2)
+HOLDOUT_SEED_OFFSET = 3
+
+
+def split_train_data(cfg: TrainConfig, ds: TensorDataset) -> tuple[TensorDataset, TensorDataset | None]:
+    """(the images trained on, the `cfg.holdout` held-out ones or None): the same split for the same seed and
+    data, so a resumed run (and every torchrun process) holds out the same images. ConfigError when
+    --holdout leaves no image to train on."""
+    from veritrain.data.loaders import split_holdout
+
+    if cfg.holdout <= 0:
+        return ds, None
+    if cfg.holdout >= len(ds):
+        raise ConfigError(
+            f"--holdout {cfg.holdout} leaves no image to train on: the training set has {len(ds)} images"
+            + (" (after --train-size)" if cfg.train_size is not None else "")
+            + "; lower --holdout"
+        )
+    return split_holdout(ds, cfg.holdout, cfg.seed + HOLDOUT_SEED_OFFSET)
+
+
 def load_test_data(cfg: TrainConfig) -> TensorDataset:
     from veritrain.data import load_dataset
 
@@ -245,12 +273,16 @@ class Trainer:
         train_data: TensorDataset,
         test_data: TensorDataset | None,
         device: torch.device,
+        holdout_data: TensorDataset | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.model = model.to(device)
         self.train_data = train_data
         self.test_data = test_data
+        self.holdout_data = holdout_data  # --holdout: images kept aside (`split_train_data`)
+        #: --keep-best: {"epoch" (1-based), "key" (`best_key`), "model" (its weights on the CPU)}
+        self.best: dict[str, Any] | None = None
         self.objective: Objective = METHODS.get(cfg.method)(cfg)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
@@ -281,6 +313,7 @@ class Trainer:
             "rng": get_rng_state(self.shuffle_gen, self.method_gen),
             "objective": self.objective.state_dict(),
             "metrics": self.metrics,
+            "best": self.best,
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -317,10 +350,60 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.step = int(ckpt["step"])
         self.metrics = list(ckpt["metrics"])
+        self.best = ckpt.get("best")
+
+    def run_weights(self) -> dict[str, torch.Tensor]:
+        """The run's weights (RUN/model.pt, the final evaluation): the kept epoch's with --keep-best, else the latest."""
+        if self.cfg.keep_best and self.best is not None:
+            return dict(self.best["model"])
+        return self.model.state_dict()
 
     def save(self) -> None:
         save_checkpoint(self.files.checkpoint, self.state())
-        save_weights(self.files.model, self.model)
+        save_weights(self.files.model, self.run_weights())
+
+    # -- held-out images (--holdout) and the kept epoch (--keep-best)
+    def holdout_metrics(self) -> dict[str, Any]:
+        """Clean accuracy and certified accuracy (`holdout_domain`, at the final eps `cfg.eps`) on every held-out
+        image, in percent; `holdout_vra` is None when the bound engine does not accept the network."""
+        if self.holdout_data is None:
+            return {}
+        from veritrain.evaluation.accuracy import correct, percent
+        from veritrain.evaluation.vra import verified_mask
+
+        cfg = self.cfg
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        x, y = self.holdout_data.tensors[0], self.holdout_data.tensors[1]
+        batch = max(cfg.batch_size, 500)
+        out: dict[str, Any] = {"holdout_acc": percent(correct(self.model, x, y, batch)), "holdout_n": len(x)}
+        if cfg.eps > 0:
+            sound = bound_engine_accepts(self.model, tuple(x.shape[1:])) is None
+            out["holdout_vra"] = (
+                percent(verified_mask(self.model, x, y, cfg.eps, cfg.holdout_domain, cfg.norm, batch, progress=False))
+                if sound
+                else None
+            )
+        out["holdout_time"] = time.perf_counter() - t0
+        out["holdout_cpu_time"] = time.process_time() - cpu0
+        return out
+
+    def best_key(self, row: dict[str, Any]) -> tuple[bool, float, float]:
+        """How --keep-best ranks an epoch: after the eps ramp first (a ramp epoch is kept only while no later
+        epoch exists), then held-out certified accuracy, then clean accuracy."""
+        return (
+            int(row["epoch"]) >= self.cfg.ramp_end,
+            float(row.get("holdout_vra") or 0.0),
+            float(row["holdout_acc"]),
+        )
+
+    def consider_best(self, row: dict[str, Any]) -> None:
+        """Keep this epoch's weights when it beats the kept one (a tie keeps the earlier epoch)."""
+        if not self.cfg.keep_best:
+            return
+        key = self.best_key(row)
+        if self.best is None or key > tuple(self.best["key"]):
+            weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": int(row["epoch"]), "key": list(key), "model": weights}
 
     # -- one epoch
     def run_epoch(self) -> dict[str, Any]:
@@ -399,7 +482,14 @@ class Trainer:
         self.scheduler.step()
         end = self.objective.end_epoch(
             self.model,
-            EpochContext(eps=eps, epoch=e, train_data=self.train_data, generator=self.method_gen, device=self.device),
+            EpochContext(
+                eps=eps,
+                epoch=e,
+                train_data=self.train_data,
+                generator=self.method_gen,
+                device=self.device,
+                extra={} if self.holdout_data is None else {"holdout": self.holdout_data},
+            ),
         )
         if self.procs.active:  # rank 0's end of epoch (e.g. MixTrain's alpha) decides for every process
             state, end = distributed.from_main((self.objective.state_dict(), end))
@@ -420,13 +510,27 @@ class Trainer:
             return False
         return sum(float(r.get("cpu_time", 0.0)) for r in self.metrics) >= 60.0 * self.cfg.budget_minutes
 
+    def stop_by_budget(self) -> bool:
+        """`budget_spent`, decided by rank 0 under torchrun (CPU times differ between processes, and rank 0's
+        include the held-out evaluation), so that every process stops after the same epoch."""
+        spent = self.budget_spent()
+        if self.procs.active and self.cfg.budget_minutes is not None:
+            spent = distributed.from_main(spent)
+        return spent
+
     def fit(self) -> None:
-        while self.epoch < self.cfg.epochs and not self.budget_spent():
+        while self.epoch < self.cfg.epochs and not self.stop_by_budget():
             row = self.run_epoch()
             if not self.procs.main:  # torchrun: rank 0 measures, logs and writes the run folder
                 self.metrics.append(row)
                 continue
             row.update(self.monitor(self.model))
+            row.update(self.holdout_metrics())
+            # the held-out evaluation is part of training (alpha, --keep-best): its CPU time counts to the budget
+            row["cpu_time"] += row.pop("holdout_cpu_time", 0.0)
+            self.consider_best(row)
+            if self.best is not None:
+                row["kept_epoch"] = self.best["epoch"]
             self.metrics.append(row)
             # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
             # and resuming rewrites metrics.jsonl from the checkpoint anyway
@@ -436,19 +540,24 @@ class Trainer:
                 self.tensorboard.log(row)
             if not self.cfg.progress:
                 continue
+            held = "" if "holdout_acc" not in row else f"  held-out acc {row['holdout_acc']:.2f}%"
+            if row.get("holdout_vra") is not None:
+                held += f" vra {row['holdout_vra']:.2f}%"
             print(
                 f"epoch {row['epoch']}/{self.cfg.epochs}: loss {row['loss']:.4f}  "
-                f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}",
+                f"train acc {row['train_acc']:.2f}%  eps {row['eps']:.4g}{held}",
                 file=sys.stderr,
             )
         if self.procs.main and not self.files.model.exists():
             # a resume with no epoch left to train (e.g. --epochs lowered) still leaves the weights it evaluates
-            save_weights(self.files.model, self.model)
+            save_weights(self.files.model, self.run_weights())
 
 
 def _evaluate_run(trainer: Trainer) -> dict[str, Any]:
-    """ACC on the whole test set; ERA/VRA on the first eval_n test images (all with full_eval)."""
+    """ACC on the whole test set; ERA/VRA on the first eval_n test images (all with full_eval); the run's
+    weights (`Trainer.run_weights`: with --keep-best the kept epoch's) are loaded first."""
     cfg = trainer.cfg
+    trainer.model.load_state_dict(trainer.run_weights())
     if trainer.test_data is None:
         return {"test_acc": None}  # no test data given
     x, y = trainer.test_data.tensors[0], trainer.test_data.tensors[1]
@@ -547,9 +656,10 @@ def _train_locked(
     _check_data(train_data, "training")
     if test_data is not None:
         _check_data(test_data, "test")
+    train_data, holdout_data = split_train_data(cfg, train_data)
     model = model.to(device)
     _check_model_fits(model, train_data, cfg.net, cfg.dataset, device)
-    trainer = Trainer(cfg, model, train_data, test_data, device)
+    trainer = Trainer(cfg, model, train_data, test_data, device, holdout_data)
     _check_bound_support(trainer.objective, model, train_data, cfg.method)
     if ckpt is not None:
         trainer.restore(ckpt)
@@ -590,7 +700,10 @@ def _train_locked(
         "device": str(device),
         # VRA is meaningful when the bound engine accepts the network (not e.g. an ELU one)
         "sound": bound_engine_accepts(trainer.model, tuple(train_data.tensors[0].shape[1:])) is None,
-        "train_size": len(train_data),
+        "train_size": len(train_data),  # the images trained on (without the held-out ones)
+        "holdout": cfg.holdout,
+        # --keep-best: the epoch whose weights are model.pt and were evaluated (None: the last epoch's)
+        "kept_epoch": trainer.best["epoch"] if cfg.keep_best and trainer.best is not None else None,
         "final": trainer.metrics[-1] if trainer.metrics else {},
         **evaluation,
         "epochs_trained": trainer.epoch,
@@ -622,7 +735,9 @@ def _train_follower(
     ckpt = load_checkpoint(files.checkpoint) if cfg.resume else None
     seed_everything(cfg.seed)
     model = (model if model is not None else build_model(cfg)).to(device)
-    trainer = Trainer(cfg, model, train_data if train_data is not None else load_train_data(cfg), None, device)
+    # the same split as rank 0: MixTrain's alpha reads the held-out images in every process
+    train_data, holdout_data = split_train_data(cfg, train_data if train_data is not None else load_train_data(cfg))
+    trainer = Trainer(cfg, model, train_data, None, device, holdout_data)
     if ckpt is not None:
         trainer.restore(ckpt)
     trainer.fit()

@@ -3,9 +3,11 @@
 Run folder layout (`cfg.out`):
   config.json      the resolved options, written when training starts
   metrics.jsonl    one JSON line per finished epoch
-  checkpoint.pt    everything needed to continue (model, optimiser, schedule, RNG states, objective),
-                   rewritten atomically at every epoch boundary
-  model.pt         the latest weights as a plain state_dict (`veritrain.models.load_weights`)
+  checkpoint.pt    everything needed to continue (the last epoch's model, optimiser, schedule, RNG states,
+                   objective; with --keep-best also the kept epoch's weights), rewritten atomically at every
+                   epoch boundary
+  model.pt         the run's weights as a plain state_dict (`veritrain.models.load_weights`): the latest, or
+                   with --keep-best those of the best epoch so far (what the final evaluation uses)
   summary.json     final metrics and the evaluation (ACC, ERA, VRA), written at the end
   evaluation.json  written by `veritrain evaluate RUN` (the latest evaluation)
   evaluations.jsonl every evaluation of `veritrain evaluate RUN`, one JSON line each (a history)
@@ -130,9 +132,11 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_weights(path: str | os.PathLike[str], model: nn.Module) -> None:
-    """The model's state_dict on the CPU, written atomically (what `veritrain.models.load_weights` reads)."""
-    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+def save_weights(path: str | os.PathLike[str], model: nn.Module | dict[str, torch.Tensor]) -> None:
+    """The model's state_dict (or a given one) on the CPU, written atomically (what
+    `veritrain.models.load_weights` reads)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in state.items()})
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
