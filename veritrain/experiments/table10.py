@@ -24,7 +24,10 @@ COLUMNS = tuple(c for label, _ in STEP_METHODS for c in (f"{label} MB", f"{label
 #: each method runs one batch without a warm-up batch (a warm-up would double the cost of a batch of up to a minute)
 LARGE = ("mnist-fc2", "mnist-large", "cifar-large", "cifar-resnet", "imagenet-resnet")
 #: the cpu scale's limits of a child: CPU seconds (one thread; 10 children of the large networks at most 10
-#: CPU-minutes together) and resident memory (6 GB: a stopped child shows the peak it reached)
+#: CPU-minutes together) and resident memory (6 GB: a stopped child shows the peak it reached). One batch without
+#: warm-up, measured for issue 12 (CPU s / peak resident GB): MixTrain FC2 6.6 / 1.4, MNIST Large 20-25 / 4.8-5.5,
+#: CIFAR Large 14 / 4.3, CIFAR Resnet 12 / 3.0, ImageNet Resnet > 6 GB; Wong FC2 15 / 1.6, MNIST Large 22 / 3.7,
+#: CIFAR Large 30 / 4.4, CIFAR Resnet 35 / 5.1, ImageNet Resnet > 6 GB
 CPU_LIMIT_S = 60.0
 MEMORY_LIMIT_MB = 6144.0
 
