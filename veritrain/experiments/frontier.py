@@ -168,9 +168,13 @@ def scaled_config(recipe: Recipe, setting: Setting, epochs: int, **overrides: An
 def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple[float, float, int]:
     """CPU seconds per step during the ramp (eps_train / 2, half-way) and after it, and batches per epoch.
 
-    Measured on fresh weights with real training images, after one untimed step per phase; symbolic domains
-    are slower on fresh weights than on trained ones, so budgets are rather under- than over-used.
+    Measured on fresh weights with real training images, augmented as the loop does (`cfg.augment`: about a
+    fifth of an IBP step on CIFAR), after one untimed step per phase; symbolic domains are slower on fresh
+    weights than on trained ones, so budgets are rather under- than over-used. CPU time is not load-free: on
+    this 2-core machine a step took 25-35% more CPU seconds with other jobs beside it than alone, so calibrate
+    and train under the same load.
     """
+    from veritrain.data.augment import augment
     from veritrain.training.loop import build_model, load_train_data, split_train_data, validate_config
     from veritrain.training.methods import METHODS, StepContext
 
@@ -199,7 +203,8 @@ def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple
                 device=torch.device("cpu"),
             )
             t0 = time.process_time()
-            loss, _ = objective.loss(model, x_all[idx], y_all[idx], ctx)
+            x = augment(x_all[idx], cfg.augment or "none", ctx.generator)
+            loss, _ = objective.loss(model, x, y_all[idx], ctx)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
