@@ -405,3 +405,96 @@ def test_onehot_error_blocks_give_the_dense_bounds(seed: int, variant: int, eps:
         for a, b in zip(got, want):
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), (variant, colour)
     assert dom.sparse and dom.error_symbols > 0 or eps < 0.05
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), variant=st.integers(0, 2), eps=st.floats(0.05, 0.5))
+def test_conv_onehot_blocks_give_the_dense_bounds_and_gradients(seed: int, variant: int, eps: float) -> None:
+    """Error symbols through a convolution kept unformed (`ConvOneHot`, forced on and off; with and without
+    colour columns): the bounds and the weights' gradients of dense error columns."""
+    from veritrain.bounds import symbolic_linear as sl
+
+    net, shape = _onehot_net(variant, seed) if variant < 2 else _local_net(seed, 0)  # 2: MNIST Small's geometry
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, *shape, generator=g, dtype=torch.float64)
+    spec = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+
+    def run(dom: "sl.SymbolicLinear") -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        lo, hi = compute_bounds(net, Ball(x, eps), spec, dom)
+        grads = torch.autograd.grad((lo.sum() - hi.sum()), [p for p in net.parameters() if p.requires_grad])
+        return lo, hi, list(grads)
+
+    want = run(sl.SymbolicLinear(sparse=False))
+    before = sl.DEFER_FROM
+    try:
+        for defer in (0.0, float("inf")):
+            sl.DEFER_FROM = defer
+            for colour in (False, True):
+                got = run(sl.SymbolicLinear(colour=colour))
+                for a, b in zip([*got[:2], *got[2]], [*want[:2], *want[2]]):
+                    assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), (defer, colour)
+    finally:
+        sl.DEFER_FROM = before
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), stride=st.integers(1, 2), dilation=st.integers(1, 2))
+def test_conv_onehot_concretises_and_multiplies_like_its_columns(seed: int, stride: int, dilation: int) -> None:
+    """`ConvOneHot` with coefficients and per-neuron factors of either sign: its per-neuron sums of min(., 0)
+    and of the columns, and its product with a Linear layer, equal those of its formed columns."""
+    from veritrain.bounds.ops import Conv2dOp
+    from veritrain.bounds.symbolic_linear import ConvOneHot, OneHot
+
+    g = torch.Generator().manual_seed(seed)
+    layer = nn.Conv2d(3, 4, 3, stride, 1, dilation=dilation).double()
+    in_shape = (3, 6, 7)
+    out_shape = tuple(layer(torch.zeros(1, *in_shape, dtype=torch.float64)).shape[1:])
+    op = Conv2dOp(layer, in_shape, out_shape)
+    idx = torch.stack([torch.randperm(126, generator=g)[:9] for _ in range(2)])  # distinct per sample
+    src = OneHot(idx, torch.randn(2, 9, generator=g, dtype=torch.float64), in_shape)
+    block = ConvOneHot(op, src).scale(torch.randn(2, *out_shape, generator=g, dtype=torch.float64))
+    cols = block.dense()
+    neg, total = block.neg_total()
+    assert torch.allclose(neg, cols.clamp(max=0).sum(1), atol=1e-12) and torch.allclose(total, cols.sum(1), atol=1e-12)
+    w = torch.randn(5, cols[0, 0].numel(), generator=g, dtype=torch.float64)
+    flat = block.reshaped((cols[0, 0].numel(),))
+    assert torch.allclose(flat.linear(w), cols.flatten(2) @ w.T, atol=1e-12)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 1000), variant=st.integers(0, 3), eps=st.floats(0.01, 0.4))
+def test_patches_give_the_colour_bounds_and_gradients(seed: int, variant: int, eps: float) -> None:
+    """The input columns of the local layers as `Patches` (each neuron's coefficients over its own window):
+    the bounds and the weights' gradients of colour columns (and of one column per pixel); networks with a
+    layer patches do not support (average pooling) keep colour columns."""
+    from veritrain.bounds.colouring import Patches, colouring_for
+    from veritrain.bounds.symbolic_linear import SymbolicLinear
+
+    if variant == 3:  # three channels, normalisation, dilation, a stride-1 and a strided convolution
+        from veritrain.models.layers import Normalize
+
+        torch.manual_seed(seed)
+        body = [Normalize([0.4, 0.5, 0.6], [0.3, 0.25, 0.2]), nn.Conv2d(3, 4, 3, 1, 2, dilation=2), nn.ReLU()]
+        body += [nn.Conv2d(4, 3, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 6), nn.ReLU()]
+        model, shape = nn.Sequential(*body, nn.Linear(6, 4)).double().eval(), (3, 16, 16)
+    else:
+        model, shape = _local_net(seed, variant)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, *shape, generator=g, dtype=torch.float64)
+    ops = to_ops(model, shape)
+    found = colouring_for(ops, shape, x)
+    assert found is not None and Patches.supports(ops[: found[1]]) == (variant != 1)
+    spec = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(dom: SymbolicLinear) -> list[torch.Tensor]:
+        lo, hi = compute_bounds(model, Ball(x, eps), spec, dom)
+        return [lo, hi, *torch.autograd.grad(lo.sum() - 2 * hi.sum(), params)]
+
+    want = run(SymbolicLinear(patches=False))
+    for dom in (SymbolicLinear(), SymbolicLinear(colour_errors=True), SymbolicLinear(colour=False)):
+        for a, b in zip(run(dom), want):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    with torch.no_grad():  # verification's path (no autograd) too
+        for a, b in zip(compute_bounds(model, Ball(x, eps), spec, SymbolicLinear()), want):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)

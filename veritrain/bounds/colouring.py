@@ -231,4 +231,155 @@ def colouring_for(ops: list[Op], in_shape: tuple[int, ...], like: Tensor) -> tup
     return None if found is None else (found, n)
 
 
-__all__ = ["Colouring", "Window", "colouring_for", "dense_head", "error_colouring", "local_prefix"]
+# ---- patches: each neuron's coefficients over the pixels of its own window --------------------------------
+
+
+class Patches:
+    """The input columns of a layer inside the local prefix as, per neuron, its coefficients over the pixels
+    of its receptive field only: `p` (B, R, P, C) for a (C, H, W) layer with P = H·W positions and R = C0·Rh·Rw
+    window entries (C0 input channels, the window Rh x Rw of `Window`s wh, ww: position (i, j) sees the pixels
+    (wh.start + i·wh.jump + a, ww.start + j·ww.jump + b)); entries on pixels outside the image are 0.
+
+    The same numbers as the colour columns (`Colouring`: a window holds at most one pixel of each colour, so
+    colour column k at a neuron is the patch entry of its pixel of colour k) without their zeros: MNIST
+    Small's first layer has 16 entries per neuron against 100 colours, its second 100 against 100. A
+    convolution is a gather of the input positions it reads, one matrix product per kernel element (over
+    the input channels) and a sum into the wider window (`affine`); an activation's or a channel scaling's
+    factor is a product (`scale`); concretisation is a sum over the window (`neg_total`); the expansion to
+    one column per pixel, fused with a following dense layer or not, is a scatter-add (`expand_linear`,
+    `dense`). Only ungrouped convolutions, per-channel scalings and activations (`supports`)."""
+
+    def __init__(self, p: Tensor, in_shape: tuple[int, ...], shape: tuple[int, ...], wh: Window, ww: Window) -> None:
+        self.p, self.in_shape, self.shape, self.wh, self.ww = p, tuple(in_shape), tuple(shape), wh, ww
+
+    @staticmethod
+    def supports(ops: list[Op]) -> bool:
+        return all(
+            (isinstance(op, Conv2dOp) and op.layer.groups == 1) or isinstance(op, (ScaleShiftOp, ActivationOp))
+            for op in ops
+        )
+
+    @classmethod
+    def start(cls, scale: Tensor) -> "Patches":
+        """The input variables t in [0, 1]^d, x' = lo + scale·t: one entry per pixel, its own scale."""
+        b, c = scale.shape[:2]
+        p = torch.diag_embed(scale.reshape(b, c, -1).transpose(1, 2)).permute(0, 2, 1, 3)  # (B, C, H·W, C)
+        return cls(p, tuple(scale.shape[1:]), tuple(scale.shape[1:]), Window(), Window())
+
+    def _like(self, p: Tensor, shape: tuple[int, ...] | None = None) -> "Patches":
+        return Patches(p, self.in_shape, shape or self.shape, self.wh, self.ww)
+
+    def scale(self, slope: Tensor) -> "Patches":
+        """Times a per-neuron factor (B, C, H, W)."""
+        b, c = slope.shape[0], self.shape[0]
+        return self._like(self.p * slope.reshape(b, c, -1).transpose(1, 2).unsqueeze(1))
+
+    def neg_total(self) -> tuple[Tensor, Tensor]:
+        """Per neuron (B, C, H, W): the sum of min(entry, 0), and of the entries."""
+        b = self.p.shape[0]
+        neg, total = self.p.clamp(max=0).sum(1), self.p.sum(1)
+        return neg.transpose(1, 2).reshape(b, *self.shape), total.transpose(1, 2).reshape(b, *self.shape)
+
+    def affine(self, op: Op) -> "Patches":
+        """W p for a convolution or a per-channel scaling (`supports`)."""
+        if isinstance(op, ScaleShiftOp):
+            return self._like(self.p * op.scale.reshape(1, 1, 1, -1))
+        assert isinstance(op, Conv2dOp)
+        src, dst, wh, ww = _conv_tables(self, op)
+        b, r, n_pos, ci = self.p.shape
+        w = op.layer.weight  # (Co, Ci, Kh, Kw)
+        co, k = w.shape[0], w.shape[2] * w.shape[3]
+        padded = torch.cat([self.p, self.p.new_zeros(b, r, 1, ci)], 2).reshape(b, -1, ci)  # position P: padding
+        u = padded.index_select(1, src).reshape(b, k, -1, ci)  # (B, K, R·P_out, Ci)
+        m = torch.matmul(u, w.reshape(co, ci, k).permute(2, 1, 0))  # (B, K, R·P_out, Co)
+        n_out, r_new = op.out_shape[1] * op.out_shape[2], wh.size * ww.size * self.in_shape[0]
+        p = m.new_zeros(b, r_new, n_out * co).index_add(1, dst, m.reshape(b, k * r, n_out * co))
+        return Patches(p.reshape(b, r_new, n_out, co), self.in_shape, tuple(op.out_shape), wh, ww)
+
+    def _pixels(self) -> Tensor:
+        """(P·R,) the input pixel (flat index, d = numel(in_shape) outside the image) of every entry, by
+        position then entry."""
+        return _pixel_table(self.in_shape, self.shape, self.wh, self.ww, self.p.device)
+
+    def expand_linear(self, weight: Tensor) -> Tensor:
+        """W · (the columns per pixel) for a dense layer W (O, C·H·W) after the flattened layer: (B, d, O)."""
+        b, r, n_pos, c = self.p.shape
+        out, d = weight.shape[0], math.prod(self.in_shape)
+        per_pos = self.p.permute(0, 2, 1, 3)  # (B, P, R, C)
+        m = torch.matmul(per_pos, weight.reshape(out, c, n_pos).permute(2, 1, 0))  # (B, P, R, O)
+        idx = self._pixels()
+        if b > 1:
+            idx = (torch.arange(b, device=idx.device).unsqueeze(1) * (d + 1) + idx).reshape(-1)
+        return m.new_zeros(b * (d + 1), out).index_add(0, idx, m.reshape(-1, out)).reshape(b, d + 1, out)[:, :d]
+
+    def dense(self) -> Tensor:
+        """The columns per pixel (B, d, C, H, W)."""
+        b, r, n_pos, c = self.p.shape
+        d = math.prod(self.in_shape)
+        pos = torch.arange(n_pos, device=self.p.device).repeat_interleave(r)
+        rows = self.p.permute(0, 2, 1, 3).reshape(b, -1, c)  # (B, P·R, C)
+        full = self.p.new_zeros(b, (d + 1) * n_pos, c).index_add(1, self._pixels() * n_pos + pos, rows)
+        return full.reshape(b, d + 1, n_pos, c)[:, :d].transpose(2, 3).reshape(b, d, *self.shape)
+
+
+_TABLES: dict[tuple, tuple[Tensor, Tensor, Window, Window]] = {}
+
+
+def _conv_tables(x: Patches, op: Conv2dOp) -> tuple[Tensor, Tensor, Window, Window]:
+    """For `Patches.affine` through a convolution: per kernel element, window entry and output position the
+    row of the (entry, input position + a padding position) rows that it reads, per kernel element and
+    window entry its entry of the wider window, and the wider windows."""
+    l = op.layer
+    key = (x.in_shape, x.shape, x.wh, x.ww, tuple(op.out_shape), l.kernel_size, l.stride, op._padding, l.dilation)
+    found = _TABLES.get((key, x.p.device))
+    if found is not None:
+        return found
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = l.kernel_size, l.stride, op._padding, l.dilation
+    _, hi, wi = x.shape
+    _, ho, wo = op.out_shape
+    dev = x.p.device
+    wh, ww = x.wh.through(kh, sh, ph, dh), x.ww.through(kw, sw, pw, dw)
+    ky, kx = torch.arange(kh, device=dev).view(kh, 1, 1, 1), torch.arange(kw, device=dev).view(1, kw, 1, 1)
+    oy, ox = torch.arange(ho, device=dev).view(1, 1, ho, 1), torch.arange(wo, device=dev).view(1, 1, 1, wo)
+    iy, ix = oy * sh - ph + ky * dh, ox * sw - pw + kx * dw  # (Kh, Kw, Ho, Wo) after broadcasting
+    inside = (iy >= 0) & (iy < hi) & (ix >= 0) & (ix < wi)
+    pos = torch.where(inside, iy * wi + ix, torch.full_like(iy * ix, hi * wi)).reshape(kh * kw, 1, ho * wo)
+    c0 = x.in_shape[0]
+    r = c0 * x.wh.size * x.ww.size
+    src = (torch.arange(r, device=dev).view(1, r, 1) * (hi * wi + 1) + pos).reshape(-1)  # (K·R·P_out)
+    # the entry (c0, a, b) of an input window sits at (c0, a + ky·dh·jump, b + kx·dw·jump) of the wider one
+    a = torch.arange(x.wh.size, device=dev).view(1, 1, 1, x.wh.size, 1)
+    bb = torch.arange(x.ww.size, device=dev).view(1, 1, 1, 1, x.ww.size)
+    ch = torch.arange(c0, device=dev).view(1, 1, c0, 1, 1)
+    shift_h = (torch.arange(kh, device=dev) * dh * x.wh.jump).view(kh, 1, 1, 1, 1)
+    shift_w = (torch.arange(kw, device=dev) * dw * x.ww.jump).view(1, kw, 1, 1, 1)
+    dst = ch * (wh.size * ww.size) + (a + shift_h) * ww.size + (bb + shift_w)  # (Kh, Kw, C0, Rh, Rw)
+    found = (src, dst.reshape(-1), wh, ww)
+    _TABLES[(key, x.p.device)] = found
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_table(
+    in_shape: tuple[int, ...], shape: tuple[int, ...], wh: Window, ww: Window, device: torch.device
+) -> Tensor:
+    """`Patches._pixels`."""
+    c0, h0, w0 = in_shape
+    _, h, w = shape
+    oy = (
+        wh.start
+        + wh.jump * torch.arange(h, device=device).view(h, 1, 1, 1, 1)
+        + torch.arange(wh.size, device=device).view(1, 1, 1, -1, 1)
+    )
+    ox = (
+        ww.start
+        + ww.jump * torch.arange(w, device=device).view(1, w, 1, 1, 1)
+        + torch.arange(ww.size, device=device).view(1, 1, 1, 1, -1)
+    )
+    ch = torch.arange(c0, device=device).view(1, 1, c0, 1, 1)
+    inside = (oy >= 0) & (oy < h0) & (ox >= 0) & (ox < w0)
+    flat = ch * (h0 * w0) + oy * w0 + ox
+    return torch.where(inside, flat, torch.full_like(flat, c0 * h0 * w0)).reshape(-1)  # (P·C0·Rh·Rw)
+
+
+__all__ = ["Colouring", "Patches", "Window", "colouring_for", "dense_head", "error_colouring", "local_prefix"]

@@ -16,6 +16,8 @@ calls chunk the samples (`veritrain.bounds.base.CHUNK_MEMORY`) to bound it. A fr
 per column and is kept in that form (`OneHot`: the neuron and the coefficient of each column) until an op
 mixes neurons: per-neuron scalings keep it, a Linear layer or a convolution applied to it is a gather of
 its weight (no product with mostly-zero columns), concretising it is a scatter; any other op densifies it.
+Many such columns through a convolution stay unformed (`ConvOneHot`: concretised by one convolution, taken
+through the next Linear layer as a transposed product).
 The numbers are those of the dense columns (the same products, without the zero terms). At a join (residual sum) the blocks of the same key are
 the same variables and add up; the others are distinct variables and are kept side by side. Interval
 bounds are propagated alongside and intersected with the concretised ones at every activation and at the
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from veritrain.bounds.base import DOMAINS, Ball, Domain
-from veritrain.bounds.colouring import Colouring, dense_head, error_colouring
+from veritrain.bounds.colouring import Colouring, Patches, dense_head, error_colouring
 from veritrain.bounds.graph import Table, forward, rule_for
 from veritrain.bounds.interval import fold_spec, interval_step
 from veritrain.bounds.ops import (
@@ -92,11 +94,85 @@ class OneHot:
         return OneHot(self.idx, self.val * slope.flatten(1).gather(1, self.idx), self.shape)
 
 
-Block = Tensor | OneHot
+#: A `OneHot` block through a convolution stays unformed (`ConvOneHot`) when it has more columns than this
+#: times the convolution's input channels x kernel elements (the cost of its transposed product), else its
+#: columns are gathered. MNIST Small's second layer: 256 elements; a fresh network has ~450 error symbols at
+#: the first ReLU (one sample's bound pass, forward and backward, one thread: 50 -> 34 CPU ms), one trained
+#: at eps 0.3 ~30 (gathered: the unformed block would cost 23 -> 28 ms).
+DEFER_FROM = 0.5
+
+
+class ConvOneHot:
+    """A `OneHot` block through an (ungrouped) convolution, times a per-neuron factor `scale` (B, *out_shape)
+    or None: the columns conv(e_idx[k])·val[k]·scale, kept unformed. A column has few non-zeros (one
+    kernel's reach), so the block is never formed where that can be avoided:
+    - concretised (`neg_total`) by one convolution of the block's per-neuron values v = sum_k val[k]·e_idx[k]
+      (the indices of a sample are distinct, as `error_block` makes them): sum_k min(w·v_k, 0) =
+      min(w, 0)·max(v, 0) + max(w, 0)·min(v, 0), and a factor s: min(s·x, 0) = max(s, 0)·min(x, 0) +
+      min(s, 0)·max(x, 0);
+    - through the next Linear layer W (`linear`) as the transposed product: the rows of W·diag(scale) through
+      the transposed convolution, gathered at the block's neurons (a cost independent of the number of
+      columns, hence `DEFER_FROM`);
+    - anything else densifies it (`dense`). The same sums as the formed columns, in another order."""
+
+    def __init__(self, op: Conv2dOp, src: OneHot, scale: Tensor | None = None, shape: tuple[int, ...] | None = None):
+        self.op, self.src, self.factor = op, src, scale
+        self.shape = tuple(op.out_shape if shape is None else shape)
+
+    @property
+    def columns(self) -> int:
+        return self.src.columns
+
+    def dense(self) -> Tensor:
+        cols = _conv_gather(self.op, self.src)
+        if self.factor is not None:
+            cols = cols * self.factor.unsqueeze(1)
+        return cols.reshape(*cols.shape[:2], *self.shape)
+
+    def scale(self, slope: Tensor) -> "ConvOneHot":
+        """The columns times a per-neuron factor slope (B, *shape)."""
+        slope = slope.reshape(slope.shape[0], *self.op.out_shape)
+        return ConvOneHot(self.op, self.src, slope if self.factor is None else self.factor * slope, self.shape)
+
+    def reshaped(self, shape: tuple[int, ...]) -> "ConvOneHot":
+        return ConvOneHot(self.op, self.src, self.factor, shape)
+
+    def neg_total(self) -> tuple[Tensor, Tensor]:
+        """Per neuron (B, *shape): the sum over columns of min(column, 0), and of the columns."""
+        src, layer = self.src, self.op.layer
+        v = src.per_neuron(src.val)  # (B, *in_shape)
+        v_pos = torch.relu(v)
+        w = layer.weight
+        w_pos = torch.relu(w)
+        w_neg = w - w_pos
+        weight = torch.cat([torch.cat([w_neg, w_pos], 1), torch.cat([w, w], 1)])  # (2 Co, 2 Ci, Kh, Kw)
+        both = F.conv2d(torch.cat([v_pos, v - v_pos], 1), weight, None, layer.stride, self.op._padding, layer.dilation)
+        neg, total = both.chunk(2, 1)
+        s = self.factor
+        if s is not None:
+            s_pos = torch.relu(s)
+            neg, total = s_pos * neg + (s - s_pos) * (total - neg), s * total
+        b = neg.shape[0]
+        return neg.reshape(b, *self.shape), total.reshape(b, *self.shape)
+
+    def linear(self, weight: Tensor) -> Tensor:
+        """W · columns for a Linear weight W (O, numel(shape)): (B, m, O)."""
+        op, src = self.op, self.src
+        out = weight.shape[0]
+        rows = weight.unsqueeze(0)  # (1, O, N): the rows of W diag(scale), per sample when scaled
+        if self.factor is not None:
+            rows = rows * self.factor.reshape(self.factor.shape[0], 1, -1)
+        back = op._lin_t(rows.reshape(-1, *op.out_shape)).reshape(rows.shape[0], out, -1)  # (B or 1, O, N_in)
+        b, m = src.idx.shape
+        got = back.expand(b, -1, -1).gather(2, src.idx.unsqueeze(1).expand(-1, out, -1))  # (B, O, m)
+        return got.transpose(1, 2) * src.val.unsqueeze(2)
+
+
+Block = Tensor | OneHot | ConvOneHot | Patches
 
 
 def dense(b: Block) -> Tensor:
-    return b.dense() if isinstance(b, OneHot) else b
+    return b if isinstance(b, Tensor) else b.dense()
 
 
 def _conv_index(op: Conv2dOp) -> tuple[Tensor, Tensor]:
@@ -120,7 +196,17 @@ def _conv_index(op: Conv2dOp) -> tuple[Tensor, Tensor]:
 
 def linear_block(op: AffineOp, b: Block) -> Block:
     """W b for a block: `op.linear` on a dense block; on a `OneHot` block a gather of the weight's columns
-    (Linear, ungrouped Conv2d), the same flat indices (reshape), else op.linear on its dense form."""
+    (Linear; an ungrouped Conv2d too, or with many columns a `ConvOneHot`: `DEFER_FROM`), the same flat
+    indices (reshape), else op.linear on its dense form; on a `ConvOneHot` its reshape, its product with a
+    Linear layer, else op.linear on its dense form."""
+    if isinstance(b, Patches):
+        return b.affine(op)
+    if isinstance(b, ConvOneHot):
+        if isinstance(op, ReshapeOp):
+            return b.reshaped(op.out_shape)
+        if isinstance(op, LinearOp) and op.in_shape == (math.prod(b.shape),):
+            return b.linear(op.layer.weight)
+        return op.linear(b.dense())
     if not isinstance(b, OneHot):
         return op.linear(b)
     if isinstance(op, ReshapeOp):
@@ -130,22 +216,31 @@ def linear_block(op: AffineOp, b: Block) -> Block:
         cols = op.layer.weight.t().index_select(0, b.idx.flatten()).reshape(bsz, m, -1)
         return cols * b.val.unsqueeze(2)
     if isinstance(op, Conv2dOp) and op.layer.groups == 1:
-        w = op.layer.weight  # (Co, Ci, Kh, Kw); out[co, oi, oj] of the unit input at (c, i, j) = w[co, c, kh, kw]
-        co, ci, kh, kw = w.shape
-        _, h, wd = op.in_shape
-        th, tw = _conv_index(op)
-        c, i, j = b.idx // (h * wd), (b.idx // wd) % h, b.idx % wd
-        flat = (c * ((kh + 1) * (kw + 1))).view(bsz, m, 1, 1) + th[i].unsqueeze(3) * (kw + 1) + tw[j].unsqueeze(2)
-        wpad = F.pad(w, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero row and column (no link)
-        cols = wpad.index_select(1, flat.flatten()).reshape(co, bsz, m, *flat.shape[2:]).permute(1, 2, 0, 3, 4)
-        return cols * b.val.view(bsz, m, 1, 1, 1)
+        return ConvOneHot(op, b) if m > DEFER_FROM * math.prod(op.layer.weight.shape[1:]) else _conv_gather(op, b)
     return op.linear(b.dense())
+
+
+def _conv_gather(op: Conv2dOp, b: OneHot) -> Tensor:
+    """The columns (B, m, *out_shape) of an ungrouped convolution applied to a `OneHot` block: a gather of its
+    weight."""
+    bsz, m = b.idx.shape
+    w = op.layer.weight  # (Co, Ci, Kh, Kw); out[co, oi, oj] of the unit input at (c, i, j) = w[co, c, kh, kw]
+    co, ci, kh, kw = w.shape
+    _, h, wd = op.in_shape
+    th, tw = _conv_index(op)
+    c, i, j = b.idx // (h * wd), (b.idx // wd) % h, b.idx % wd
+    flat = (c * ((kh + 1) * (kw + 1))).view(bsz, m, 1, 1) + th[i].unsqueeze(3) * (kw + 1) + tw[j].unsqueeze(2)
+    wpad = F.pad(w, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero row and column (no link)
+    cols = wpad.index_select(1, flat.flatten()).reshape(co, bsz, m, *flat.shape[2:]).permute(1, 2, 0, 3, 4)
+    return cols * b.val.view(bsz, m, 1, 1, 1)
 
 
 def concretize_blocks(space: InputSpace, blocks: list[Block], c: Tensor) -> tuple[Tensor, Tensor]:
     """Lower and upper bounds of a form: block 0 holds the input columns, later blocks error symbols in [0, 1]."""
 
     def neg_total(b: Block) -> tuple[Tensor, Tensor]:
+        if isinstance(b, (ConvOneHot, Patches)):
+            return b.neg_total()
         if isinstance(b, OneHot):
             return b.per_neuron(b.val.clamp(max=0)), b.per_neuron(b.val)
         return b.clamp(max=0).sum(1), b.sum(1)
@@ -200,7 +295,7 @@ def relax(
     """f(z) = slope·z + lower_bias + width·e_new for z = G·v + c: the blocks scaled by the slope per neuron and
     one block of new columns appended (`error_block`); returns the form and the number of new symbols."""
     scale = lines.slope.unsqueeze(1)
-    blocks = [b.scale(lines.slope) if isinstance(b, OneHot) else b * scale for b in blocks]
+    blocks = [b * scale if isinstance(b, Tensor) else b.scale(lines.slope) for b in blocks]
     c = c * lines.slope
     if lines.lower_bias is not None:
         c = c + lines.lower_bias
@@ -270,11 +365,15 @@ def expand_linear(colouring: Colouring, g: Tensor, weight: Tensor, rows: Tensor 
     return (got * real[rows].unsqueeze(3)).sum(2)  # (B, r, O)
 
 
-def expand(colouring: Colouring, g: Tensor, weight: Tensor | None, rows: Tensor | None) -> Tensor:
+def expand(colouring: Colouring, g: Block, weight: Tensor | None, rows: Tensor | None) -> Tensor:
     """Colour columns -> one column per pixel or neuron (only `rows` of them, if given), fused with the dense
     layer `weight` when there is one: `expand_linear` where autograd records (training: its backward is the
     cheaper one), `Colouring.expand_linear` otherwise (verification without gradients: 6.8-7.7 against 8.9
-    CPU ms per image on the authors' eps 0.3 checkpoint, `bench/bench_speed.py --only vra`). Same sums."""
+    CPU ms per image on the authors' eps 0.3 checkpoint, `bench/bench_speed.py --only vra`). Same sums.
+    `Patches` (all of whose columns are expanded) expand themselves."""
+    if isinstance(g, Patches):
+        return g.dense() if weight is None else g.expand_linear(weight)
+    g = dense(g)
     if weight is not None:
         if torch.is_grad_enabled() and (g.requires_grad or weight.requires_grad):
             return expand_linear(colouring, g, weight, rows)
@@ -376,13 +475,18 @@ class SymbolicLinear(Domain):
     name = "symbolic-linear"
     table = TABLE
 
-    def __init__(self, colour: bool = True, colour_errors: bool | None = None, sparse: bool = True) -> None:
+    def __init__(
+        self, colour: bool = True, colour_errors: bool | None = None, sparse: bool = True, patches: bool = True
+    ) -> None:
         self.error_symbols = 0
         self.sparse = sparse  # fresh error symbols as `OneHot` blocks (False: dense columns; the same numbers)
         self.colour = colour  # compress the input columns through the local layers (`colouring`)
         # error symbols of activations inside those layers by colour too (with `colour`): None = when that
         # means much fewer columns (`use_colours`), True = always, False = never
         self.colour_errors = colour_errors
+        # the input columns inside those layers as `Patches` (each neuron's coefficients over its own window)
+        # instead of colour columns, where every local layer allows it (`Patches.supports`; the same numbers)
+        self.patches = patches
         self.space: InputSpace
         self._colouring: Colouring | None = None  # of the error symbols of the activation being relaxed
         self._unstable: Tensor | None = None  # its neurons that got error symbols
@@ -396,7 +500,13 @@ class SymbolicLinear(Domain):
         found = local_colouring(ops, chain, space, self.colour)
         if found is not None:  # one column per colour through the local layers, per pixel after them
             colouring, n_local = found
-            g, c = space.start_coloured(chain, colouring)
+            g: Block
+            if self.patches and Patches.supports(ops[:n_local]):
+                g, c = Patches.start(space.hi - space.lo), space.lo
+                for op in chain:
+                    g, c = g.affine(op), op.forward(c)
+            else:
+                g, c = space.start_coloured(chain, colouring)
             (blocks, c, box), coloured = self._run_local(ops[len(chain) : n_local], ({INPUT: g}, c, box))
             coloured = {INPUT: (colouring, None), **coloured}  # the input columns first, as without colouring
             head = ops[n_local : n_local + dense_head(ops[n_local:], colouring.out_shape)]
@@ -404,7 +514,7 @@ class SymbolicLinear(Domain):
             plain, c, box = self._run(head, (plain, c, box))  # c, box, per-neuron error symbols
             last = head[-1] if head else None
             weight = last.layer.weight if isinstance(last, LinearOp) else None  # fused with the expansion
-            expanded = {k: expand(col, dense(blocks[k]), weight, rows) for k, (col, rows) in coloured.items()}
+            expanded = {k: expand(col, blocks[k], weight, rows) for k, (col, rows) in coloured.items()}
             blocks, c, box = self._run(ops[n_local + len(head) :], ({**expanded, **plain}, c, box))
         else:
             g, c = space.start(chain)
