@@ -338,7 +338,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from veritrain.reporting import format_table
+    from veritrain.reporting import format_table, run_holdout_lines
     from veritrain.training.loop import train
 
     cfg = config_from_args(args)
@@ -351,6 +351,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     print(format_table([row]))
     files = RunFiles(cfg.out)
+    for line in run_holdout_lines(files.dir):  # --holdout: its size; --keep-best: the kept epoch
+        print(line)
     print(f"run folder: {files.dir} ({files.SUMMARY}, {files.METRICS}, {files.MODEL})")
     return 0
 

@@ -9,8 +9,8 @@ from veritrain.reporting.io import (
     write_json,
     write_jsonl,
 )
-from veritrain.reporting.plots import plot_metrics
-from veritrain.reporting.runs import run_row, runs_table
+from veritrain.reporting.plots import metrics_plot_data, plot_metrics
+from veritrain.reporting.runs import holdout_lines, run_holdout_lines, run_row, runs_table
 from veritrain.reporting.tables import format_markdown, format_table
 
 __all__ = [
@@ -21,9 +21,12 @@ __all__ = [
     "write_csv",
     "write_json",
     "write_jsonl",
+    "metrics_plot_data",
     "plot_metrics",
     "format_markdown",
     "format_table",
+    "holdout_lines",
+    "run_holdout_lines",
     "run_row",
     "runs_table",
 ]
