@@ -655,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="show progress bars")
     fr.set_defaults(func=cmd_frontier)
 
-    pl = sub.add_parser("plot", help="plot a run's metrics (alpha, eps, losses over epochs); needs matplotlib")
+    pl = sub.add_parser(
+        "plot", help="plot a run's metrics (alpha, eps, losses, held-out ACC/VRA per epoch); needs matplotlib"
+    )
     pl.add_argument("run", help="training run folder")
     pl.add_argument("--out", help="PNG file (default: RUN/metrics.png)")
     pl.set_defaults(func=cmd_plot)
