@@ -104,6 +104,25 @@ def test_config_file_and_command_line_override(tmp_path, suffix):
     assert cfg.eval_domains == "interval,symbolic-linear"
 
 
+def test_config_file_from_a_run_folder(tmp_path):
+    """A run's config.json (the options plus a `versions` record) reads back to the same TrainConfig."""
+    import json
+
+    from veritrain.errors import ConfigError
+
+    cfg = TrainConfig(net="mnist-small", method="ibp", eps=0.1, epochs=7, lr_milestones="5,6", holdout=10)
+    f = tmp_path / "config.json"
+    # config.json holds resolved values, also of options that only other methods read (alpha0)
+    f.write_text(json.dumps({**cfg.to_dict(), "alpha0": 0.8, "versions": {"veritrain": "x", "torch": "y"}}))
+    assert parse_train("--config", str(f)) == cfg
+    assert parse_train("--config", str(f), "--epochs", "9").epochs == 9
+    # a hand-written JSON file is checked like YAML: an option the method does not read is an error
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps({"method": "ibp", "acc0": 97.0}))
+    with pytest.raises(ConfigError, match="--acc0 is an option of mixtrain"):
+        parse_train("--config", str(hand))
+
+
 def test_config_file_errors(tmp_path, capsys):
     bad_key = tmp_path / "a.yaml"
     bad_key.write_text("netz: mnist-small\n")
@@ -111,10 +130,13 @@ def test_config_file_errors(tmp_path, capsys):
     bad_type.write_text('epochs = "many"\n')
     garbled = tmp_path / "c.yaml"
     garbled.write_text("net: [unclosed\n")
+    garbled_json = tmp_path / "d.json"
+    garbled_json.write_text('{"net": ')
     for f, msg in (
         (bad_key, "unknown option 'netz'"),
         (bad_type, "'epochs' expects int"),
         (garbled, "cannot be parsed"),
+        (garbled_json, "cannot be parsed"),
         (tmp_path / "missing.yaml", "does not exist"),
         (tmp_path / "x.ini", "does not exist"),
     ):

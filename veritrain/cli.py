@@ -121,16 +121,25 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a YAML or TOML file; keys are option names with - or _."""
+    """Options from a YAML, TOML or JSON file; keys are option names with - or _. A run folder's config.json
+    re-runs that run: its `versions` record and the options only other methods read (it holds them all) are
+    skipped; in any other file such an option is an error (`_check_method_options`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml")
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
     try:
-        if suffix == ".toml":
+        if suffix == ".json":
+            data = json.loads(text)
+            if isinstance(data, dict) and "versions" in data:
+                # a run's config.json (`versions` beside the options) holds every option: keep its method's
+                data.pop("versions")
+                method = data.get("method", _FIELDS["method"].default)
+                data = {k: v for k, v in data.items() if _reads(method, str(k).replace("-", "_"))}
+        elif suffix == ".toml":
             if sys.version_info >= (3, 11):
                 import tomllib
             else:
@@ -205,6 +214,11 @@ def _parse_extra(items: list[str]) -> dict[str, Any]:
 def _option_methods(name: str) -> tuple[str, ...]:
     """The methods that read option `name` (its `methods` metadata in TrainConfig; empty: every method)."""
     return tuple(_FIELDS[name].metadata.get("methods", ()))
+
+
+def _reads(method: str, name: str) -> bool:
+    """Whether `method` reads option `name` (unknown names count as read: they are reported later)."""
+    return name not in _FIELDS or not _option_methods(name) or method in _option_methods(name)
 
 
 def _check_method_options(values: dict[str, Any], given: set[str]) -> None:
@@ -552,8 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--config",
         metavar="FILE",
-        help="read options from a YAML or TOML file (keys: option names with - or _); "
-        "options on the command line override it",
+        help="read options from a YAML, TOML or JSON file (keys: option names with - or _), e.g. a run "
+        "folder's config.json to re-run it; options on the command line override it",
     )
     add_train_options(t)
     t.set_defaults(func=cmd_train)
