@@ -498,3 +498,30 @@ def test_patches_give_the_colour_bounds_and_gradients(seed: int, variant: int, e
     with torch.no_grad():  # verification's path (no autograd) too
         for a, b in zip(compute_bounds(model, Ball(x, eps), spec, SymbolicLinear()), want):
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_patch_error_symbols_are_their_colour_columns(seed: int) -> None:
+    """Coloured error symbols as `Patches` (`error_block(..., patches=True)`): through a convolution and a
+    per-neuron factor, one column per symbol equals the colour columns expanded; concretised the same."""
+    from veritrain.bounds.colouring import Patches, error_colouring
+    from veritrain.bounds.symbolic_linear import error_block, linear_block
+
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(3, 4, 3, 2, 1).double()
+    op = to_ops(nn.Sequential(conv), (3, 8, 8))[0]
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(2, 3, 8, 8, generator=g) < 0.6
+    offset = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64) * mask
+    col = error_colouring([op], (3, 8, 8), offset)
+    assert col is not None
+    patches, n = error_block(offset, mask, col, always=True, patches=True)
+    coloured, m = error_block(offset, mask, col, always=True)
+    assert isinstance(patches, Patches) and n == m
+    slope = torch.rand(2, *op.out_shape, generator=g, dtype=torch.float64) - 0.3
+    got = linear_block(op, patches).scale(slope)
+    want = linear_block(op, coloured) * slope.unsqueeze(1)
+    assert torch.allclose(got.dense(), col.expand(want), atol=1e-12)
+    neg, total = got.neg_total()
+    assert torch.allclose(neg, want.clamp(max=0).sum(1), atol=1e-12)
+    assert torch.allclose(total, want.sum(1), atol=1e-12)

@@ -247,7 +247,9 @@ class Patches:
     the input channels) and a sum into the wider window (`affine`); an activation's or a channel scaling's
     factor is a product (`scale`); concretisation is a sum over the window (`neg_total`); the expansion to
     one column per pixel, fused with a following dense layer or not, is a scatter-add (`expand_linear`,
-    `dense`). Only ungrouped convolutions, per-channel scalings and activations (`supports`)."""
+    `dense`). Only ungrouped convolutions, per-channel scalings and activations (`supports`). The coloured
+    error symbols of an activation inside the local layers are carried the same way (`start` of their
+    offsets: that activation's neurons are the 'pixels'; `symbolic_linear.error_block`)."""
 
     def __init__(self, p: Tensor, in_shape: tuple[int, ...], shape: tuple[int, ...], wh: Window, ww: Window) -> None:
         self.p, self.in_shape, self.shape, self.wh, self.ww = p, tuple(in_shape), tuple(shape), wh, ww
@@ -281,7 +283,8 @@ class Patches:
         return neg.transpose(1, 2).reshape(b, *self.shape), total.transpose(1, 2).reshape(b, *self.shape)
 
     def affine(self, op: Op) -> "Patches":
-        """W p for a convolution or a per-channel scaling (`supports`)."""
+        """W p for a convolution or a per-channel scaling (`supports`). The gather and the sum run along dim 0
+        of 2-d tensors (batch offsets in the indices): their backward passes take PyTorch's fast CPU path."""
         if isinstance(op, ScaleShiftOp):
             return self._like(self.p * op.scale.reshape(1, 1, 1, -1))
         assert isinstance(op, Conv2dOp)
@@ -289,11 +292,14 @@ class Patches:
         b, r, n_pos, ci = self.p.shape
         w = op.layer.weight  # (Co, Ci, Kh, Kw)
         co, k = w.shape[0], w.shape[2] * w.shape[3]
-        padded = torch.cat([self.p, self.p.new_zeros(b, r, 1, ci)], 2).reshape(b, -1, ci)  # position P: padding
-        u = padded.index_select(1, src).reshape(b, k, -1, ci)  # (B, K, R·P_out, Ci)
-        m = torch.matmul(u, w.reshape(co, ci, k).permute(2, 1, 0))  # (B, K, R·P_out, Co)
         n_out, r_new = op.out_shape[1] * op.out_shape[2], wh.size * ww.size * self.in_shape[0]
-        p = m.new_zeros(b, r_new, n_out * co).index_add(1, dst, m.reshape(b, k * r, n_out * co))
+        if b > 1:  # one flat index over the samples
+            src = (torch.arange(b, device=src.device).view(b, 1) * (r * (n_pos + 1)) + src).reshape(-1)
+            dst = (torch.arange(b, device=dst.device).view(b, 1, 1) * r_new + dst.view(1, k, r)).reshape(-1)
+        padded = torch.cat([self.p, self.p.new_zeros(b, r, 1, ci)], 2).reshape(-1, ci)  # position P: padding
+        u = padded.index_select(0, src).reshape(b, k, -1, ci)  # (B, K, R·P_out, Ci)
+        m = torch.matmul(u, w.reshape(co, ci, k).permute(2, 1, 0))  # (B, K, R·P_out, Co)
+        p = m.new_zeros(b * r_new, n_out * co).index_add(0, dst, m.reshape(b * k * r, n_out * co))
         return Patches(p.reshape(b, r_new, n_out, co), self.in_shape, tuple(op.out_shape), wh, ww)
 
     def _pixels(self) -> Tensor:

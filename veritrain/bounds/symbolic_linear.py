@@ -17,7 +17,8 @@ per column and is kept in that form (`OneHot`: the neuron and the coefficient of
 mixes neurons: per-neuron scalings keep it, a Linear layer or a convolution applied to it is a gather of
 its weight (no product with mostly-zero columns), concretising it is a scatter; any other op densifies it.
 Many such columns through a convolution stay unformed (`ConvOneHot`: concretised by one convolution, taken
-through the next Linear layer as a transposed product).
+through the next Linear layer as a transposed product); more still (`use_colours`) are coloured and carried as
+`colouring.Patches` through the local layers (`error_block`).
 The numbers are those of the dense columns (the same products, without the zero terms). At a join (residual sum) the blocks of the same key are
 the same variables and add up; the others are distinct variables and are kept side by side. Interval
 bounds are propagated alongside and intersected with the concretised ones at every activation and at the
@@ -266,18 +267,25 @@ def use_colours(n_new: int, colouring: Colouring | None, always: bool = False) -
 
 
 def error_block(
-    offset: Tensor, mask: Tensor, colouring: Colouring | None = None, always: bool = False, sparse: bool = False
+    offset: Tensor,
+    mask: Tensor,
+    colouring: Colouring | None = None,
+    always: bool = False,
+    sparse: bool = False,
+    patches: bool = False,
 ) -> tuple[Block | None, int]:
     """New error symbols e in [0, 1] with coefficient `offset` (B, *shape) on the neurons where `mask` holds
     (offset is 0 elsewhere): one column per such neuron of each sample, zero-padded to the batch maximum
-    (as a `OneHot` block with `sparse`), or (with a `colouring` and `use_colours`) one column per colour.
-    Returns the block (or None) and the count."""
+    (as a `OneHot` block with `sparse`), or (with a `colouring` and `use_colours`) one column per colour, or
+    with `patches` the same symbols as `Patches` (each later neuron's coefficients over the symbols of its
+    own window: through a convolution a product per kernel element instead of one convolution of every
+    colour column, mostly zeros; the same numbers). Returns the block (or None) and the count."""
     flat = mask.flatten(1)
     n_new = int(flat.sum(1).max()) if flat.numel() else 0  # one host sync per layer: the new column count
     if n_new == 0:
         return None, 0
     if use_colours(n_new, colouring, always):
-        return colouring.start(offset), n_new  # type: ignore[union-attr]
+        return (Patches.start(offset) if patches else colouring.start(offset)), n_new  # type: ignore[union-attr]
     idx = torch.argsort(flat.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
     vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off the masked neurons)
     block = OneHot(idx, vals, tuple(offset.shape[1:]))
@@ -291,6 +299,7 @@ def relax(
     colouring: Colouring | None = None,
     always: bool = False,
     sparse: bool = False,
+    patches: bool = False,
 ) -> tuple[Form, int]:
     """f(z) = slope·z + lower_bias + width·e_new for z = G·v + c: the blocks scaled by the slope per neuron and
     one block of new columns appended (`error_block`); returns the form and the number of new symbols."""
@@ -299,7 +308,7 @@ def relax(
     c = c * lines.slope
     if lines.lower_bias is not None:
         c = c + lines.lower_bias
-    new, n_new = error_block(lines.width, lines.unstable, colouring, always, sparse)
+    new, n_new = error_block(lines.width, lines.unstable, colouring, always, sparse, patches)
     return (blocks if new is None else blocks + [new], c), n_new
 
 
@@ -311,15 +320,17 @@ def relax_relu(
     colouring: Colouring | None = None,
     always: bool = False,
     sparse: bool = False,
+    patches: bool = False,
 ) -> tuple[Form, int]:
     """Neurify's relaxation of relu(z) for z = G·v + c in [lower, upper]; returns the form and #new symbols.
 
     relu(z) = lambda·z + (-lambda·l)·e_new: the existing blocks are scaled by lambda per neuron and one block
     of new columns (one per unstable neuron of each sample, zero-padded to the batch maximum) is appended.
     With a `colouring` of the ReLU's neurons (`error_colouring`) and `use_colours`, the new block has one
-    column per colour instead: column k holds the offsets of the unstable neurons of colour k.
+    column per colour instead: column k holds the offsets of the unstable neurons of colour k (or, with
+    `patches`, the same symbols as `Patches`).
     """
-    return relax(blocks, c, relu_relaxation(lower, upper), colouring, always, sparse)
+    return relax(blocks, c, relu_relaxation(lower, upper), colouring, always, sparse, patches)
 
 
 _POSITIONS: "weakref.WeakKeyDictionary[Colouring, tuple[Tensor, Tensor]]" = weakref.WeakKeyDictionary()
@@ -370,15 +381,16 @@ def expand(colouring: Colouring, g: Block, weight: Tensor | None, rows: Tensor |
     layer `weight` when there is one: `expand_linear` where autograd records (training: its backward is the
     cheaper one), `Colouring.expand_linear` otherwise (verification without gradients: 6.8-7.7 against 8.9
     CPU ms per image on the authors' eps 0.3 checkpoint, `bench/bench_speed.py --only vra`). Same sums.
-    `Patches` (all of whose columns are expanded) expand themselves."""
+    `Patches` expand themselves (all their columns, then the `rows`)."""
     if isinstance(g, Patches):
-        return g.dense() if weight is None else g.expand_linear(weight)
-    g = dense(g)
-    if weight is not None:
-        if torch.is_grad_enabled() and (g.requires_grad or weight.requires_grad):
-            return expand_linear(colouring, g, weight, rows)
-        return colouring.expand_linear(g, weight, rows)
-    full = colouring.expand(g)
+        full = g.dense() if weight is None else g.expand_linear(weight)
+    else:
+        g = dense(g)
+        if weight is not None:
+            if torch.is_grad_enabled() and (g.requires_grad or weight.requires_grad):
+                return expand_linear(colouring, g, weight, rows)
+            return colouring.expand_linear(g, weight, rows)
+        full = colouring.expand(g)
     if rows is None:
         return full
     return full.gather(1, rows.view(*rows.shape, *[1] * (full.dim() - 2)).expand(-1, -1, *full.shape[2:]))
@@ -401,9 +413,9 @@ def _concrete(dom: "SymbolicLinear", v: Value) -> Box:
 def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
     blocks, c, _ = v
     lower, upper = _concrete(dom, v)
-    col, always, sparse = dom._colouring, bool(dom.colour_errors), dom.sparse
+    col, always, sparse, patches = dom._colouring, bool(dom.colour_errors), dom.sparse, dom._patch_errors
     if isinstance(op, ReLUOp) and op.negative_slope == 0.0:
-        (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always, sparse)
+        (new, c), n_new = relax_relu(list(blocks.values()), c, lower, upper, col, always, sparse, patches)
         dom._unstable = (lower < 0) & (upper > 0)
     else:
         if isinstance(op, ReLUOp):
@@ -412,7 +424,7 @@ def _activation(dom: "SymbolicLinear", op: ActivationOp, v: Value) -> Value:
             lines = s_shaped_relaxation(op, lower, upper)
         else:
             raise UnsupportedLayerError(f"symbolic-linear has no relaxation for {type(op).__name__}")
-        (new, c), n_new = relax(list(blocks.values()), c, lines, col, always, sparse)
+        (new, c), n_new = relax(list(blocks.values()), c, lines, col, always, sparse, patches)
         dom._unstable = lines.unstable
     dom.error_symbols += n_new
     out = dict(zip(blocks, new))
@@ -489,6 +501,7 @@ class SymbolicLinear(Domain):
         self.patches = patches
         self.space: InputSpace
         self._colouring: Colouring | None = None  # of the error symbols of the activation being relaxed
+        self._patch_errors = False  # its coloured error symbols as `Patches` (`self.patches`, `Patches.supports`)
         self._unstable: Tensor | None = None  # its neurons that got error symbols
 
     def bounds(self, ops: list[Op], ball: Ball) -> tuple[Tensor, Tensor]:
@@ -536,10 +549,11 @@ class SymbolicLinear(Domain):
                 col = error_colouring(ops[i + 1 :], op.out_shape, value[1])
             before = self.error_symbols
             self._colouring = col
+            self._patch_errors = col is not None and self.patches and Patches.supports(ops[i + 1 :])
             try:
                 value = rule_for(TABLE, op, self.name)(self, op, value)
             finally:
-                self._colouring = None
+                self._colouring, self._patch_errors = None, False
             if use_colours(self.error_symbols - before, col, bool(self.colour_errors)):
                 mask = self._unstable.flatten(1)  # type: ignore[union-attr]
                 rows = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
