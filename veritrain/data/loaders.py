@@ -221,6 +221,14 @@ def load_dataset(
     return ds
 
 
+def _carry_attributes(source: Dataset, part: TensorDataset) -> TensorDataset:
+    """`part` with the attributes `.info`, `.classes`, `.source` of the set it was taken from."""
+    for attr in ("info", "classes", "source"):
+        if hasattr(source, attr):
+            setattr(part, attr, getattr(source, attr))
+    return part
+
+
 def take_subset(ds: Dataset, n: int | None, seed: int | None = None) -> TensorDataset:
     """The first `n` samples (seed None: deterministic) or `n` drawn without replacement with `seed`
     (kept in dataset order). `n` None or >= len(ds): the whole set, returned as is (the count is in
@@ -240,10 +248,7 @@ def take_subset(ds: Dataset, n: int | None, seed: int | None = None) -> TensorDa
     else:
         items = [ds[int(i)] for i in idx]
         sub = TensorDataset(*(torch.stack([torch.as_tensor(it[j]) for it in items]) for j in range(len(items[0]))))
-    for attr in ("info", "classes", "source"):
-        if hasattr(ds, attr):
-            setattr(sub, attr, getattr(ds, attr))
-    return sub
+    return _carry_attributes(ds, sub)
 
 
 def split_holdout(ds: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
@@ -256,11 +261,7 @@ def split_holdout(ds: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, 
     held[torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]] = True
     parts = []
     for mask in (~held, held):
-        part = TensorDataset(*(t[mask] for t in ds.tensors))
-        for attr in ("info", "classes", "source"):
-            if hasattr(ds, attr):
-                setattr(part, attr, getattr(ds, attr))
-        parts.append(part)
+        parts.append(_carry_attributes(ds, TensorDataset(*(t[mask] for t in ds.tensors))))
     return parts[0], parts[1]
 
 
