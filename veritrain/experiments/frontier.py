@@ -90,6 +90,11 @@ class Recipe:
     uses_acc0: bool = False
 
 
+#: MixTrain over IBP: IBP on the batch, CROWN-IBP on k' = 1 sample of it
+_OVER_IBP = dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1)
+#: ... with alpha held at 0.5 (IBP's final kappa) through the eps ramp (`--alpha-after-ramp`)
+_HOLD = dict(_OVER_IBP, alpha0=0.5, alpha_after_ramp=True)
+
 RECIPES: dict[str, Recipe] = {
     # the paper's MixTrain: symbolic-linear on k' = 1 sample of each batch of 50, dynamic alpha
     "mixtrain-paper": Recipe("mixtrain", dict(domain="symbolic-linear", k_per_batch=1), True, True),
@@ -98,16 +103,10 @@ RECIPES: dict[str, Recipe] = {
         "mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", domain="symbolic-linear", k_per_batch=1), uses_acc0=True
     ),
     # MixTrain over IBP (the CPU choice): IBP on the batch, CROWN-IBP on k' = 1 sample, dynamic alpha
-    "mixtrain-ibp": Recipe(
-        "mixtrain", dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1), uses_acc0=True
-    ),
+    "mixtrain-ibp": Recipe("mixtrain", _OVER_IBP, uses_acc0=True),
     # MixTrain over IBP with alpha held at 0.5 (IBP's final kappa) through the eps ramp, then steered to the
     # wanted clean accuracy (`Setting.acc0_held`) by the paper's rule
-    "mixtrain-ibp-hold": Recipe(
-        "mixtrain",
-        dict(_CERTIFIED, batch_domain="interval", domain="crown-ibp", k_per_batch=1, alpha0=0.5, alpha_after_ramp=True),
-        uses_acc0=True,
-    ),
+    "mixtrain-ibp-hold": Recipe("mixtrain", _HOLD, uses_acc0=True),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
     "ibp": Recipe("ibp", dict(_CERTIFIED)),
@@ -115,18 +114,7 @@ RECIPES: dict[str, Recipe] = {
     # MixTrain's alpha reading every held-out image against `Setting.acc0_val`
     "ibp-val": Recipe("ibp", dict(_CERTIFIED, **_VALIDATED)),
     "mixtrain-ibp-val": Recipe(
-        "mixtrain",
-        dict(
-            _CERTIFIED,
-            batch_domain="interval",
-            domain="crown-ibp",
-            k_per_batch=1,
-            alpha0=0.5,
-            alpha_after_ramp=True,
-            acc_subsample=_VALIDATED["holdout"],
-            **_VALIDATED,
-        ),
-        uses_acc0=True,
+        "mixtrain", dict(_HOLD, acc_subsample=_VALIDATED["holdout"], **_VALIDATED), uses_acc0=True
     ),
     "crown-ibp": Recipe("crown-ibp", dict(_CERTIFIED)),
     "sabr": Recipe("sabr", dict(_CERTIFIED)),
@@ -307,7 +295,7 @@ def run_frontier(
     """Train every (recipe, budget) into out/SETTING/RECIPE-Bm (skipping finished runs), then write the
     table (frontier.md, frontier.csv) and the plot (frontier.png) in out/SETTING."""
     from veritrain.registry import UnknownNameError
-    from veritrain.training.loop import train
+    from veritrain.training.loop import load_train_data, train, validate_config
 
     if setting_name not in SETTINGS:
         raise UnknownNameError(f"unknown frontier setting {setting_name!r}; choose one of: {', '.join(SETTINGS)}")
@@ -330,8 +318,10 @@ def run_frontier(
                 epochs = started
             else:
                 if per_step is None:
-                    per_step = calibrate(scaled_config(recipe, setting, 30))
-                    per_epoch = holdout_seconds(scaled_config(recipe, setting, 30))
+                    probe = scaled_config(recipe, setting, 30)
+                    data = load_train_data(validate_config(probe))  # loaded once for both measurements
+                    per_step = calibrate(probe, train_data=data)
+                    per_epoch = holdout_seconds(probe, train_data=data)
                 epochs = epochs_for_budget(recipe, setting, minutes, per_step, per_epoch=per_epoch)
             cfg = scaled_config(
                 recipe,
