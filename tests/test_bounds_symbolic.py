@@ -458,7 +458,9 @@ def test_conv_onehot_concretises_and_multiplies_like_its_columns(seed: int, stri
     assert torch.allclose(neg, cols.clamp(max=0).sum(1), atol=1e-12) and torch.allclose(total, cols.sum(1), atol=1e-12)
     w = torch.randn(5, cols[0, 0].numel(), generator=g, dtype=torch.float64)
     flat = block.reshaped((cols[0, 0].numel(),))
-    assert torch.allclose(flat.linear(w), cols.flatten(2) @ w.T, atol=1e-12)
+    assert torch.allclose(flat.linear(w), cols.flatten(2) @ w.T, atol=1e-12)  # the kernel taps (no gradient)
+    got = flat.linear(w.requires_grad_())  # with a gradient: the transposed convolution
+    assert torch.allclose(got, cols.flatten(2) @ w.T, atol=1e-12)
 
 
 @settings(max_examples=8, deadline=None)

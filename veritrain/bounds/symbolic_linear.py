@@ -95,11 +95,13 @@ class OneHot:
         return OneHot(self.idx, self.val * slope.flatten(1).gather(1, self.idx), self.shape)
 
 
-#: A `OneHot` block through a convolution stays unformed (`ConvOneHot`) when it has more columns than this
-#: times the convolution's input channels x kernel elements (the cost of its transposed product), else its
-#: columns are gathered. MNIST Small's second layer: 256 elements; a fresh network has ~450 error symbols at
-#: the first ReLU (one sample's bound pass, forward and backward, one thread: 50 -> 34 CPU ms), one trained
-#: at eps 0.3 ~30 (gathered: the unformed block would cost 23 -> 28 ms).
+#: Where autograd records (training), a `OneHot` block through a convolution stays unformed (`ConvOneHot`)
+#: when it has more columns than this times the convolution's input channels x kernel elements (the cost of
+#: its transposed product), else its columns are gathered. MNIST Small's second layer: 256 elements; a fresh
+#: network has ~450 error symbols at the first ReLU (one sample's bound pass, forward and backward, one
+#: thread: 50 -> 34 CPU ms), one trained at eps 0.3 ~30 (gathered: the unformed block would cost 23 -> 28 ms).
+#: Without gradients the block always stays unformed: its product with a Linear layer then costs in
+#: proportion to its columns (`ConvOneHot.linear`).
 DEFER_FROM = 0.5
 
 
@@ -111,9 +113,11 @@ class ConvOneHot:
       (the indices of a sample are distinct, as `error_block` makes them): sum_k min(w·v_k, 0) =
       min(w, 0)·max(v, 0) + max(w, 0)·min(v, 0), and a factor s: min(s·x, 0) = max(s, 0)·min(x, 0) +
       min(s, 0)·max(x, 0);
-    - through the next Linear layer W (`linear`) as the transposed product: the rows of W·diag(scale) through
-      the transposed convolution, gathered at the block's neurons (a cost independent of the number of
-      columns, hence `DEFER_FROM`);
+    - through the next Linear layer W (`linear`): without gradients, per column a weighted sum of the few
+      columns of W its non-zeros meet (a cost in proportion to the columns; the authors' eps 0.3 checkpoint,
+      1,000 images: 8.2 -> 4.x CPU ms per image); with them, the rows of W·diag(scale) through the transposed
+      convolution, gathered at the block's neurons (a cost independent of the number of columns, hence
+      `DEFER_FROM`);
     - anything else densifies it (`dense`). The same sums as the formed columns, in another order."""
 
     def __init__(self, op: Conv2dOp, src: OneHot, scale: Tensor | None = None, shape: tuple[int, ...] | None = None):
@@ -157,7 +161,17 @@ class ConvOneHot:
         return neg.reshape(b, *self.shape), total.reshape(b, *self.shape)
 
     def linear(self, weight: Tensor) -> Tensor:
-        """W · columns for a Linear weight W (O, numel(shape)): (B, m, O)."""
+        """W · columns for a Linear weight W (O, numel(shape)): (B, m, O).
+
+        A column (one input neuron through the convolution) has at most Co x R_h x R_w non-zeros (R: the
+        outputs one input reaches per axis, `_conv_reach`; 128 of 1,568 in MNIST Small's second layer), so
+        its product with W is a weighted sum of that many columns of W: one `embedding_bag` over W^T, the
+        weights being the kernel taps times val (and the factor at those outputs). Without gradients that
+        is all; with them (training) its backward is slow, and where the block has many columns the
+        transposed product is used instead: the rows of W·diag(scale) through the transposed convolution,
+        gathered at the block's neurons (a cost independent of the number of columns, hence `DEFER_FROM`)."""
+        if not _records_grad(weight, self.src.val, self.factor, self.op.layer.weight):
+            return self._linear_taps(weight)
         op, src = self.op, self.src
         out = weight.shape[0]
         rows = weight.unsqueeze(0)  # (1, O, N): the rows of W diag(scale), per sample when scaled
@@ -167,6 +181,50 @@ class ConvOneHot:
         b, m = src.idx.shape
         got = back.expand(b, -1, -1).gather(2, src.idx.unsqueeze(1).expand(-1, out, -1))  # (B, O, m)
         return got.transpose(1, 2) * src.val.unsqueeze(2)
+
+    def _linear_taps(self, weight: Tensor) -> Tensor:
+        """`linear` as one weighted sum of W's columns per column of the block (`embedding_bag`)."""
+        op, src = self.op, self.src
+        b, m = src.idx.shape
+        co, _, kh, kw = op.layer.weight.shape
+        _, h, wd = op.in_shape
+        _, ho, wo = op.out_shape
+        (oh, th), (ow, tw) = _conv_reach(op)  # (n_in, R) per axis: the outputs reached and the kernel index
+        r1, r2 = oh.shape[1], ow.shape[1]
+        c, i, j = src.idx // (h * wd), (src.idx // wd) % h, src.idx % wd
+        chan = torch.arange(co, device=src.idx.device).view(1, 1, co, 1, 1) * (ho * wo)
+        pos = chan + (oh[i] * wo).view(b, m, 1, r1, 1) + ow[j].view(b, m, 1, 1, r2)  # (B, m, Co, R1, R2)
+        tap = (c * ((kh + 1) * (kw + 1))).view(b, m, 1, 1) + (th[i] * (kw + 1)).unsqueeze(3) + tw[j].unsqueeze(2)
+        wpad = F.pad(op.layer.weight, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero tap (no link)
+        taps = wpad.index_select(1, tap.flatten()).reshape(co, b, m, r1, r2).permute(1, 2, 0, 3, 4)
+        taps = taps * src.val.view(b, m, 1, 1, 1)
+        if self.factor is not None:
+            taps = taps * self.factor.reshape(b, -1).gather(1, pos.reshape(b, -1)).view(taps.shape)
+        flat = pos.reshape(b * m, -1)
+        got = F.embedding_bag(flat, weight.t().contiguous(), per_sample_weights=taps.reshape(flat.shape), mode="sum")
+        return got.reshape(b, m, -1)
+
+
+def _records_grad(*ts: Tensor | None) -> bool:
+    """Whether autograd records an op on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _conv_reach(op: Conv2dOp) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Per spatial axis, for each input index, the R output indices it reaches and the kernel index of each
+    link, (n_in, R) both (kernel index K and an arbitrary output where an input reaches fewer than R)."""
+    cached = op.__dict__.get("_reach")
+    dev = op.layer.weight.device
+    if cached is not None and cached[0][0].device == dev:
+        return cached
+    found = []
+    for table, k in zip(_conv_index(op), op.layer.kernel_size):
+        linked = table < k  # (n_in, n_out)
+        r = max(int(linked.sum(1).max()), 1)
+        outs = torch.argsort(linked.to(torch.int8), dim=1, descending=True, stable=True)[:, :r]
+        found.append((outs, table.gather(1, outs)))
+    op.__dict__["_reach"] = (found[0], found[1])
+    return found[0], found[1]
 
 
 Block = Tensor | OneHot | ConvOneHot | Patches
@@ -217,7 +275,8 @@ def linear_block(op: AffineOp, b: Block) -> Block:
         cols = op.layer.weight.t().index_select(0, b.idx.flatten()).reshape(bsz, m, -1)
         return cols * b.val.unsqueeze(2)
     if isinstance(op, Conv2dOp) and op.layer.groups == 1:
-        return ConvOneHot(op, b) if m > DEFER_FROM * math.prod(op.layer.weight.shape[1:]) else _conv_gather(op, b)
+        defer = m > DEFER_FROM * math.prod(op.layer.weight.shape[1:]) or not _records_grad(b.val, op.layer.weight)
+        return ConvOneHot(op, b) if defer else _conv_gather(op, b)
     return op.linear(b.dense())
 
 
