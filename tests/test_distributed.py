@@ -198,3 +198,23 @@ def test_torchrun_cli_mixtrain_finishes_and_resumes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     assert [row["epoch"] for row in _rows(run)] == [1, 2]
     assert r.stdout.count("run folder:") == 1  # rank 0 reports
+
+
+@fork_only
+def test_two_processes_fit_the_budget_by_rank_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--fit-budget` under torchrun: the processes measure different CPU times (here 6 and 60 s per epoch),
+    rank 0's decides for both (else they would train different epochs and hang in the all-reduce)."""
+    from veritrain.training import loop
+
+    run_epoch = loop.Trainer.run_epoch
+
+    def costed(self: loop.Trainer) -> dict[str, Any]:
+        row = run_epoch(self)
+        row["cpu_time"] = 6.0 if self.procs.main else 60.0
+        return row
+
+    monkeypatch.setattr(loop.Trainer, "run_epoch", costed)  # inherited by the forked processes
+    cfg = {**BASE, "method": "ibp", "epochs": 20, "clean_epochs": 1, "eps_ramp_epochs": 6, "eps": 0.05}
+    run_processes({**cfg, "budget_minutes": 0.5, "fit_budget": True, "out": str(tmp_path / "run")})
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["epochs"], summary["planned_epochs"], summary["epochs_trained"]) == (5, 20, 5)

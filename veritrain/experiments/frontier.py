@@ -3,9 +3,13 @@
 Each method is a recipe (`RECIPES`): its options plus a schedule written as shares of the run's epochs
 (clean warm-up, eps ramp, learning-rate milestones), so that a run of any length keeps its shape. For a budget
 of B CPU-minutes (one thread), the number of epochs is chosen from a calibration: the CPU time of a few
-training steps of the method on real images, during the ramp and after it (`calibrate`). The run then trains
-with `budget_minutes=B` as a hard stop (after the epoch that reaches it), so no run gets more than its
-budget plus one epoch; the table reports the CPU minutes each run really used.
+training steps of the method on real images, during the ramp and after it (`calibrate`). That plan is then
+fitted to the run's own CPU time (`fit_budget`: after the first epoch of the ramp the epochs are set to what
+the rest of the budget allows at that epoch's cost, and the schedule's shares with them), because a few steps
+on fresh weights mispredict an epoch under another load by 25-60% on this machine, and a schedule cut by the
+budget never reaches its learning-rate drops. `budget_minutes=B` stays a hard stop (after the epoch that
+reaches it), so no run gets more than its budget plus one epoch; the table reports the CPU minutes each run
+really used and the epochs it was fitted to.
 
 VRA is measured on the first `eval_n` test images with every domain of `EVAL_DOMAINS`; the table's VRA is their
 union ("any": proved by at least one; each is sound, so the union is a sound certificate). ACC is on the whole
@@ -328,6 +332,7 @@ def run_frontier(
                 setting,
                 epochs,
                 budget_minutes=float(minutes),
+                fit_budget=True,
                 out=str(run),
                 eval_n=eval_n,
                 eval_attacks="pgd",

@@ -105,6 +105,13 @@ class TrainConfig:
     budget_minutes: float | None = option(
         None, "stop after the epoch in which the training CPU time reaches this many minutes (default: no limit)"
     )
+    fit_budget: bool = option(
+        False,
+        "with --budget-minutes: after the first epoch of the eps ramp, set --epochs to what the budget allows at "
+        "that epoch's CPU time and scale the ramp, the learning-rate decay and --warmup-epochs with it (once; "
+        "recorded in the metrics and config.json), so that a busier or faster machine than planned still "
+        "finishes the schedule",
+    )
     device: str = option("auto", "{devices}; under torchrun each process takes cuda:LOCAL_RANK")
     out: str = option("runs/run", "run folder: {run_files} go here")
     resume: bool = option(

@@ -9,6 +9,7 @@ checkpoint with the same random numbers, so it ends exactly as an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -49,7 +50,15 @@ from veritrain.training.run_dir import (
 )
 from veritrain.training.run_lock import acquire as acquire_lock
 from veritrain.training.run_lock import release as release_lock
-from veritrain.training.schedules import EPS_SCHEDULES, OPTIMIZERS, make_optimizer, make_scheduler, step_schedule
+from veritrain.training.schedules import (
+    EPS_SCHEDULES,
+    FITTED,
+    OPTIMIZERS,
+    fit_schedule,
+    make_optimizer,
+    make_scheduler,
+    step_schedule,
+)
 from veritrain.validation import LINF, NORMS, check_labels
 from veritrain.versions import versions
 
@@ -111,6 +120,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (
             cfg.budget_minutes is None or cfg.budget_minutes > 0,
             f"--budget-minutes must be positive, got {cfg.budget_minutes}",
+        ),
+        (
+            not cfg.fit_budget or cfg.budget_minutes is not None,
+            "--fit-budget fits the schedule to --budget-minutes: pass both",
         ),
         (not (cfg.ibp_init and cfg.weights), "--ibp-init re-initialises the network: it contradicts --weights"),
         (cfg.norm in NORMS, f"unknown norm {cfg.norm!r}; choose one of: {', '.join(NORMS)}"),
@@ -290,6 +303,8 @@ class Trainer:
         self.method_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.epoch = 0  # epochs finished
         self.step = 0
+        #: --fit-budget: {"from": planned epochs, "to": fitted epochs, "epoch": epochs done then}, once fitted
+        self.fitted: dict[str, int] | None = None
         self.metrics: list[dict[str, Any]] = []
         self.files = RunFiles(cfg.out)
         self.objective.prepare(self.model, torch.Generator().manual_seed(cfg.seed + 2))
@@ -314,11 +329,14 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "metrics": self.metrics,
             "best": self.best,
+            "fitted": self.fitted,
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint into this trainer; TrainingError when it belongs to another run."""
         old = _resolved_dict(ckpt.get("config", {}))
+        if ckpt.get("fitted") and self.cfg.fit_budget:  # the schedule it was fitted to, not the planned one
+            self.use_config(dataclasses.replace(self.cfg, **{k: old[k] for k in FITTED if k in old}))
         new = self.cfg.to_dict()
         changed = [k for k in new if k not in RESUMABLE_CHANGES and k in old and old[k] != new[k]]
         if changed:
@@ -351,6 +369,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.metrics = list(ckpt["metrics"])
         self.best = ckpt.get("best")
+        self.fitted = ckpt.get("fitted")
 
     def run_weights(self) -> dict[str, torch.Tensor]:
         """The run's weights (RUN/model.pt, the final evaluation): the kept epoch's with --keep-best, else the latest."""
@@ -504,6 +523,36 @@ class Trainer:
         self.epoch += 1
         return row
 
+    def use_config(self, cfg: TrainConfig) -> None:
+        """Train on with `cfg` (the same run with another schedule, `fit_schedule`): the objective reads it
+        and the learning-rate schedule is rebuilt from it, keeping the current learning rate and epoch."""
+        self.cfg = cfg
+        self.objective.cfg = cfg
+        lrs, last = [g["lr"] for g in self.optimizer.param_groups], self.scheduler.last_epoch
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.scheduler.last_epoch = last
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr
+
+    def fit_to_budget(self, row: dict[str, Any]) -> None:
+        """--fit-budget: after the first epoch of the eps ramp (`row`, its CPU time with the held-out
+        evaluation), the epochs the rest of the budget allows at that cost; the schedule is rescaled to them
+        (`fit_schedule`) once. Rank 0 decides under torchrun."""
+        cfg = self.cfg
+        if not cfg.fit_budget or cfg.budget_minutes is None or self.fitted or self.epoch != cfg.clean_epochs + 1:
+            return
+        epochs = cfg.epochs
+        if self.procs.main:
+            left = 60.0 * cfg.budget_minutes - sum(float(r.get("cpu_time", 0.0)) for r in self.metrics)
+            per = float(row.get("cpu_time", 0.0))
+            if per > 0:
+                epochs = self.epoch + int(max(left, 0.0) // per)
+        if self.procs.active:
+            epochs = int(distributed.from_main(epochs))
+        self.fitted = {"from": cfg.epochs, "to": max(epochs, self.epoch), "epoch": self.epoch}
+        if self.fitted["to"] != cfg.epochs:
+            self.use_config(fit_schedule(cfg, self.fitted["to"], self.epoch))
+
     def budget_spent(self) -> bool:
         """Whether the training CPU time of the run (all epochs, across resumes) reached `budget_minutes`."""
         if self.cfg.budget_minutes is None:
@@ -521,17 +570,20 @@ class Trainer:
     def fit(self) -> None:
         while self.epoch < self.cfg.epochs and not self.stop_by_budget():
             row = self.run_epoch()
-            if not self.procs.main:  # torchrun: rank 0 measures, logs and writes the run folder
-                self.metrics.append(row)
-                continue
-            row.update(self.monitor(self.model))
-            row.update(self.holdout_metrics())
-            # the held-out evaluation is part of training (alpha, --keep-best): its CPU time counts to the budget
-            row["cpu_time"] += row.pop("holdout_cpu_time", 0.0)
-            self.consider_best(row)
-            if self.best is not None:
-                row["kept_epoch"] = self.best["epoch"]
+            if self.procs.main:  # torchrun: rank 0 measures, logs and writes the run folder
+                row.update(self.monitor(self.model))
+                row.update(self.holdout_metrics())
+                # the held-out evaluation is part of training (alpha, --keep-best): its CPU time counts to the budget
+                row["cpu_time"] += row.pop("holdout_cpu_time", 0.0)
+                self.consider_best(row)
+                if self.best is not None:
+                    row["kept_epoch"] = self.best["epoch"]
             self.metrics.append(row)
+            self.fit_to_budget(row)
+            if not self.procs.main:
+                continue
+            if self.fitted and self.fitted["epoch"] == self.epoch:  # fitted now: the run folder's config too
+                write_json(self.files.config, {**self.cfg.to_dict(), "versions": versions()})
             # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
             # and resuming rewrites metrics.jsonl from the checkpoint anyway
             self.save()
@@ -676,7 +728,7 @@ def _train_locked(
         for p in files.training_outputs():
             if p.exists():
                 p.unlink()
-    write_json(files.config, {**cfg.to_dict(), "versions": versions()})
+    write_json(files.config, {**trainer.cfg.to_dict(), "versions": versions()})
     t_fit = time.perf_counter()
     if cfg.tensorboard:
         trainer.tensorboard = TensorBoardLog(files.tensorboard)
@@ -695,7 +747,9 @@ def _train_locked(
         "dataset": cfg.dataset,
         "method": cfg.method,
         "eps": cfg.eps,
-        "epochs": cfg.epochs,
+        "epochs": trainer.cfg.epochs,
+        # --fit-budget: the epochs planned before the schedule was fitted to the budget (None: not fitted)
+        "planned_epochs": trainer.fitted["from"] if trainer.fitted else None,
         "seed": cfg.seed,
         "device": str(device),
         # VRA is meaningful when the bound engine accepts the network (not e.g. an ELU one)
@@ -707,7 +761,7 @@ def _train_locked(
         "final": trainer.metrics[-1] if trainer.metrics else {},
         **evaluation,
         "epochs_trained": trainer.epoch,
-        "stopped_by_budget": trainer.epoch < cfg.epochs,
+        "stopped_by_budget": trainer.epoch < trainer.cfg.epochs,
         "train_cpu_s": sum(float(r.get("cpu_time", 0.0)) for r in trainer.metrics),
         "time_s": {
             "train": train_time,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -88,6 +91,41 @@ def step_schedule(cfg: TrainConfig, num_batches: int) -> StepSchedule:
         cfg.eps_schedule,
         cfg.clean_epochs,
     )
+
+
+#: the options `fit_schedule` may change (a resumed `--fit-budget` run takes them from its checkpoint)
+FITTED = ("epochs", "eps_ramp_epochs", "lr_step", "lr_milestones", "warmup_epochs")
+
+
+def fit_schedule(cfg: TrainConfig, epochs: int, done: int) -> TrainConfig:
+    """`cfg` with `epochs` epochs and its epoch-valued schedule scaled by epochs / cfg.epochs (`--fit-budget`),
+    `done` epochs being trained already: what lies ahead of them moves, what is behind stays. The eps ramp
+    keeps its start (`clean_epochs`) and ends no earlier than after the next epoch; `lr_milestones` under the
+    new epochs are kept, `lr_step` (without milestones, if no decay happened yet) and `warmup_epochs` (if not
+    yet over) are scaled."""
+    if epochs < 1 or done < 0:
+        raise ValueError(f"fit_schedule needs epochs >= 1 and done >= 0, got {epochs} and {done}")
+    r = epochs / cfg.epochs
+
+    def ahead(e: int) -> int:
+        return e if e <= done else max(done + 1, round(e * r))
+
+    values: dict[str, Any] = {"epochs": epochs}
+    if cfg.clean_epochs + cfg.eps_ramp_epochs > done:
+        values["eps_ramp_epochs"] = max(done + 1 - cfg.clean_epochs, round(cfg.eps_ramp_epochs * r), 1)
+    stones = lr_milestones(cfg.lr_milestones)
+    if stones:
+        kept = sorted({ahead(m) for m in stones if ahead(m) < epochs})
+        values["lr_milestones"] = ",".join(map(str, kept)) or None
+        if not kept:
+            values["lr_step"] = epochs + 1  # no decay left
+    elif cfg.lr_step > cfg.epochs:  # no decay planned
+        values["lr_step"] = epochs + 1
+    elif cfg.lr_step > done:
+        values["lr_step"] = max(1, round(cfg.lr_step * r))
+    if cfg.warmup_epochs > done:
+        values["warmup_epochs"] = ahead(cfg.warmup_epochs)
+    return dataclasses.replace(cfg, **values)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

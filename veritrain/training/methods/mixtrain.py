@@ -169,11 +169,6 @@ class MixTrain(Objective):
             raise ValueError(f"acc_subsample must be >= 1, got {cfg.acc_subsample}")
         if cfg.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
-        self.warmup_epochs = int(cfg.warmup_epochs)
-        #: the first epoch (0-based) whose end moves alpha by the rule of Section V-A
-        self.first_rule_epoch = self.warmup_epochs
-        if cfg.alpha_after_ramp:
-            self.first_rule_epoch = max(self.warmup_epochs, cfg.ramp_end - 1)
         self.batch_domain = cfg.batch_domain
         if self.batch_domain is not None and self.batch_domain not in BATCH_DOMAINS:
             raise ValueError(f"unknown --batch-domain {self.batch_domain!r}; choose one of: {', '.join(BATCH_DOMAINS)}")
@@ -199,6 +194,18 @@ class MixTrain(Objective):
             self._plan_epoch = ctx.epoch
         kb = self._plan.take(batch_size)
         return torch.randperm(batch_size, generator=ctx.generator, device=ctx.generator.device)[:kb]
+
+    @property
+    def warmup_epochs(self) -> int:
+        return int(self.cfg.warmup_epochs)
+
+    @property
+    def first_rule_epoch(self) -> int:
+        """The first epoch (0-based) whose end moves alpha by the rule of Section V-A (read from `cfg`, which
+        `--fit-budget` may rescale during the run)."""
+        if self.cfg.alpha_after_ramp:
+            return max(self.warmup_epochs, self.cfg.ramp_end - 1)
+        return self.warmup_epochs
 
     # -- Eqn. 9 ----------------------------------------------------------------------------------
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
