@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 from torch import nn
+from torch.utils.data import TensorDataset
 
 
 def random_batchnorm(kind: type[nn.Module], n: int, g: torch.Generator) -> nn.Module:
@@ -28,6 +29,20 @@ def three_class_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> tu
     x[y == 0, :, :2] += 0.6
     x[y == 1, :, -2:] += 0.6
     return x.clamp(0, 1), y
+
+
+def tiny_data(n: int = 300, seed: int = 0) -> TensorDataset:
+    """A separable 2-class problem on 1x6x6 'images' in [0, 1] (the training-loop tests' data set)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 6, 6, generator=g)
+    y = (x[:, :, :3].mean((1, 2, 3)) > x[:, :, 3:].mean((1, 2, 3))).long()
+    return TensorDataset(x, y)
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    """A 36-16-2 ReLU network for `tiny_data`."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def tiny_net(seed: int, hidden: tuple[int, ...], n_in: int = 2, n_out: int = 2) -> nn.Sequential:

@@ -8,9 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 
 from veritrain.errors import ConfigError
 from veritrain.reporting import read_jsonl
@@ -19,20 +16,10 @@ from veritrain.training import loop as loop_module
 from veritrain.training.schedules import fit_schedule
 
 from cli_helpers import VOLATILE
+from nets import tiny_data, tiny_model
 
 #: CPU seconds every epoch of the runs below is made to cost (the fitted epochs follow from it exactly)
 EPOCH_CPU = 6.0
-
-
-def tiny_data(n: int = 200) -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 1, 6, 6, generator=g)
-    return TensorDataset(x, (x[:, :, :3].mean((1, 2, 3)) > x[:, :, 3:].mean((1, 2, 3))).long())
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def cfg_for(tmp_path: Path, **kw: Any) -> TrainConfig:

@@ -24,6 +24,7 @@ from veritrain.training.methods.mixtrain import MixTrain
 from veritrain.training.methods.regular import Regular
 
 from cli_helpers import VOLATILE, run_main
+from nets import tiny_model
 
 #: the held-out evaluation's wall time varies like the other timings
 UNSTABLE = VOLATILE | {"holdout_time"}
@@ -40,11 +41,6 @@ def tiny_data(n: int = 200, seed: int = 0) -> TensorDataset:
     y = (x[:, :, :3].mean((1, 2, 3)) > x[:, :, 3:].mean((1, 2, 3))).long()
     x[:, 0, 0, 0] = torch.arange(n) / n
     return TensorDataset(x, y)
-
-
-def tiny_model(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def cfg_for(tmp_path: Path, **kw: Any) -> TrainConfig:

@@ -21,21 +21,9 @@ from veritrain.training import METHODS, TrainConfig, TrainingError, eps_at_epoch
 from veritrain.training.loop import load_checkpoint, select_device
 
 from cli_helpers import stable
+from nets import tiny_data, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_data(n: int = 300, seed: int = 0) -> TensorDataset:
-    """A separable 2-class problem on 1x6x6 'images' in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 6, 6, generator=g)
-    y = (x[:, :, :3].mean((1, 2, 3)) > x[:, :, 3:].mean((1, 2, 3))).long()
-    return TensorDataset(x, y)
-
-
-def tiny_model(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def cfg_for(tmp_path: Path, **kw) -> TrainConfig:
