@@ -342,7 +342,9 @@ def run_frontier(
             )
             if dry_run:
                 print(
-                    f"{setting_name} {name} {minutes:g} min: {epochs} epochs -> {run}"
+                    f"{setting_name} {name} {minutes:g} min: {epochs} epochs"
+                    + ("" if started is not None else " planned, fitted after the first ramp epoch")
+                    + f" -> {run}"
                     + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step")
                     + (f", {per_epoch:.1f} s per held-out evaluation" if per_epoch else "")
                     + ("" if per_step is None else ")")

@@ -294,6 +294,7 @@ class Trainer:
         self.train_data = train_data
         self.test_data = test_data
         self.holdout_data = holdout_data  # --holdout: images kept aside (`split_train_data`)
+        self._holdout_sound: bool | None = None  # whether the bound engine accepts the network (`holdout_metrics`)
         #: --keep-best: {"epoch" (1-based), "key" (`best_key`), "model" (its weights on the CPU)}
         self.best: dict[str, Any] | None = None
         self.objective: Objective = METHODS.get(cfg.method)(cfg)
@@ -396,10 +397,11 @@ class Trainer:
         batch = max(cfg.batch_size, 500)
         out: dict[str, Any] = {"holdout_acc": percent(correct(self.model, x, y, batch)), "holdout_n": len(x)}
         if cfg.eps > 0:
-            sound = bound_engine_accepts(self.model, tuple(x.shape[1:])) is None
+            if self._holdout_sound is None:  # the architecture decides it: checked once
+                self._holdout_sound = bound_engine_accepts(self.model, tuple(x.shape[1:])) is None
             out["holdout_vra"] = (
                 percent(verified_mask(self.model, x, y, cfg.eps, cfg.holdout_domain, cfg.norm, batch, progress=False))
-                if sound
+                if self._holdout_sound
                 else None
             )
         out["holdout_time"] = time.perf_counter() - t0
