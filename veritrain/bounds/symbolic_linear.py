@@ -115,9 +115,9 @@ class ConvOneHot:
       min(s, 0)·max(x, 0);
     - through the next Linear layer W (`linear`): without gradients, per column a weighted sum of the few
       columns of W its non-zeros meet (a cost in proportion to the columns; the authors' eps 0.3 checkpoint,
-      1,000 images, one thread: 9.8-10.1 -> 5.0-5.2 CPU ms per image); with them, the rows of W·diag(scale) through the transposed
-      convolution, gathered at the block's neurons (a cost independent of the number of columns, hence
-      `DEFER_FROM`);
+      1,000 images, one thread: 9.8-10.1 -> 5.0-5.2 CPU ms per image); with them, the rows of W·diag(scale)
+      through the transposed convolution, gathered at the block's neurons (a cost independent of the number
+      of columns, hence `DEFER_FROM`);
     - anything else densifies it (`dense`). The same sums as the formed columns, in another order."""
 
     def __init__(self, op: Conv2dOp, src: OneHot, scale: Tensor | None = None, shape: tuple[int, ...] | None = None):
