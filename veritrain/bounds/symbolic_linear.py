@@ -186,23 +186,25 @@ class ConvOneHot:
         """`linear` as one weighted sum of W's columns per column of the block (`embedding_bag`)."""
         op, src = self.op, self.src
         b, m = src.idx.shape
-        co, _, kh, kw = op.layer.weight.shape
+        co, ho, wo = op.out_shape
         _, h, wd = op.in_shape
-        _, ho, wo = op.out_shape
         (oh, th), (ow, tw) = _conv_reach(op)  # (n_in, R) per axis: the outputs reached and the kernel index
         r1, r2 = oh.shape[1], ow.shape[1]
-        c, i, j = src.idx // (h * wd), (src.idx // wd) % h, src.idx % wd
+        taps = _kernel_taps(op, src, th, tw)  # (B, m, Co, R1, R2)
+        i, j = (src.idx // wd) % h, src.idx % wd
         chan = torch.arange(co, device=src.idx.device).view(1, 1, co, 1, 1) * (ho * wo)
         pos = chan + (oh[i] * wo).view(b, m, 1, r1, 1) + ow[j].view(b, m, 1, 1, r2)  # (B, m, Co, R1, R2)
-        tap = (c * ((kh + 1) * (kw + 1))).view(b, m, 1, 1) + (th[i] * (kw + 1)).unsqueeze(3) + tw[j].unsqueeze(2)
-        wpad = F.pad(op.layer.weight, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero tap (no link)
-        taps = wpad.index_select(1, tap.flatten()).reshape(co, b, m, r1, r2).permute(1, 2, 0, 3, 4)
-        taps = taps * src.val.view(b, m, 1, 1, 1)
         if self.factor is not None:
             taps = taps * self.factor.reshape(b, -1).gather(1, pos.reshape(b, -1)).view(taps.shape)
         flat = pos.reshape(b * m, -1)
         got = F.embedding_bag(flat, weight.t().contiguous(), per_sample_weights=taps.reshape(flat.shape), mode="sum")
         return got.reshape(b, m, -1)
+
+
+def _true_first(mask: Tensor, k: int) -> Tensor:
+    """Per row of a 2-d boolean mask, the column indices of its True entries in order, then of its False ones:
+    the first k, (rows, k)."""
+    return torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
 
 
 def _records_grad(*ts: Tensor | None) -> bool:
@@ -220,8 +222,7 @@ def _conv_reach(op: Conv2dOp) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tens
     found = []
     for table, k in zip(_conv_index(op), op.layer.kernel_size):
         linked = table < k  # (n_in, n_out)
-        r = max(int(linked.sum(1).max()), 1)
-        outs = torch.argsort(linked.to(torch.int8), dim=1, descending=True, stable=True)[:, :r]
+        outs = _true_first(linked, max(int(linked.sum(1).max()), 1))
         found.append((outs, table.gather(1, outs)))
     op.__dict__["_reach"] = (found[0], found[1])
     return found[0], found[1]
@@ -235,7 +236,7 @@ def dense(b: Block) -> Tensor:
 
 
 def _conv_index(op: Conv2dOp) -> tuple[Tensor, Tensor]:
-    """Per spatial axis, the kernel index (n_in, n_out) that links input i to output o (K + 1 where none)."""
+    """Per spatial axis, the kernel index (n_in, n_out) that links input i to output o (K where none)."""
     cached = op.__dict__.get("_onehot_index")
     dev = op.layer.weight.device
     if cached is not None and cached[0].device == dev:
@@ -283,16 +284,23 @@ def linear_block(op: AffineOp, b: Block) -> Block:
 def _conv_gather(op: Conv2dOp, b: OneHot) -> Tensor:
     """The columns (B, m, *out_shape) of an ungrouped convolution applied to a `OneHot` block: a gather of its
     weight."""
-    bsz, m = b.idx.shape
-    w = op.layer.weight  # (Co, Ci, Kh, Kw); out[co, oi, oj] of the unit input at (c, i, j) = w[co, c, kh, kw]
-    co, ci, kh, kw = w.shape
+    return _kernel_taps(op, b, *_conv_index(op))
+
+
+def _kernel_taps(op: Conv2dOp, src: OneHot, th: Tensor, tw: Tensor) -> Tensor:
+    """w[co, c, th[i, x], tw[j, y]] · val for each column of `src` (the unit input at neuron (c, i, j)) and
+    output channel co, (B, m, Co, X, Y), for per-axis kernel-index tables th (H_in, X) and tw (W_in, Y)
+    (kernel index K: no link, weight 0). With `_conv_index`'s tables these are the columns of the convolution
+    applied to the block (out[co, oi, oj] of the unit input at (c, i, j) is w[co, c, kh, kw])."""
+    b, m = src.idx.shape
+    w = op.layer.weight  # (Co, Ci, Kh, Kw)
+    co, _, kh, kw = w.shape
     _, h, wd = op.in_shape
-    th, tw = _conv_index(op)
-    c, i, j = b.idx // (h * wd), (b.idx // wd) % h, b.idx % wd
-    flat = (c * ((kh + 1) * (kw + 1))).view(bsz, m, 1, 1) + th[i].unsqueeze(3) * (kw + 1) + tw[j].unsqueeze(2)
+    c, i, j = src.idx // (h * wd), (src.idx // wd) % h, src.idx % wd
+    flat = (c * ((kh + 1) * (kw + 1))).view(b, m, 1, 1) + th[i].unsqueeze(3) * (kw + 1) + tw[j].unsqueeze(2)
     wpad = F.pad(w, (0, 1, 0, 1)).reshape(co, -1)  # index K: a zero row and column (no link)
-    cols = wpad.index_select(1, flat.flatten()).reshape(co, bsz, m, *flat.shape[2:]).permute(1, 2, 0, 3, 4)
-    return cols * b.val.view(bsz, m, 1, 1, 1)
+    taps = wpad.index_select(1, flat.flatten()).reshape(co, b, m, *flat.shape[2:]).permute(1, 2, 0, 3, 4)
+    return taps * src.val.view(b, m, 1, 1, 1)
 
 
 def concretize_blocks(space: InputSpace, blocks: list[Block], c: Tensor) -> tuple[Tensor, Tensor]:
@@ -345,7 +353,7 @@ def error_block(
         return None, 0
     if use_colours(n_new, colouring, always):
         return (Patches.start(offset) if patches else colouring.start(offset)), n_new  # type: ignore[union-attr]
-    idx = torch.argsort(flat.to(torch.int8), dim=1, descending=True, stable=True)[:, :n_new]  # (B, n_new)
+    idx = _true_first(flat, n_new)  # (B, n_new)
     vals = offset.flatten(1).gather(1, idx)  # 0 on padding columns (offset is 0 off the masked neurons)
     block = OneHot(idx, vals, tuple(offset.shape[1:]))
     return (block if sparse else block.dense()), n_new
@@ -404,7 +412,7 @@ def _positions(colouring: Colouring) -> tuple[Tensor, Tensor]:
     n_pos = colouring.member_mask.shape[-1]
     mask = colouring.member_mask.reshape(-1, n_pos)[colouring.slot]  # (d, P)
     k = max(int(mask.sum(1).max()), 1)
-    pos = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
+    pos = _true_first(mask, k)
     found = (pos, mask.gather(1, pos))
     _POSITIONS[colouring] = found
     return found
@@ -615,6 +623,5 @@ class SymbolicLinear(Domain):
                 self._colouring, self._patch_errors = None, False
             if use_colours(self.error_symbols - before, col, bool(self.colour_errors)):
                 mask = self._unstable.flatten(1)  # type: ignore[union-attr]
-                rows = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)
-                coloured[op] = (col, rows[:, : int(mask.sum(1).max())])  # type: ignore[assignment]
+                coloured[op] = (col, _true_first(mask, int(mask.sum(1).max())))  # type: ignore[assignment]
         return value, coloured
