@@ -554,6 +554,12 @@ class Trainer:
         self.fitted = {"from": cfg.epochs, "to": max(epochs, self.epoch), "epoch": self.epoch}
         if self.fitted["to"] != cfg.epochs:
             self.use_config(fit_schedule(cfg, self.fitted["to"], self.epoch))
+            if self.procs.main:
+                self.write_config()
+
+    def write_config(self) -> None:
+        """RUN/config.json: the run's configuration (after a resume or `fit_to_budget`, the one it trains on)."""
+        write_json(self.files.config, {**self.cfg.to_dict(), "versions": versions()})
 
     def budget_spent(self) -> bool:
         """Whether the training CPU time of the run (all epochs, across resumes) reached `budget_minutes`."""
@@ -584,8 +590,6 @@ class Trainer:
             self.fit_to_budget(row)
             if not self.procs.main:
                 continue
-            if self.fitted and self.fitted["epoch"] == self.epoch:  # fitted now: the run folder's config too
-                write_json(self.files.config, {**self.cfg.to_dict(), "versions": versions()})
             # checkpoint first: a kill between the two writes leaves metrics.jsonl one line short,
             # and resuming rewrites metrics.jsonl from the checkpoint anyway
             self.save()
@@ -730,7 +734,7 @@ def _train_locked(
         for p in files.training_outputs():
             if p.exists():
                 p.unlink()
-    write_json(files.config, {**trainer.cfg.to_dict(), "versions": versions()})
+    trainer.write_config()
     t_fit = time.perf_counter()
     if cfg.tensorboard:
         trainer.tensorboard = TensorBoardLog(files.tensorboard)
