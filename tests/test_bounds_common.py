@@ -146,12 +146,15 @@ def test_sound_on_random_and_pgd_points(
     spec = margin_spec(torch.tensor([0, k - 1]), k).double() if margins else None
     lower, upper = compute_bounds(model, ball, spec, domain)
     assert (lower <= upper + 1e-9).all()
+    with torch.no_grad():  # verification: some rules take another path without gradients (symbolic-linear)
+        bounds_no_grad = compute_bounds(model, ball, spec, domain)
     for pts in (random_points(ball, 64, seed).view(2, 64, *shape), pgd_points(model, ball, spec)):
         with torch.no_grad():
             out = model(pts.flatten(0, 1)).view(2, pts.shape[1], -1)
             if spec is not None:
                 out = torch.einsum("bsk,bpk->bps", spec, out)
         assert_inside(lower, upper, out, f"{domain} {arch} {norm}")
+        assert_inside(*bounds_no_grad, out, f"{domain} {arch} {norm} without gradients")
 
 
 # ---- exact ranges on tiny networks: one LP per ReLU activation pattern (L-inf box input) ----
