@@ -143,6 +143,29 @@ def test_mixtrain_batch_domain_keeps_the_tighter_bound_on_the_k_samples() -> Non
         METHODS.get("mixtrain")(TrainConfig(method="mixtrain", dataset="mnist-mini", batch_domain="symbolic"))
 
 
+def test_mixtrain_tight_weight_is_eqn8_estimate_of_the_tight_loss() -> None:
+    """--tight-weight w: (1 - w) * batch mean + w * mean over the k' samples of the (tightened) margin CE."""
+    net, (x, y) = tiny_net(), synthetic(12)
+    common = dict(method="mixtrain", dataset="mnist-mini", alpha=1.0, batch_domain="interval", eps_ramp_epochs=0)
+    ball = Ball(x, 0.05)
+    lower = torch.maximum(margin_lower(net, ball, y, "interval"), margin_lower(net, ball, y, "symbolic-linear"))
+    per_sample = F.cross_entropy(-lower, y, reduction="none")
+    for w in (0.0, 0.3, 1.0):
+        obj = METHODS.get("mixtrain")(TrainConfig(**common, k_per_batch=3, domain="symbolic-linear", tight_weight=w))
+        c = ctx(0.05)
+        idx = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:3]  # the draw `choose` makes
+        loss, _ = obj.loss(net, x, y, c)
+        loose = F.cross_entropy(-margin_lower(net, ball, y, "interval"), y, reduction="none")
+        batch_mean = loose.index_put((idx,), per_sample[idx]).mean()
+        torch.testing.assert_close(loss, (1 - w) * batch_mean + w * per_sample[idx].mean())
+    for bad, match in (
+        (dict(tight_weight=0.5, batch_domain=None), "needs --batch-domain"),
+        (dict(tight_weight=2.0), r"\[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            METHODS.get("mixtrain")(TrainConfig(**{**common, **bad}))
+
+
 def test_shi_init_and_regulariser() -> None:
     net = tiny_net()
     last = net[-1].weight.clone()

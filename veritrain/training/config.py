@@ -177,6 +177,12 @@ class TrainConfig:
         "cheap sound bound on every sample of the batch: {batch_domains} (the --domain bound stays on k' samples)",
         methods=("mixtrain",),
     )
+    tight_weight: float | None = option(
+        None,
+        "with --batch-domain: weight w of the k' tight samples in the verified loss, (1 - w) * batch mean + w * "
+        "mean over the k' samples (Eqn. 8's estimate of the batch's tight loss); default: each sample weighs 1 / batch",
+        methods=("mixtrain",),
+    )
     # MixTrain (Section IV)
     domain: str = option(
         DEFAULT_DOMAIN,

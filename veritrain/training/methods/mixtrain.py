@@ -172,6 +172,13 @@ class MixTrain(Objective):
         self.batch_domain = cfg.batch_domain
         if self.batch_domain is not None and self.batch_domain not in BATCH_DOMAINS:
             raise ValueError(f"unknown --batch-domain {self.batch_domain!r}; choose one of: {', '.join(BATCH_DOMAINS)}")
+        if cfg.tight_weight is not None:
+            if self.batch_domain is None:
+                raise ValueError(
+                    "--tight-weight needs --batch-domain (it weighs the k' tight samples against the batch)"
+                )
+            if not 0.0 <= cfg.tight_weight <= 1.0:
+                raise ValueError(f"--tight-weight must be in [0, 1], got {cfg.tight_weight}")
         if self.batch_domain is not None:
             # the batch bounds (and crown-ibp's beta ramp) are those of the ibp / crown-ibp objectives
             self._ibp = IBP(cfg) if self.batch_domain == "interval" else CrownIBPTraining(cfg)
@@ -249,8 +256,14 @@ class MixTrain(Objective):
 
         Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
         beta as in `crown-ibp`); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
-        the larger of the two (both are sound, so their maximum is). With `--bound-reg`, Shi et al.'s
-        regularisers of the IBP pass are added, scaled by 1 / alpha so that Eqn. 9 leaves their weight as set.
+        the larger of the two (both are sound, so their maximum is). The loss is the cross-entropy of the
+        negated margin bounds over the batch, where each tight sample weighs 1 / batch like any other; with
+        `--tight-weight w` (not in the paper) it is (1 - w) * that mean + w * the mean over the k' samples. The k'
+        samples are a uniform draw, so their mean is Eqn. 8's unbiased estimate of the whole batch's loss under
+        the tight bounds, and the loss estimates (1 - w) * L_batch_domain + w * L_tight over the batch: the tight
+        domain steers the network as much as w says, at the cost of k' bounds.
+        With `--bound-reg`, Shi et al.'s regularisers of the IBP pass are added, scaled by 1 / alpha so that
+        Eqn. 9 leaves their weight as set.
         """
         if ctx.eps <= 0:
             return F.cross_entropy(logits, y), {}
@@ -259,6 +272,9 @@ class MixTrain(Objective):
             tight = margin_lower(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
             lower_all = lower_all.index_put((idx,), torch.maximum(lower_all[idx], tight))
         verified = F.cross_entropy(-lower_all, y)
+        w = self.cfg.tight_weight
+        if w is not None and idx.numel() > 0:
+            verified = (1.0 - w) * verified + w * F.cross_entropy(-lower_all[idx], y[idx])
         metrics = verified_metrics(lower_all, y)
         reg_weight = self._ibp.reg_weight(ctx)
         if reg_weight > 0 and self.alpha > 0:
