@@ -195,6 +195,13 @@ def test_reuse_takes_only_a_matching_finished_run(tmp_path, monkeypatch):
     trained_differently = Experiment(**{**exp.__dict__, "cpu": {"epochs": 1, "lr": 0.01}})
     assert plan(trained_differently, "cpu", tmp_path / "b", reuse=[tmp_path / "a"])[0].state == "new"
     assert config_hash(exp.config(exp.runs[0], "cpu")) != config_hash(more.config(more.runs[0], "cpu"))
+    # a finished run of DIR/training-runs under an earlier version's name is found there and not retrained
+    old_name = planned[0].folder.with_name(planned[0].folder.name[:-8] + "0ld0ld00")
+    planned[0].folder.rename(old_name)
+    assert [(p.state, p.folder) for p in plan(exp, "cpu", tmp_path / "a", only="regular")] == [("done", old_name)]
+    # an option at its TrainConfig default does not enter the hash: spelling it out names the same folder
+    options = exp.config(exp.runs[0], "cpu")
+    assert config_hash({**options, "tight_weight": None, "holdout": 0}) == config_hash(options)
 
 
 def test_a_run_may_start_from_another_runs_weights(tmp_path, monkeypatch):

@@ -2,9 +2,11 @@
 and write DIR/NAME.md, DIR/NAME.csv (and DIR/NAME.png for figures): our numbers beside the paper's.
 
 Each run is an ordinary run folder DIR/training-runs/<scale>-<net>-<method>-<hash>, the hash taken over
-every option that changes the run or its evaluation, so two experiments declaring the same run share
-one folder (Table VIII's k = 1 is Table IX's dynamic-alpha run), and a changed spec never reuses a stale
-run. `--reuse DIR` also accepts finished runs elsewhere whose training options match (e.g. results/).
+every option that changes the run or its evaluation and is not at its `TrainConfig` default (so a new
+option, added at a default that keeps the old behaviour, renames no folder), so two experiments declaring
+the same run share one folder (Table VIII's k = 1 is Table IX's dynamic-alpha run), and a changed spec never
+reuses a stale run. A finished run in DIR/training-runs under another name (an earlier version's hash)
+whose options match is taken as it is; `--reuse DIR` also accepts such runs elsewhere (e.g. results/).
 """
 
 from __future__ import annotations
@@ -70,8 +72,12 @@ def full_config(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(options: dict[str, Any]) -> str:
-    """8 hex digits over the resolved options that change the run or its evaluation."""
-    cfg = {k: v for k, v in full_config(options).items() if k not in NOT_HASHED}
+    """8 hex digits over the resolved options that change the run or its evaluation, those at their
+    `TrainConfig` default left out."""
+    defaults = _field_defaults()
+    cfg = {
+        k: v for k, v in full_config(options).items() if k not in NOT_HASHED and (k not in defaults or v != defaults[k])
+    }
     if isinstance(cfg.get("weights"), str) and cfg["weights"].endswith("/" + WEIGHTS_FILE):
         cfg["weights"] = Path(cfg["weights"]).parent.name  # another run's folder: its name holds its own hash
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -148,8 +154,6 @@ def plan(
     for run in exp.runs_at(scale):
         options = _resolve_refs(exp.config(run, scale), folders)
         folder = folders[run.key] = run_folder(out_dir, options, scale)
-        if only and not any(part and part in run.key for part in only.split(",")):
-            continue
         state = "new"
         if _is_finished(folder):
             state = "done"
@@ -160,11 +164,15 @@ def plan(
         if state != "done" and any(q.folder == folder for q in planned):
             state = "shared"
         if state not in ("done", "shared"):
-            for base in reuse:
+            own = Path(out_dir) / RUNS_FOLDER
+            for base in (own, *reuse):
                 found = next((f for f in _run_folders(base) if matches(options, f)), None)
                 if found is not None:
-                    folder, state = found, "reused"
+                    folder, state = found, "done" if base == own else "reused"
+                    folders[run.key] = folder  # a later run starting from this one's weights takes them here
                     break
+        if only and not any(part and part in run.key for part in only.split(",")):
+            continue
         planned.append(PlannedRun(run, options, folder, state))
     return planned
 
