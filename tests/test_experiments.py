@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,16 @@ def test_table1_attacks_at_equal_time(tmp_path, monkeypatch):
         assert 0.0 <= res[k] <= 100.0
     assert res["n"] == 6 and res["attack time s"] > 0 and res["PGD iterations"] >= 40
     assert attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3) == res  # cached
+    # keyed by the weights' content: a fresh checkout (a new modification time) keeps it, new weights do not
+    model = p.folder / "model.pt"
+    os.utime(model, (1.0, 1.0))
+    cached = sorted(p.folder.glob("table1-attacks-*.json"))
+    assert attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3) == res
+    assert sorted(p.folder.glob("table1-attacks-*.json")) == cached
+    state = torch.load(model)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, model)
+    attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3)
+    assert len(list(p.folder.glob("table1-attacks-*.json"))) == len(cached) + 1
     # on the CPU clock PGD and CW get the interval attack's CPU seconds (at least: they stop after a whole restart)
     cpu = attack_comparison(exp, p.run, cfg, "cpu", p.folder, tmp_path, n=6, iterations=2, chunk=3, clock="cpu")
     assert cpu["clock"] == "cpu" and cpu["PGD time s"] >= cpu["attack time s"] or cpu["PGD"] == 100.0

@@ -2,7 +2,9 @@
 (Table VII), and the time and peak memory of one training batch per method in a child process (Table X).
 
 Each returns the row's columns and caches its result as JSON (in the run folder, or DIR/training-runs for
-Table X) under a name hashed from its parameters, so a finished measurement is not repeated.
+Table X) under a name hashed from its parameters, so a finished measurement is not repeated. A measurement
+of a trained network is keyed by the digest of its weights file (not its modification time, which a git
+checkout resets), so a committed measurement stays valid in every clone of the results.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def _cached(path: Path, params: dict[str, Any], compute) -> dict[str, Any]:
     result = compute()
     write_json(path, {"params": params, "result": result})
     return result
+
+
+def model_digest(run_dir: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of the run's weights file (RUN/model.pt)."""
+    digest = hashlib.sha256()
+    with open(RunFiles(run_dir).model, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -126,7 +137,7 @@ def attack_comparison(
         "domain": domain,
         "seed": seed,
         "eps": eps,
-        "model_mtime": os.path.getmtime(RunFiles(run_dir).model),
+        "model": model_digest(run_dir),
     }
     if clock != "wall":  # the key of a wall-clock measurement is as before
         params["clock"] = clock
@@ -178,7 +189,7 @@ def attack_era(
     """ERA under CW and the interval attack on the run's evaluated test images (Table VII)."""
     if n is None and not config.get("full_eval"):
         n = config.get("eval_n")
-    params = {"n": n, "seed": seed, "eps": config["eps"], "model_mtime": os.path.getmtime(RunFiles(run_dir).model)}
+    params = {"n": n, "seed": seed, "eps": config["eps"], "model": model_digest(run_dir)}
 
     def compute() -> dict[str, Any]:
         from veritrain.evaluation.evaluate import evaluate_tensors
