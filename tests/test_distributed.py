@@ -214,6 +214,7 @@ def test_two_processes_fit_the_budget_by_rank_0(tmp_path: Path, monkeypatch: pyt
         return row
 
     monkeypatch.setattr(loop.Trainer, "run_epoch", costed)  # inherited by the forked processes
+    monkeypatch.setattr(loop.Trainer, "phase_cost_ratios", lambda self: (1.0, 1.0))  # every epoch costs the same
     cfg = {**BASE, "method": "ibp", "epochs": 20, "clean_epochs": 1, "eps_ramp_epochs": 6, "eps": 0.05}
     run_processes({**cfg, "budget_minutes": 0.5, "fit_budget": True, "out": str(tmp_path / "run")})
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

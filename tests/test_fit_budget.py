@@ -13,7 +13,7 @@ from veritrain.errors import ConfigError
 from veritrain.reporting import read_jsonl
 from veritrain.training import TrainConfig, train
 from veritrain.training import loop as loop_module
-from veritrain.training.schedules import fit_schedule
+from veritrain.training.schedules import budget_epochs, fit_schedule
 
 from cli_helpers import VOLATILE
 from nets import tiny_data, tiny_model
@@ -58,6 +58,7 @@ def fixed_epoch_cost(monkeypatch: pytest.MonkeyPatch) -> None:
         return row
 
     monkeypatch.setattr(loop_module.Trainer, "run_epoch", fixed)
+    monkeypatch.setattr(loop_module.Trainer, "phase_cost_ratios", lambda self: (1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -81,6 +82,18 @@ def test_fit_schedule_scales_what_lies_ahead_and_keeps_what_is_done():
     assert fit_schedule(TrainConfig(epochs=60, lr_step=61), 90, done=2).lr_step == 91
     with pytest.raises(ValueError, match="epochs >= 1"):
         fit_schedule(cfg, 0, done=2)
+
+
+def test_budget_epochs_prices_the_ramp_and_the_epochs_after_it_apart():
+    cfg = TrainConfig(epochs=60, clean_epochs=1, eps_ramp_epochs=20, lr_milestones="44,54")
+    # one cost: what the rest of the budget buys at it
+    assert budget_epochs(cfg, 2, 100.0, 10.0, 10.0) == 12
+    # 30 epochs: ramp to epoch 11 (9 more at 10 s) + 19 at 1 s = 109 s; 31: ramp to 11, 20 at 1 s = 110 s
+    assert budget_epochs(cfg, 2, 109.0, 10.0, 1.0) == 30
+    assert budget_epochs(cfg, 2, 110.0, 10.0, 1.0) == 31
+    assert budget_epochs(cfg, 2, 5.0, 10.0, 1.0) == 2  # not even one more epoch
+    with pytest.raises(ValueError, match="positive"):
+        budget_epochs(cfg, 2, 10.0, 0.0, 1.0)
 
 
 def test_fit_budget_needs_a_budget(tmp_path):
@@ -110,6 +123,37 @@ def test_a_run_is_fitted_once_after_its_first_ramp_epoch(tmp_path, fixed_epoch_c
     )
     assert (s_plain["epochs"], s_plain["planned_epochs"], s_plain["epochs_trained"]) == (20, None, 10)
     assert s_plain["stopped_by_budget"]
+
+
+def test_cheaper_epochs_after_the_ramp_buy_more_epochs(tmp_path, fixed_epoch_cost, monkeypatch):
+    """As CROWN-IBP after its beta ramp: later epochs at half the cost. 48 s left after epochs 1-2 buy 15
+    epochs (the ramp scaled to 4 ends after epoch 5: 3 more at 6 s, then 10 at 3 s), where one cost gives 10."""
+    monkeypatch.setattr(loop_module.Trainer, "phase_cost_ratios", lambda self: (1.0, 0.5))
+    run_epoch = loop_module.Trainer.run_epoch  # the fixture's: EPOCH_CPU each
+
+    def cheaper_after_ramp(self: loop_module.Trainer) -> dict[str, Any]:
+        row = run_epoch(self)
+        row["cpu_time"] = EPOCH_CPU if row["epoch"] <= self.cfg.ramp_end else EPOCH_CPU / 2
+        return row
+
+    monkeypatch.setattr(loop_module.Trainer, "run_epoch", cheaper_after_ramp)
+    s = train(cfg_for(tmp_path), model=tiny_model(), train_data=tiny_data())
+    assert (s["epochs"], s["planned_epochs"], s["epochs_trained"], s["stopped_by_budget"]) == (15, 20, 15, False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["eps_ramp_epochs"], config["lr_milestones"]) == (4, "10,14")
+
+
+def test_phase_cost_ratios_leave_the_run_untouched():
+    cfg = cfg_for(Path("unused"), method="crown-ibp").resolved()
+    data = tiny_data()
+    trainer = loop_module.Trainer(cfg, tiny_model(), data, None, loop_module.torch.device("cpu"))
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    generator = trainer.method_gen.get_state()
+    ramp, post = trainer.phase_cost_ratios()
+    assert ramp > 0 and post > 0
+    assert all(loop_module.torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.items())
+    assert loop_module.torch.equal(generator, trainer.method_gen.get_state())
+    assert all(p.grad is None for p in trainer.model.parameters())
 
 
 def test_resume_keeps_the_fitted_schedule(tmp_path, fixed_epoch_cost, monkeypatch):

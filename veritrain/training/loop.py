@@ -9,6 +9,7 @@ checkpoint with the same random numbers, so it ends exactly as an uninterrupted 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -54,6 +55,7 @@ from veritrain.training.schedules import (
     EPS_SCHEDULES,
     FITTED,
     OPTIMIZERS,
+    budget_epochs,
     fit_schedule,
     make_optimizer,
     make_scheduler,
@@ -536,9 +538,41 @@ class Trainer:
         for g, lr in zip(self.optimizer.param_groups, lrs):
             g["lr"] = lr
 
+    def phase_cost_ratios(self, steps: int = 3) -> tuple[float, float]:
+        """CPU time of a training step half-way through the eps ramp and of one after it, each over that of a
+        step like the last one trained (`fit_to_budget`): the cost of a step changes with eps and the method's
+        own ramps (CROWN-IBP's backward pass ends with its beta ramp). Timed on copies of the network and the
+        objective with their own generator, on the first batch (one untimed step first), so the run is untouched."""
+        cfg = self.cfg
+        x_all, y_all = self.train_data.tensors[0], self.train_data.tensors[1]
+        x, y = x_all[: cfg.batch_size].to(self.device), y_all[: cfg.batch_size].to(self.device)
+        num_batches = math.ceil(len(x_all) / cfg.batch_size)
+        schedule = step_schedule(cfg, num_batches)
+        model, objective = copy.deepcopy(self.model), copy.deepcopy(self.objective)
+        model.train()
+        generator = torch.Generator(device=self.method_gen.device).manual_seed(cfg.seed + 7)
+        mid = cfg.clean_epochs * num_batches + max(cfg.eps_ramp_epochs, 1) * num_batches // 2
+        steps_at = (max(self.step - 1, 0), mid, cfg.ramp_end * num_batches)
+        seconds = []
+        for step in steps_at:
+            epoch = step // num_batches
+            ctx = StepContext(schedule.eps_at(epoch, step), epoch, step, num_batches, generator, self.device)
+            spent = 0.0
+            for i in range(steps + 1):
+                t0 = time.process_time()
+                loss, _ = objective.loss(model, x, y, ctx)
+                model.zero_grad(set_to_none=True)
+                loss.backward()
+                synchronize(self.device)
+                if i > 0:
+                    spent += time.process_time() - t0
+            seconds.append(max(spent, 1e-9))
+        return seconds[1] / seconds[0], seconds[2] / seconds[0]
+
     def fit_to_budget(self, row: dict[str, Any]) -> None:
         """--fit-budget: after the first epoch of the eps ramp (`row`, its CPU time with the held-out
-        evaluation), the epochs the rest of the budget allows at that cost; the schedule is rescaled to them
+        evaluation), the epochs the rest of the budget allows (`budget_epochs`), the remaining ramp epochs and the
+        later ones costing that epoch's time scaled by `phase_cost_ratios`; the schedule is rescaled to them
         (`fit_schedule`) once. Rank 0 decides under torchrun."""
         cfg = self.cfg
         if not cfg.fit_budget or cfg.budget_minutes is None or self.fitted or self.epoch != cfg.clean_epochs + 1:
@@ -548,7 +582,8 @@ class Trainer:
             left = 60.0 * cfg.budget_minutes - sum(float(r.get("cpu_time", 0.0)) for r in self.metrics)
             per = float(row.get("cpu_time", 0.0))
             if per > 0:
-                epochs = self.epoch + int(max(left, 0.0) // per)
+                ramp, post = self.phase_cost_ratios()
+                epochs = budget_epochs(cfg, self.epoch, left, per * ramp, per * post)
         if self.procs.active:
             epochs = int(distributed.from_main(epochs))
         self.fitted = {"from": cfg.epochs, "to": max(epochs, self.epoch), "epoch": self.epoch}
