@@ -92,6 +92,7 @@ def test_budget_epochs_prices_the_ramp_and_the_epochs_after_it_apart():
     assert budget_epochs(cfg, 2, 109.0, 10.0, 1.0) == 30
     assert budget_epochs(cfg, 2, 110.0, 10.0, 1.0) == 31
     assert budget_epochs(cfg, 2, 5.0, 10.0, 1.0) == 2  # not even one more epoch
+    assert budget_epochs(cfg, 2, 1e9, 1e-3, 1e-3) == 20 * 60  # a mismeasured cost fits at most 20x the plan
     with pytest.raises(ValueError, match="positive"):
         budget_epochs(cfg, 2, 10.0, 0.0, 1.0)
 

@@ -542,7 +542,8 @@ class Trainer:
         """CPU time of a training step half-way through the eps ramp and of one after it, each over that of a
         step like the last one trained (`fit_to_budget`): the cost of a step changes with eps and the method's
         own ramps (CROWN-IBP's backward pass ends with its beta ramp). Timed on copies of the network and the
-        objective with their own generator, on the first batch (one untimed step first), so the run is untouched."""
+        objective with their own generator, on the first batch (one untimed step first), so the run is untouched;
+        their few seconds are not counted to the budget. Each ratio is kept within [1/100, 100]."""
         cfg = self.cfg
         x_all, y_all = self.train_data.tensors[0], self.train_data.tensors[1]
         x, y = x_all[: cfg.batch_size].to(self.device), y_all[: cfg.batch_size].to(self.device)
@@ -567,7 +568,8 @@ class Trainer:
                 if i > 0:
                     spent += time.process_time() - t0
             seconds.append(max(spent, 1e-9))
-        return seconds[1] / seconds[0], seconds[2] / seconds[0]
+        ramp, post = (min(100.0, max(0.01, t / seconds[0])) for t in seconds[1:])
+        return ramp, post
 
     def fit_to_budget(self, row: dict[str, Any]) -> None:
         """--fit-budget: after the first epoch of the eps ramp (`row`, its CPU time with the held-out

@@ -128,15 +128,21 @@ def fit_schedule(cfg: TrainConfig, epochs: int, done: int) -> TrainConfig:
     return dataclasses.replace(cfg, **values)
 
 
+#: `budget_epochs` fits at most this many times the planned epochs (a guard against a mismeasured step cost)
+MAX_FIT_FACTOR = 20
+
+
 def budget_epochs(cfg: TrainConfig, done: int, left: float, ramp_cost: float, post_cost: float) -> int:
     """The most epochs (at least `done`) whose `left` CPU seconds pay for the epochs after the `done` ones, when the
     schedule is fitted to them (`fit_schedule`): an epoch of the fitted eps ramp costs `ramp_cost`, a later one
-    `post_cost` (`--fit-budget`; e.g. CROWN-IBP's backward pass stops with its beta ramp, a tenth of the cost)."""
+    `post_cost` (`--fit-budget`; e.g. CROWN-IBP's backward pass stops with its beta ramp, a tenth of the cost).
+    At most `MAX_FIT_FACTOR` x the planned epochs."""
     cheapest = min(ramp_cost, post_cost)
     if cheapest <= 0:
         raise ValueError(f"budget_epochs needs positive epoch costs, got {ramp_cost} and {post_cost}")
     best = done
-    for epochs in range(done + 1, done + int(max(left, 0.0) // cheapest) + 1):
+    most = min(done + int(max(left, 0.0) // cheapest), MAX_FIT_FACTOR * max(cfg.epochs, done + 1))
+    for epochs in range(done + 1, most + 1):
         fitted = fit_schedule(cfg, epochs, done)
         in_ramp = max(0, min(fitted.ramp_end, epochs) - done)
         if in_ramp * ramp_cost + (epochs - done - in_ramp) * post_cost > left:
