@@ -585,7 +585,9 @@ class Trainer:
             per = float(row.get("cpu_time", 0.0))
             if per > 0:
                 ramp, post = self.phase_cost_ratios()
-                epochs = budget_epochs(cfg, self.epoch, left, per * ramp, per * post)
+                # the rest of the ramp is priced no lower than the epoch just measured: eps only grows in it (a
+                # 30-minute crown-ibp run priced at the probe's 0.86 ran 14% dearer and lost its last 3 epochs)
+                epochs = budget_epochs(cfg, self.epoch, left, per * max(ramp, 1.0), per * post)
         if self.procs.active:
             epochs = int(distributed.from_main(epochs))
         self.fitted = {"from": cfg.epochs, "to": max(epochs, self.epoch), "epoch": self.epoch}
