@@ -113,7 +113,7 @@ RECIPES: dict[str, Recipe] = {
     "mixtrain-ibp-hold": Recipe("mixtrain", _HOLD, uses_acc0=True),
     # MixTrain over IBP with the tight samples weighted as Eqn. 8's estimate of the batch's tight loss: IBP on
     # the batch, CROWN-IBP on k' = 4 samples, verified loss 0.5 * IBP batch mean + 0.5 * mean of the 4
-    # (`--tight-weight`); alpha fixed at IBP's final 0.5, so it differs from `ibp` in the tight term only
+    # (`--tight-weight`); alpha fixed at 0.5, IBP's final kappa (IBP ramps its robust weight up to it)
     "mixtrain-tight": Recipe("mixtrain", dict(_OVER_IBP, k_per_batch=4, tight_weight=0.5, alpha=0.5)),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone
     "mixtrain-k0": Recipe("mixtrain", dict(_CERTIFIED, batch_domain="crown-ibp", k_per_batch=0), uses_acc0=True),
