@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from veritrain.errors import ConfigError
 from veritrain.reporting import read_jsonl
@@ -147,13 +148,13 @@ def test_cheaper_epochs_after_the_ramp_buy_more_epochs(tmp_path, fixed_epoch_cos
 def test_phase_cost_ratios_leave_the_run_untouched():
     cfg = cfg_for(Path("unused"), method="crown-ibp").resolved()
     data = tiny_data()
-    trainer = loop_module.Trainer(cfg, tiny_model(), data, None, loop_module.torch.device("cpu"))
+    trainer = loop_module.Trainer(cfg, tiny_model(), data, None, torch.device("cpu"))
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     generator = trainer.method_gen.get_state()
     ramp, post = trainer.phase_cost_ratios()
     assert ramp > 0 and post > 0
-    assert all(loop_module.torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.items())
-    assert loop_module.torch.equal(generator, trainer.method_gen.get_state())
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.items())
+    assert torch.equal(generator, trainer.method_gen.get_state())
     assert all(p.grad is None for p in trainer.model.parameters())
 
 
