@@ -25,6 +25,7 @@ FAST = {
     "cw-l2": {"steps": 30, "binary_search_steps": 3},
     "pointwise": {"levels": 20},
     "interval": {"iterations": 5, "pgd_steps": 10},
+    "interval-targeted": {"pgd_steps": 10},
 }
 
 
@@ -123,10 +124,14 @@ def _verify(model, ball, y, domain="interval"):
     return margin(z, y) < 0
 
 
-def _interval_gradient(model, ball, y, domain="interval"):
+def _interval_gradient(model, ball, y, domain="interval", target=None):
     x = ball.x.detach().requires_grad_(True)
     z = _worst_logits(model, _Ball(x, ball.eps, ball.norm, ball.lo, ball.hi), y)
-    (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), x)
+    if target is None:
+        loss = F.cross_entropy(z, y, reduction="sum")
+    else:  # -(lower(z_y) - upper(z_target)): a sound, looser stand-in of the margin's bound
+        loss = -(z.gather(1, y.view(-1, 1)) - z.gather(1, target.view(-1, 1))).sum()
+    (g,) = torch.autograd.grad(loss, x)
     return g
 
 
@@ -157,6 +162,8 @@ CASES = [
     ("pointwise", "l0", None),
     ("interval", "linf", 0.1),
     ("interval", "l2", 0.5),
+    ("interval-targeted", "linf", 0.1),
+    ("interval-targeted", "l2", 0.5),
 ]
 
 
@@ -188,7 +195,16 @@ def test_contract(name, norm, eps, build, standin_bounds):
 
 
 def test_registry_and_errors():
-    assert set(ATTACKS.names()) == {"pgd", "pgd-l2", "fgsm", "cw", "cw-l2", "interval", "pointwise"}
+    assert set(ATTACKS.names()) == {
+        "pgd",
+        "pgd-l2",
+        "fgsm",
+        "cw",
+        "cw-l2",
+        "interval",
+        "interval-targeted",
+        "pointwise",
+    }
     with pytest.raises(UnknownNameError, match="choose one of"):
         make_attack("nope", 0.1)
     with pytest.raises(ValueError, match="norm"):
@@ -363,6 +379,51 @@ def test_interval_attack_shortcuts_only_save_time(trained, eps):
     assert info["verified"] == int(ok.sum())
     assert info["pgd_broken"] + info["verified"] + info["searched"] + int(wrong.sum()) == len(x)
     assert plain.info["searched"] == int((~wrong).sum())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.25), ("l2", 1.5)])
+def test_targeted_interval_attack(trained, norm, eps):
+    """One copy per wrong class, each stepped along the interval gradient of its own margin's bound (real
+    bounds): the result stays in the ball and [0, 1], breaks no sample the sound analysis verifies, contains
+    PGD's successes (same seed) and, on this network, breaks at least as many as the untargeted attack."""
+    Ball, verify = real_bounds()
+    model, x, y = trained
+    x0 = x.clone()
+    tgt = make_attack("interval-targeted", eps, norm=norm, **FAST["interval-targeted"])
+    assert tgt.iterations == 1 and tgt.step_size == eps and tgt.targeted
+    res = tgt.run(model, x, y)
+    assert torch.equal(x, x0)
+    assert (flat_norm(res.x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    with torch.no_grad():
+        assert (model(res.x_adv[res.success]).argmax(1) != y[res.success]).all()
+    ok = verify(model, Ball(x, eps, norm=norm, lo=0.0, hi=1.0), y, domain="symbolic-linear")
+    assert not res.success[ok].any()
+    pgd = make_attack("pgd" if norm == "linf" else "pgd-l2", eps, norm=norm).run(model, x, y)
+    assert (res.success | ~pgd.success).all(), "weaker than PGD with the same seed"
+    plain = make_attack("interval", eps, norm=norm, **FAST["interval"]).run(model, x, y)
+    assert res.success.sum() >= plain.success.sum()
+
+
+def test_targeted_interval_gradient_is_the_margin_bound():
+    """interval_gradient with a target is the gradient of -lower(z_y - z_target) (target_margin_lower), and
+    that bound is column `target` of margin_lower."""
+    from veritrain.bounds import Ball, interval_gradient, margin_lower, target_margin_lower
+
+    model = mlp()
+    x, y = data()
+    target = (y + 1) % K
+    ball = Ball(x, 0.05, lo=0.0, hi=1.0)
+    for dom in ("interval", "crown-ibp", "symbolic-linear"):
+        low = target_margin_lower(model, ball, y, target, dom)
+        full = margin_lower(model, ball, y, dom).gather(1, target.view(-1, 1)).view(-1)
+        torch.testing.assert_close(low, full)
+        xr = x.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(
+            -target_margin_lower(model, Ball(xr, 0.05, lo=0.0, hi=1.0), y, target, dom).sum(), xr
+        )
+        torch.testing.assert_close(interval_gradient(model, ball, y, dom, target=target), ref)
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_interval_scan_precheck_keeps_the_levels(trained):

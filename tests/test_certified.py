@@ -166,6 +166,41 @@ def test_mixtrain_tight_weight_is_eqn8_estimate_of_the_tight_loss() -> None:
             METHODS.get("mixtrain")(TrainConfig(**{**common, **bad}))
 
 
+def test_mixtrain_batch_share_bounds_a_uniform_share_holding_the_tight_samples() -> None:
+    """--batch-share f: the batch domain bounds ceil(f * batch) samples, the k' tight ones first and the rest a
+    uniform draw of the others; the verified loss is the CE over that share (Eqn. 8's estimate of the batch's)."""
+    net, (x, y) = tiny_net(), synthetic(12)
+    common = dict(method="mixtrain", dataset="mnist-mini", alpha=1.0, batch_domain="interval", eps_ramp_epochs=0)
+    obj = METHODS.get("mixtrain")(TrainConfig(**common, k_per_batch=2, domain="symbolic-linear", batch_share=0.4))
+    g = torch.Generator().manual_seed(0)  # the draws `choose`, then `share`, make
+    idx = torch.randperm(12, generator=g)[:2]
+    perm = torch.randperm(12, generator=g)
+    share = torch.cat([idx, perm[~torch.isin(perm, idx)]])[:5]
+    assert len(set(share.tolist())) == 5
+    ball = Ball(x[share], 0.05)
+    lower = margin_lower(net, ball, y[share], "interval")
+    tight = margin_lower(net, Ball(x[idx], 0.05), y[idx], "symbolic-linear")
+    lower[:2] = torch.maximum(lower[:2], tight)
+    loss, metrics = obj.loss(net, x, y, ctx(0.05))
+    torch.testing.assert_close(loss, F.cross_entropy(-lower, y[share]))
+    # k' = 0: a share of the batch under the batch domain alone
+    obj = METHODS.get("mixtrain")(TrainConfig(**common, k_per_batch=0, batch_share=0.25))
+    g = torch.Generator().manual_seed(0)
+    torch.randperm(12, generator=g)  # `choose` draws its k' = 0 samples
+    share = torch.randperm(12, generator=g)[:3]
+    loss, _ = obj.loss(net, x, y, ctx(0.05))
+    torch.testing.assert_close(
+        loss, F.cross_entropy(-margin_lower(net, Ball(x[share], 0.05), y[share], "interval"), y[share])
+    )
+    for bad, match in (
+        (dict(batch_share=0.5, batch_domain=None), "needs --batch-domain"),
+        (dict(batch_share=0.0), r"\(0, 1\]"),
+        (dict(batch_share=1.5), r"\(0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            METHODS.get("mixtrain")(TrainConfig(**{**common, **bad}))
+
+
 def test_shi_init_and_regulariser() -> None:
     net = tiny_net()
     last = net[-1].weight.clone()

@@ -65,14 +65,15 @@ def test_cpu_scale_fits_one_free_core():
     """Issue 12: the cpu scale of Tables I, VIII, IX/Figure 8 and X, sized for one free core."""
     t1 = EXPERIMENTS.get("table1")
     fc1 = [r for r in t1.runs_at("cpu") if r.config["net"] == "mnist-fc1"]
-    assert len(fc1) == 2 and [r.cpu_only for r in fc1] == [False, True]
-    assert len(t1.runs_at("paper")) == 2  # the second FC1 row is a second measurement at the cpu scale only
+    assert len(fc1) == 3 and [r.cpu_only for r in fc1] == [False, True, True]
+    assert len(t1.runs_at("paper")) == 2  # the other FC1 rows are more measurements at the cpu scale only
     for r in fc1:  # Madry as in the paper: PGD-40, step 0.01, on all 60,000 images
         cfg = t1.config(r, "cpu")
         assert cfg["pgd_steps"] == 40 and cfg["pgd_step_size"] == 0.01 and cfg.get("train_size") is None
         assert cfg["epochs"] >= 15 and cfg["budget_minutes"] <= 50
     assert fc1[0].measure_options["cpu"].get("domain", "symbolic-linear") == "symbolic-linear"
     assert fc1[1].measure_options["cpu"]["n"] == 1024
+    assert fc1[2].measure_options["cpu"]["attack"] == "interval-targeted" and fc1[2].config == fc1[0].config
     t8 = EXPERIMENTS.get("table8")
     assert sorted(t8.config(r, "cpu")["k_per_batch"] for r in t8.runs_at("cpu")) == [1, 2, 5, 10]
     assert all(t8.config(r, "cpu")["train_size"] >= 10000 for r in t8.runs_at("cpu"))

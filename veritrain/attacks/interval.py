@@ -30,6 +30,14 @@ worse; all of it is about time, measured on MNIST Small at eps 0.3, `bench/bench
   are looser than symbolic-linear, so where the latter is the domain the chosen eps' is the same.
 - All samples of an iteration share one bound call per level of the scan and one gradient call
   (per-sample eps'), each chunked by the bound engine (`veritrain.bounds.base.CHUNK_MEMORY`).
+
+`interval-targeted` (not in the paper) runs Algorithm 1 once per wrong class j on a copy of each sample,
+with L_j = -lower(z_y - z_j), the bound of the margin to that one class, in Line 8 instead of the CE over all
+bounds, and Line 13's PGD from each copy's point; the sample keeps its best copy. Its defaults are one
+iteration with step eps: the sign of the interval gradient over the small ball B_eps'(x) sends the copy to the
+vertex of B_eps(x) where the linear bound of that margin is lowest. On a Madry-trained MNIST FC1 at eps 0.3
+(200 test images, crown-ibp) it broke 44% in less time than the untargeted attack took to break 37%;
+most of that gain is the targeting: the same vertex steps from the plain gradient of z_y - z_j broke 41-43%.
 """
 
 from __future__ import annotations
@@ -75,13 +83,17 @@ class IntervalAttack(Attack):
     searched by Algorithm 1 (`searched`)."""
 
     name = "interval"
+    #: one copy of each sample per wrong class, each with its own target (`interval-targeted`)
+    targeted = False
+    #: the defaults of `iterations` and of `step_size` (a share of eps)
+    default_iterations, default_step_share = 20, 0.1
 
     def __init__(
         self,
         eps: float,
         norm: str = DEFAULT_NORM,
         seed: int | None = 0,
-        iterations: int = 20,
+        iterations: int | None = None,
         eps0: float | None = None,
         p: float = 2.0,
         step_size: float | None = None,
@@ -97,6 +109,7 @@ class IntervalAttack(Attack):
         super().__init__(eps, norm, seed)
         if eps is None:
             raise ValueError("the interval attack needs an eps (the radius of the ball)")
+        iterations = self.default_iterations if iterations is None else iterations
         if iterations < 0 or pgd_steps < 0 or restarts < 1:
             raise ValueError("interval attack needs iterations >= 0, pgd_steps >= 0, restarts >= 1")
         if not p > 1:
@@ -107,7 +120,7 @@ class IntervalAttack(Attack):
         if eps > 0 and not self.eps0 > 0:
             raise ValueError(f"eps0 must be > 0, got {eps0}")
         self.p = p
-        self.step_size = eps / 10 if step_size is None else float(step_size)
+        self.step_size = eps * self.default_step_share if step_size is None else float(step_size)
         self.domain = domain
         self.pgd_steps = pgd_steps
         self.pgd_step_size = default_step_size(eps, pgd_steps, norm) if pgd_step_size is None else float(pgd_step_size)
@@ -151,8 +164,11 @@ class IntervalAttack(Attack):
             undecided[stop] = False
         return chosen
 
-    def _interval_steps(self, model: nn.Module, x: Tensor, y: Tensor, xp: Tensor, done: Tensor) -> Tensor:
-        """Lines 2-12 for the samples not `done` (updated in place); returns x'."""
+    def _interval_steps(
+        self, model: nn.Module, x: Tensor, y: Tensor, xp: Tensor, done: Tensor, target: Tensor | None = None
+    ) -> Tensor:
+        """Lines 2-12 for the samples not `done` (updated in place); returns x'. With `target`, Line 8's loss
+        of row i is the bound of the margin to class target[i]."""
         eps, norm, levels = self.eps, self.norm, self.levels()
         level_eps = torch.tensor(levels, dtype=x.dtype, device=x.device)
         for _ in range(self.iterations):
@@ -162,7 +178,9 @@ class IntervalAttack(Attack):
             xa, ya = xp[act], y[act]
             chosen = self._scan(model, xa, ya, levels)
             ball = Ball(xa, level_eps[chosen], norm=norm, lo=0.0, hi=1.0)
-            g = interval_gradient(model, ball, ya, domain=self.domain).detach().to(xa.dtype).reshape(xa.shape)
+            ta = None if target is None else target[act]
+            g = interval_gradient(model, ball, ya, domain=self.domain, target=ta).detach()
+            g = g.to(xa.dtype).reshape(xa.shape)
             xa = project(xa + self.step_size * ascent_direction(g, norm), x[act], eps, norm)
             xp[act] = xa
             with torch.no_grad():
@@ -199,15 +217,22 @@ class IntervalAttack(Attack):
                 info["verified"] += int(ok.sum())
                 todo[idx[ok]] = False
         info["searched"] = int(todo.sum()) if eps > 0 else 0
+        num_classes = logits.shape[1]
         for r in range(self.restarts if eps > 0 else 0):
             idx = (todo & ~best.success).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            xs, ys = x[idx], y[idx]
+            if self.targeted:  # one copy per (sample, wrong class), sample-major
+                others = torch.arange(num_classes, device=x.device).expand(idx.numel(), num_classes)
+                target = others[others != y[idx].unsqueeze(1)]
+                copies = idx.repeat_interleave(num_classes - 1)
+            else:
+                target, copies = None, idx
+            xs, ys = x[copies], y[copies]
             xp = xs.clone() if r == 0 else random_in_ball(xs, eps, norm, gen)
             with torch.no_grad():
                 done = model(xp).argmax(1) != ys
-            xp = self._interval_steps(model, xs, ys, xp, done)
+            xp = self._interval_steps(model, xs, ys, xp, done, target)
             with torch.no_grad():
                 logits = model(xp)
             sub = _Best(xs)
@@ -229,5 +254,20 @@ class IntervalAttack(Attack):
                     early_stop=True,
                 )
                 _offer(sub, rest, tail.x, tail.success, tail.loss)
-            _offer(best, idx, sub.x, sub.success, sub.loss)
+            if self.targeted:  # each sample's best copy: broken first, then the highest loss
+                score = torch.where(sub.success, float("inf"), sub.loss).view(idx.numel(), num_classes - 1)
+                pick = torch.arange(idx.numel(), device=x.device) * (num_classes - 1) + score.argmax(1)
+                _offer(best, idx, sub.x[pick], sub.success[pick], sub.loss[pick])
+            else:
+                _offer(best, idx, sub.x, sub.success, sub.loss)
         return AttackResult(best.x, best.success, flat_norm(best.x - x, norm), info=info)
+
+
+@ATTACKS.register("interval-targeted")
+class TargetedIntervalAttack(IntervalAttack):
+    """The interval attack once per wrong class (see the module's docstring): t = 1 iteration with step eps
+    by default, then PGD from each copy's point; every other option as `interval`."""
+
+    name = "interval-targeted"
+    targeted = True
+    default_iterations, default_step_share = 1, 1.0

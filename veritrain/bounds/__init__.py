@@ -9,6 +9,7 @@ from veritrain.bounds.base import (
     interval_gradient,
     margin_lower,
     margin_spec,
+    target_margin_lower,
     verified_loss,
     verify,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "interval_gradient",
     "margin_lower",
     "margin_spec",
+    "target_margin_lower",
     "to_ops",
     "verified_loss",
     "verify",

@@ -228,6 +228,19 @@ def margin_lower(
     return torch.cat([lower(ball.take(r), y[r]) for r in _rows(ball.x.shape[0], size)])
 
 
+def target_margin_lower(
+    model: nn.Module, ball: Ball, y: Tensor, target: Tensor, domain: str | Domain = DEFAULT_DOMAIN
+) -> Tensor:
+    """Lower bounds of z_y - z_target over the ball, (B,): one spec row per sample (unchunked)."""
+    ops = to_ops(model, tuple(_checked(ball).x.shape[1:]))
+    num_classes = math.prod(ops[-1].out_shape)
+    check_labels(y, ball.x.shape[0], num_classes)
+    check_labels(target, ball.x.shape[0], num_classes)
+    eye = torch.eye(num_classes, device=y.device, dtype=ball.x.dtype)
+    spec = (eye[y] - eye[target]).unsqueeze(1)
+    return _domain(domain).lower(with_spec(ops, spec), ball).view(-1)
+
+
 def verified_loss(
     model: nn.Module,
     ball: Ball,
@@ -258,8 +271,10 @@ def interval_gradient(
     y: Tensor,
     domain: str | Domain = DEFAULT_DOMAIN,
     chunk_size: int | None = None,
+    target: Tensor | None = None,
 ) -> Tensor:
     """d L(d_eps(x), y) / d x: the slope of the symbolic bound equations w.r.t. the centre (Section III).
+    With `target` (B,), L is -lower(z_y - z_target) instead: the bound of the margin to that one class.
 
     One backward pass per chunk (`chunk_size`, as `compute_bounds`), so the memory stays bounded; the
     weights' gradients are neither computed nor recorded."""
@@ -276,7 +291,10 @@ def interval_gradient(
             x = part.x.detach().requires_grad_(True)
             moved = Ball(x, part.eps, part.norm, part.lo, part.hi)
             with torch.enable_grad():
-                loss = verified_loss(model, moved, y[r], dom, reduction="sum", chunk_size=x.shape[0])
+                if target is None:
+                    loss = verified_loss(model, moved, y[r], dom, reduction="sum", chunk_size=x.shape[0])
+                else:
+                    loss = -target_margin_lower(model, moved, y[r], target[r], dom).sum()
                 (grad,) = torch.autograd.grad(loss, x)
             grads.append(grad)
     finally:
@@ -297,6 +315,7 @@ __all__ = [
     "compute_bounds",
     "interval_gradient",
     "margin_lower",
+    "target_margin_lower",
     "margin_spec",
     "verified_loss",
     "verify",

@@ -177,6 +177,12 @@ class TrainConfig:
         "cheap sound bound on every sample of the batch: {batch_domains} (the --domain bound stays on k' samples)",
         methods=("mixtrain",),
     )
+    batch_share: float = option(
+        1.0,
+        "with --batch-domain: the share of each batch it bounds, a uniform draw that holds the k' tight samples "
+        "(Eqn. 8 applied to the batch domain: its loss estimated from a sample; 1: the whole batch)",
+        methods=("mixtrain",),
+    )
     tight_weight: float | None = option(
         None,
         "with --batch-domain: weight w of the k' tight samples in the verified loss, (1 - w) * batch mean + w * "

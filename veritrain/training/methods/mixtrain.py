@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -179,6 +181,10 @@ class MixTrain(Objective):
                 )
             if not 0.0 <= cfg.tight_weight <= 1.0:
                 raise ValueError(f"--tight-weight must be in [0, 1], got {cfg.tight_weight}")
+        if not 0.0 < cfg.batch_share <= 1.0:
+            raise ValueError(f"--batch-share must be in (0, 1], got {cfg.batch_share}")
+        if cfg.batch_share < 1.0 and self.batch_domain is None:
+            raise ValueError("--batch-share needs --batch-domain (it is the share of the batch that domain bounds)")
         if self.batch_domain is not None:
             # the batch bounds (and crown-ibp's beta ramp) are those of the ibp / crown-ibp objectives
             self._ibp = IBP(cfg) if self.batch_domain == "interval" else CrownIBPTraining(cfg)
@@ -254,7 +260,8 @@ class MixTrain(Objective):
     ) -> tuple[Tensor, dict[str, float]]:
         """The verified loss over the whole batch (`--batch-domain`), tightened on the k' chosen samples.
 
-        Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
+        Every sample (with `--batch-share` f < 1: a uniform draw of a share f of the batch holding the k' samples,
+        Eqn. 8's stochastic estimate applied to the batch domain) gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
         beta as in `crown-ibp`); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
         the larger of the two (both are sound, so their maximum is). The loss is the cross-entropy of the
         negated margin bounds over the batch, where each tight sample weighs 1 / batch like any other; with
@@ -267,6 +274,10 @@ class MixTrain(Objective):
         """
         if ctx.eps <= 0:
             return F.cross_entropy(logits, y), {}
+        share = self.share(idx, x.shape[0], ctx)
+        if share is not None:  # --batch-share: the batch domain's loss estimated on a uniform share holding idx
+            x, y, logits = x[share], y[share], logits[share]
+            idx = torch.arange(idx.numel(), device=x.device)
         lower_all, pre, ball = self._ibp.robust_lower(model, x, y, logits, ctx)
         if idx.numel() > 0:
             tight = margin_lower(model, Ball(x[idx], ctx.eps, self.cfg.norm), y[idx], self.domain)
@@ -282,6 +293,18 @@ class MixTrain(Objective):
             metrics["bound_reg"] = reg.item()
             verified = verified + (reg_weight / self.alpha) * reg
         return verified, metrics
+
+    def share(self, idx: Tensor, batch_size: int, ctx: StepContext) -> Tensor | None:
+        """`--batch-share` f < 1: the indices of ceil(f * batch) samples the batch domain bounds, the k' tight
+        ones (`idx`) first and the rest a uniform draw from the others; None for the whole batch."""
+        f = self.cfg.batch_share
+        if f >= 1.0:
+            return None
+        m = max(idx.numel(), math.ceil(f * batch_size))
+        gen = ctx.generator
+        perm = torch.randperm(batch_size, generator=gen, device=gen.device).to(idx.device)
+        others = perm[~torch.isin(perm, idx)]
+        return torch.cat([idx, others])[:m]
 
     # -- Section V-A: dynamic alpha ----------------------------------------------------------------
     @torch.no_grad()
