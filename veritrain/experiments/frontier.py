@@ -116,7 +116,7 @@ RECIPES: dict[str, Recipe] = {
     # (`--tight-weight`); alpha fixed at 0.5, IBP's final kappa (IBP ramps its robust weight up to it)
     "mixtrain-tight": Recipe("mixtrain", dict(_OVER_IBP, k_per_batch=4, tight_weight=0.5, alpha=0.5)),
     # MixTrain's two ideas with IBP as the sound domain: IBP on a uniform quarter of each batch (Eqn. 8 applied
-    # to the batch domain, `--batch-share 0.25`; a step costs about half an IBP step), no tight samples, alpha
+    # to the batch domain, `--batch-share 0.25`; an epoch cost 20-30% less than IBP's), no tight samples, alpha
     # held through the ramp then steered as in `mixtrain-ibp-hold`
     "mixtrain-ibp-share": Recipe("mixtrain", dict(_HOLD, batch_share=0.25, k_per_batch=0), uses_acc0=True),
     # the same without the tight samples (k' = 0): the dynamic alpha over CROWN-IBP/IBP alone

@@ -260,9 +260,9 @@ class MixTrain(Objective):
     ) -> tuple[Tensor, dict[str, float]]:
         """The verified loss over the whole batch (`--batch-domain`), tightened on the k' chosen samples.
 
-        Every sample (with `--batch-share` f < 1: a uniform draw of a share f of the batch holding the k' samples,
-        Eqn. 8's stochastic estimate applied to the batch domain) gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
-        beta as in `crown-ibp`); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
+        Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
+        beta as in `crown-ibp`; with `--batch-share` f < 1 only a uniform draw of a share f of the batch holding
+        the k' samples does, Eqn. 8's stochastic estimate applied to the batch domain); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
         the larger of the two (both are sound, so their maximum is). The loss is the cross-entropy of the
         negated margin bounds over the batch, where each tight sample weighs 1 / batch like any other; with
         `--tight-weight w` (not in the paper) it is (1 - w) * that mean + w * the mean over the k' samples. The k'
