@@ -24,6 +24,7 @@ import torch
 
 from veritrain.attacks import make_attack
 from veritrain.attacks.base import project
+from veritrain.attacks.interval import target_copies
 from veritrain.attacks.pgd import _Best, _pgd_run
 from veritrain.experiments.measures import _equal_time, load_run_model, test_images
 
@@ -33,9 +34,7 @@ FC1 = "results/paper/training-runs/cpu-mnist-fc1-madry-737676fc"
 def targeted_without_bounds(model, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """Success per image of the control: per wrong class j, x - eps sign(d(z_y - z_j)/dx), then PGD-40."""
     n, k = x.shape[0], model(x[:1]).shape[1]
-    others = torch.arange(k).expand(n, k)
-    target = others[others != y.unsqueeze(1)]
-    rows = torch.arange(n).repeat_interleave(k - 1)
+    rows, target = target_copies(y, k)
     xs, ys = x[rows], y[rows]
     xr = xs.clone().requires_grad_(True)
     z = model(xr)

@@ -61,6 +61,14 @@ from veritrain.bounds import Ball, interval_gradient, verify
 from veritrain.validation import DEFAULT_DOMAIN, DEFAULT_NORM, LINF
 
 
+def target_copies(y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """One row per (sample, wrong class), sample-major: each row's index into `y` and its wrong class."""
+    n = y.numel()
+    others = torch.arange(num_classes, device=y.device).expand(n, num_classes)
+    rows = torch.arange(n, device=y.device).repeat_interleave(num_classes - 1)
+    return rows, others[others != y.unsqueeze(1)]
+
+
 def _offer(best: _Best, idx: Tensor, x: Tensor, success: Tensor, loss: Tensor) -> None:
     """Offer candidates for the rows `idx` of `best` (the other rows are left as they are)."""
     cand = best.x.clone()
@@ -223,10 +231,9 @@ class IntervalAttack(Attack):
             idx = (todo & ~best.success).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            if self.targeted:  # one copy per (sample, wrong class), sample-major
-                others = torch.arange(num_classes, device=x.device).expand(idx.numel(), num_classes)
-                target = others[others != y[idx].unsqueeze(1)]
-                copies = idx.repeat_interleave(num_classes - 1)
+            if self.targeted:
+                rows, target = target_copies(y[idx], num_classes)
+                copies = idx[rows]
             else:
                 target, copies = None, idx
             xs, ys = x[copies], y[copies]

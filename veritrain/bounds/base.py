@@ -236,8 +236,8 @@ def target_margin_lower(
     num_classes = math.prod(ops[-1].out_shape)
     check_labels(y, ball.x.shape[0], num_classes)
     check_labels(target, ball.x.shape[0], num_classes)
-    eye = torch.eye(num_classes, device=y.device, dtype=ball.x.dtype)
-    spec = (eye[y] - eye[target]).unsqueeze(1)
+    rows = torch.arange(y.numel(), device=y.device)
+    spec = margin_spec(y, num_classes)[rows, target].unsqueeze(1).to(ball.x.dtype)  # row e_y - e_target
     return _domain(domain).lower(with_spec(ops, spec), ball).view(-1)
 
 
