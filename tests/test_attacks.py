@@ -221,6 +221,23 @@ def test_margin_with_negative_logits():
     assert torch.allclose(margin(z, torch.tensor([0, 0])), torch.tensor([4.0, -6.0]))
 
 
+def test_target_loss_and_its_errors():
+    """The "target" attack loss is z_target - z_y per sample; it needs targets, and only the targeted interval
+    attack may ascend it in Line 13."""
+    from veritrain.attacks.base import per_sample_loss
+
+    z = torch.tensor([[1.0, 3.0, -2.0], [0.5, -1.0, 4.0]])
+    y, t = torch.tensor([0, 2]), torch.tensor([2, 1])
+    assert torch.equal(per_sample_loss(z, y, "target", t), torch.tensor([-3.0, -5.0]))
+    with pytest.raises(ValueError, match="target class"):
+        per_sample_loss(z, y, "target")
+    with pytest.raises(ValueError, match="pgd_loss"):
+        make_attack("interval", 0.1, pgd_loss="target")
+    with pytest.raises(ValueError, match="pgd_loss"):
+        make_attack("interval-targeted", 0.1, pgd_loss="hinge")
+    assert make_attack("interval", 0.3).pgd_loss == "ce" and make_attack("interval", 0.3).pgd_step_size == 0.01
+
+
 def test_same_seed_same_result_different_seed_differs():
     model, (x, _) = mlp(), data()
     y = model(x).argmax(1)
@@ -391,6 +408,7 @@ def test_targeted_interval_attack(trained, norm, eps):
     x0 = x.clone()
     tgt = make_attack("interval-targeted", eps, norm=norm, **FAST["interval-targeted"])
     assert tgt.iterations == 1 and tgt.step_size == eps and tgt.targeted
+    assert tgt.pgd_loss == "target" and tgt.pgd_step_size == pytest.approx(eps / 10)
     res = tgt.run(model, x, y)
     assert torch.equal(x, x0)
     assert (flat_norm(res.x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()

@@ -137,12 +137,18 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
     return other.amax(1) - z_y
 
 
-def per_sample_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
+def per_sample_loss(logits: Tensor, y: Tensor, loss: str, target: Tensor | None = None) -> Tensor:
+    """The loss an attack ascends, per sample: "ce", "margin" (`margin`), or "target": z_target - z_y, the
+    margin to the given class `target` (B,) alone (> 0 implies misclassified)."""
     if loss == "ce":
         return F.cross_entropy(logits, y, reduction="none")
     if loss == "margin":
         return margin(logits, y)
-    raise ValueError(f"unknown attack loss {loss!r}; use 'ce' or 'margin'")
+    if loss == "target":
+        if target is None:
+            raise ValueError("the 'target' attack loss needs a target class per sample")
+        return (logits.gather(1, target.view(-1, 1)) - logits.gather(1, y.view(-1, 1))).squeeze(1)
+    raise ValueError(f"unknown attack loss {loss!r}; use 'ce', 'margin' or 'target'")
 
 
 def robust_curve(distances: Tensor, radii: Sequence[float]) -> list[float]:

@@ -58,16 +58,17 @@ def _pgd_run(
     loss: str,
     best: _Best | None,
     early_stop: bool = False,
+    target: Tensor | None = None,
 ) -> Tensor:
     """One PGD run from `start`; returns the last iterate. With `best`, every evaluated point
-    (the start, each iterate and the last one) is offered to it."""
+    (the start, each iterate and the last one) is offered to it. `target`: the classes of `loss="target"`."""
     x_adv = start.detach()
     for i in range(steps + 1):
         if i == steps and best is None:
             break
         x_adv.requires_grad_(True)
         logits = model(x_adv)
-        l = per_sample_loss(logits, y, loss)
+        l = per_sample_loss(logits, y, loss, target)
         if best is not None:
             best.update(x_adv.detach(), logits.detach().argmax(1) != y, l.detach())
             if i == steps or (early_stop and bool(best.success.all())):
@@ -157,6 +158,8 @@ class PGD(Attack):
         self.step_size = default_step_size(eps, steps, norm) if step_size is None else float(step_size)
         if not self.step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
+        if loss not in ("ce", "margin"):
+            raise ValueError(f"{self.name}: loss must be 'ce' or 'margin', got {loss!r}")
         self.restarts = restarts
         self.random_start = random_start
         self.loss = loss
