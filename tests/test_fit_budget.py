@@ -1,5 +1,5 @@
-"""`--fit-budget`: the schedule fitted to the CPU time of the run's first ramp epoch (`fit_schedule`,
-`Trainer.fit_to_budget`), also across a resume."""
+"""`--fit-budget`: the schedule fitted to the CPU time of the run's first ramp epoch, and again to that of its
+first epoch past the ramp (`fit_schedule`, `Trainer.fit_to_budget`), also across a resume."""
 
 from __future__ import annotations
 
@@ -143,6 +143,27 @@ def test_cheaper_epochs_after_the_ramp_buy_more_epochs(tmp_path, fixed_epoch_cos
     assert (s["epochs"], s["planned_epochs"], s["epochs_trained"], s["stopped_by_budget"]) == (15, 20, 15, False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["eps_ramp_epochs"], config["lr_milestones"]) == (4, "10,14")
+
+
+def test_a_run_priced_high_in_its_ramp_is_refitted_after_it(tmp_path, fixed_epoch_cost, monkeypatch):
+    """The first fit prices every epoch at the ramp's 6 s (10 epochs, ramp ending after epoch 4); the first
+    epoch past the ramp costs 3 s, so the second fit, after it, spends the 33 s left on 11 more epochs (16) and
+    moves the learning-rate drops (7, 9 of 10) with them; the ramp, behind, stays."""
+    run_epoch = loop_module.Trainer.run_epoch  # the fixture's: EPOCH_CPU each
+
+    def cheaper_after_ramp(self: loop_module.Trainer) -> dict[str, Any]:
+        row = run_epoch(self)
+        row["cpu_time"] = EPOCH_CPU if row["epoch"] <= self.cfg.ramp_end else EPOCH_CPU / 2
+        return row
+
+    monkeypatch.setattr(loop_module.Trainer, "run_epoch", cheaper_after_ramp)
+    s = train(cfg_for(tmp_path), model=tiny_model(), train_data=tiny_data())
+    assert (s["epochs"], s["planned_epochs"], s["epochs_trained"], s["stopped_by_budget"]) == (16, 20, 16, False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["eps_ramp_epochs"], config["lr_milestones"]) == (3, "11,14")
+    ckpt = loop_module.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["fitted"] == {"from": 20, "to": 16, "epoch": 2, "refit": 5}
+    assert sum(r["cpu_time"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 60.0
 
 
 def test_phase_cost_ratios_leave_the_run_untouched():

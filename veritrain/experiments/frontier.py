@@ -5,7 +5,8 @@ Each method is a recipe (`RECIPES`): its options plus a schedule written as shar
 of B CPU-minutes (one thread), the number of epochs is chosen from a calibration: the CPU time of a few
 training steps of the method on real images, during the ramp and after it (`calibrate`). That plan is then
 fitted to the run's own CPU time (`fit_budget`: after the first epoch of the ramp the epochs are set to what
-the rest of the budget allows at that epoch's cost, and the schedule's shares with them), because a few steps
+the rest of the budget allows at that epoch's cost, and the schedule's shares with them; after the first epoch
+past the ramp once more, at that epoch's cost, for the epochs ahead), because a few steps
 on fresh weights mispredict an epoch under another load by 25-60% on this machine, and a schedule cut by the
 budget never reaches its learning-rate drops. `budget_minutes=B` stays a hard stop (after the epoch that
 reaches it), so no run gets more than its budget plus one epoch; the table reports the CPU minutes each run
@@ -351,7 +352,7 @@ def run_frontier(
             if dry_run:
                 print(
                     f"{setting_name} {name} {minutes:g} min: {epochs} epochs"
-                    + ("" if started is not None else " planned, fitted after the first ramp epoch")
+                    + ("" if started is not None else " planned, fitted after the first ramp epoch and after the ramp")
                     + f" -> {run}"
                     + ("" if per_step is None else f" (calibrated {per_step[0]:.3f}/{per_step[1]:.3f} s per step")
                     + (f", {per_epoch:.1f} s per held-out evaluation" if per_epoch else "")

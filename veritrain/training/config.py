@@ -108,8 +108,8 @@ class TrainConfig:
     fit_budget: bool = option(
         False,
         "with --budget-minutes: after the first epoch of the eps ramp, set --epochs to what the budget allows at "
-        "that epoch's CPU time and scale the ramp, the learning-rate decay and --warmup-epochs with it (once; "
-        "recorded in the metrics and config.json), so that a busier or faster machine than planned still "
+        "that epoch's CPU time and scale the ramp, the learning-rate decay and --warmup-epochs with it, and after "
+        "the first epoch past the ramp once more for the epochs ahead (recorded in config.json), so that a busier or faster machine than planned still "
         "finishes the schedule",
     )
     device: str = option("auto", "{devices}; under torchrun each process takes cuda:LOCAL_RANK")

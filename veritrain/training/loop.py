@@ -306,7 +306,8 @@ class Trainer:
         self.method_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.epoch = 0  # epochs finished
         self.step = 0
-        #: --fit-budget: {"from": planned epochs, "to": fitted epochs, "epoch": epochs done then}, once fitted
+        #: --fit-budget: {"from": planned epochs, "to": fitted epochs, "epoch": epochs done at the first fit,
+        #: "refit": epochs done at the second (after the ramp), once refitted}
         self.fitted: dict[str, int] | None = None
         self.metrics: list[dict[str, Any]] = []
         self.files = RunFiles(cfg.out)
@@ -572,27 +573,40 @@ class Trainer:
         return ramp, post
 
     def fit_to_budget(self, row: dict[str, Any]) -> None:
-        """--fit-budget: after the first epoch of the eps ramp (`row`, its CPU time with the held-out
-        evaluation), the epochs the rest of the budget allows (`budget_epochs`), the remaining ramp epochs and the
-        later ones costing that epoch's time scaled by `phase_cost_ratios`; the schedule is rescaled to them
-        (`fit_schedule`) once. Rank 0 decides under torchrun."""
+        """--fit-budget, twice. After the first epoch of the eps ramp (`row`, its CPU time with the held-out
+        evaluation): the epochs the rest of the budget allows (`budget_epochs`), the remaining ramp epochs and the
+        later ones costing that epoch's time scaled by `phase_cost_ratios`. After the first epoch past the ramp:
+        again, at that epoch's own cost (every later epoch trains at the same eps), which moves only what lies
+        ahead (the learning-rate drops), so that a run priced high in its ramp still spends its budget. The
+        schedule is rescaled to them (`fit_schedule`). Rank 0 decides under torchrun."""
         cfg = self.cfg
-        if not cfg.fit_budget or cfg.budget_minutes is None or self.fitted or self.epoch != cfg.clean_epochs + 1:
+        if not cfg.fit_budget or cfg.budget_minutes is None:
+            return
+        first = not self.fitted and self.epoch == cfg.clean_epochs + 1
+        refit = bool(self.fitted) and "refit" not in self.fitted and self.epoch == cfg.ramp_end + 1
+        if not (first or (refit and self.epoch < cfg.epochs)):
             return
         epochs = cfg.epochs
         if self.procs.main:
             left = 60.0 * cfg.budget_minutes - sum(float(r.get("cpu_time", 0.0)) for r in self.metrics)
             per = float(row.get("cpu_time", 0.0))
-            if per > 0:
+            if per > 0 and first:
                 ramp, post = self.phase_cost_ratios()
                 # the rest of the ramp is priced no lower than the epoch just measured: eps only grows in it (a
                 # 30-minute crown-ibp run priced at the probe's 0.86 ran 14% dearer and lost its last 3 epochs)
                 epochs = budget_epochs(cfg, self.epoch, left, per * max(ramp, 1.0), per * post)
+            elif per > 0:
+                epochs = budget_epochs(cfg, self.epoch, left, per, per)
         if self.procs.active:
             epochs = int(distributed.from_main(epochs))
-        self.fitted = {"from": cfg.epochs, "to": max(epochs, self.epoch), "epoch": self.epoch}
-        if self.fitted["to"] != cfg.epochs:
-            self.use_config(fit_schedule(cfg, self.fitted["to"], self.epoch))
+        epochs = max(epochs, self.epoch)
+        if first:
+            self.fitted = {"from": cfg.epochs, "to": epochs, "epoch": self.epoch}
+        else:
+            assert self.fitted is not None
+            self.fitted = {**self.fitted, "to": epochs, "refit": self.epoch}
+        if epochs != cfg.epochs:
+            self.use_config(fit_schedule(cfg, epochs, self.epoch))
             if self.procs.main:
                 self.write_config()
 
