@@ -62,6 +62,18 @@ def fixed_epoch_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop_module.Trainer, "phase_cost_ratios", lambda self: (1.0, 1.0))
 
 
+def half_price_after_ramp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On top of `fixed_epoch_cost`: the epochs after the eps ramp cost EPOCH_CPU / 2 (as CROWN-IBP's)."""
+    run_epoch = loop_module.Trainer.run_epoch  # the fixture's: EPOCH_CPU each
+
+    def cheaper_after_ramp(self: loop_module.Trainer) -> dict[str, Any]:
+        row = run_epoch(self)
+        row["cpu_time"] = EPOCH_CPU if row["epoch"] <= self.cfg.ramp_end else EPOCH_CPU / 2
+        return row
+
+    monkeypatch.setattr(loop_module.Trainer, "run_epoch", cheaper_after_ramp)
+
+
 # ----------------------------------------------------------------------------- the rule
 
 
@@ -131,14 +143,7 @@ def test_cheaper_epochs_after_the_ramp_buy_more_epochs(tmp_path, fixed_epoch_cos
     """As CROWN-IBP after its beta ramp: later epochs at half the cost. 48 s left after epochs 1-2 buy 15
     epochs (the ramp scaled to 4 ends after epoch 5: 3 more at 6 s, then 10 at 3 s), where one cost gives 10."""
     monkeypatch.setattr(loop_module.Trainer, "phase_cost_ratios", lambda self: (1.0, 0.5))
-    run_epoch = loop_module.Trainer.run_epoch  # the fixture's: EPOCH_CPU each
-
-    def cheaper_after_ramp(self: loop_module.Trainer) -> dict[str, Any]:
-        row = run_epoch(self)
-        row["cpu_time"] = EPOCH_CPU if row["epoch"] <= self.cfg.ramp_end else EPOCH_CPU / 2
-        return row
-
-    monkeypatch.setattr(loop_module.Trainer, "run_epoch", cheaper_after_ramp)
+    half_price_after_ramp(monkeypatch)
     s = train(cfg_for(tmp_path), model=tiny_model(), train_data=tiny_data())
     assert (s["epochs"], s["planned_epochs"], s["epochs_trained"], s["stopped_by_budget"]) == (15, 20, 15, False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -149,14 +154,7 @@ def test_a_run_priced_high_in_its_ramp_is_refitted_after_it(tmp_path, fixed_epoc
     """The first fit prices every epoch at the ramp's 6 s (10 epochs, ramp ending after epoch 4); the first
     epoch past the ramp costs 3 s, so the second fit, after it, spends the 33 s left on 11 more epochs (16) and
     moves the learning-rate drops (7, 9 of 10) with them; the ramp, behind, stays."""
-    run_epoch = loop_module.Trainer.run_epoch  # the fixture's: EPOCH_CPU each
-
-    def cheaper_after_ramp(self: loop_module.Trainer) -> dict[str, Any]:
-        row = run_epoch(self)
-        row["cpu_time"] = EPOCH_CPU if row["epoch"] <= self.cfg.ramp_end else EPOCH_CPU / 2
-        return row
-
-    monkeypatch.setattr(loop_module.Trainer, "run_epoch", cheaper_after_ramp)
+    half_price_after_ramp(monkeypatch)
     s = train(cfg_for(tmp_path), model=tiny_model(), train_data=tiny_data())
     assert (s["epochs"], s["planned_epochs"], s["epochs_trained"], s["stopped_by_budget"]) == (16, 20, 16, False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
