@@ -138,9 +138,12 @@ def attack_comparison(
     `attack`: `interval` or `interval-targeted`, with its `skip_verified` option. Where the attack's Line 13 PGD
     steps otherwise than PGD's 0.01, PGD-40 at that step given the same time too ("PGD at IA step")."""
     from veritrain.attacks import make_attack
+    from veritrain.attacks.interval import IntervalAttack
 
     eps = float(config["eps"])
     ia = make_attack(attack, eps, seed=seed, iterations=iterations, domain=domain, skip_verified=skip_verified)
+    if not isinstance(ia, IntervalAttack):
+        raise ValueError(f"Table I compares an interval attack with PGD and CW; {attack!r} is not one")
     own_step = ia.pgd_step_size != PGD_STEP
     params = {
         "n": n,

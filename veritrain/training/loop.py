@@ -583,7 +583,7 @@ class Trainer:
         if not cfg.fit_budget or cfg.budget_minutes is None:
             return
         first = not self.fitted and self.epoch == cfg.clean_epochs + 1
-        refit = bool(self.fitted) and "refit" not in self.fitted and self.epoch == cfg.ramp_end + 1
+        refit = self.fitted is not None and "refit" not in self.fitted and self.epoch == cfg.ramp_end + 1
         if not (first or (refit and self.epoch < cfg.epochs)):
             return
         epochs = cfg.epochs
