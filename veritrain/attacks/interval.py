@@ -38,9 +38,9 @@ step of eps/10; the sample keeps its best copy. Its defaults are one iteration w
 interval gradient over the small ball B_eps'(x) sends the copy to the vertex of B_eps(x) where the linear bound
 of that margin is lowest. Measured on the Madry-trained MNIST FC1 of Table I at eps 0.3 (1,024 test images,
 crown-ibp, one thread, CPU seconds, without the sound pre-pass; `bench/bench_interval_targeting.py`): it broke
-47.9% in 25 s, 1.31x PGD-40 (step 0.01, restarted) given the same time; most of that is the larger step, not the
+47.9% in 22 s, 1.31x PGD-40 (step 0.01, restarted) given the same time; most of that is the larger step, not the
 bounds: PGD-40 at step 0.03 given the same time broke 44.9% (1.07x), and the same per-class targeted steps from
-the plain gradient of z_y - z_j instead of the bound's broke 44.8% in 16 s.
+the plain gradient of z_y - z_j instead of the bound's broke 45.6% in 18 s.
 """
 
 from __future__ import annotations
