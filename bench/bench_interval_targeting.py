@@ -28,7 +28,7 @@ from veritrain.attacks import make_attack
 from veritrain.attacks.base import project
 from veritrain.attacks.interval import target_copies
 from veritrain.attacks.pgd import _Best, _pgd_run
-from veritrain.experiments.measures import _equal_time, load_run_model, test_images
+from veritrain.experiments.measures import PGD_STEP, _equal_time, load_run_model, test_images
 
 FC1 = "results/paper/training-runs/cpu-mnist-fc1-madry-737676fc"
 
@@ -98,7 +98,7 @@ def main() -> None:
         t0 = time.process_time()
         success = chunks(fn)
         spent = time.process_time() - t0
-        pgd, _, _ = _equal_time("pgd", model, x, y, eps, spent, 40, 0.01, args.chunk, time.process_time)
+        pgd, _, _ = _equal_time("pgd", model, x, y, eps, spent, 40, PGD_STEP, args.chunk, time.process_time)
         same, _, _ = _equal_time("pgd", model, x, y, eps, spent, 40, step, args.chunk, time.process_time)
         rate, base, base2 = (100 * s.float().mean().item() for s in (success, pgd, same))
         print(

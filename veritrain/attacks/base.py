@@ -137,6 +137,10 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
     return other.amax(1) - z_y
 
 
+#: the losses `per_sample_loss` takes without a target class
+UNTARGETED_LOSSES = ("ce", "margin")
+
+
 def per_sample_loss(logits: Tensor, y: Tensor, loss: str, target: Tensor | None = None) -> Tensor:
     """The loss an attack ascends, per sample: "ce", "margin" (`margin`), or "target": z_target - z_y, the
     margin to the given class `target` (B,) alone (> 0 implies misclassified)."""

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from veritrain.attacks.base import (
     ATTACKS,
+    UNTARGETED_LOSSES,
     Attack,
     AttackResult,
     ascent_direction,
@@ -145,7 +146,7 @@ class IntervalAttack(Attack):
         else:
             self.pgd_step_size = default_step_size(eps, pgd_steps, norm)
         self.pgd_loss = self.default_pgd_loss if pgd_loss is None else pgd_loss
-        losses = ("ce", "margin", "target") if self.targeted else ("ce", "margin")
+        losses = (*UNTARGETED_LOSSES, "target") if self.targeted else UNTARGETED_LOSSES
         if self.pgd_loss not in losses:
             raise ValueError(f"{self.name}: pgd_loss must be one of {', '.join(losses)}, got {self.pgd_loss!r}")
         self.restarts = restarts
@@ -282,8 +283,10 @@ class IntervalAttack(Attack):
             if self.targeted:  # each sample's best copy: broken first, then the highest loss
                 score = torch.where(sub.success, float("inf"), sub.loss).view(idx.numel(), num_classes - 1)
                 pick = pick * (num_classes - 1) + score.argmax(1)
-            with torch.no_grad():  # the batch's best is ranked by CE, whatever loss Line 13 ascended
-                loss = per_sample_loss(model(sub.x[pick]), y[idx], "ce")
+            loss = sub.loss[pick]
+            if self.pgd_loss != "ce":  # the batch's best is ranked by CE, whatever loss Line 13 ascended
+                with torch.no_grad():
+                    loss = per_sample_loss(model(sub.x[pick]), y[idx], "ce")
             _offer(best, idx, sub.x[pick], sub.success[pick], loss)
         return AttackResult(best.x, best.success, flat_norm(best.x - x, norm), info=info)
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from veritrain.attacks.base import (
     ATTACKS,
+    UNTARGETED_LOSSES,
     Attack,
     AttackResult,
     ascent_direction,
@@ -158,8 +159,8 @@ class PGD(Attack):
         self.step_size = default_step_size(eps, steps, norm) if step_size is None else float(step_size)
         if not self.step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
-        if loss not in ("ce", "margin"):
-            raise ValueError(f"{self.name}: loss must be 'ce' or 'margin', got {loss!r}")
+        if loss not in UNTARGETED_LOSSES:
+            raise ValueError(f"{self.name}: loss must be one of {', '.join(UNTARGETED_LOSSES)}, got {loss!r}")
         self.restarts = restarts
         self.random_start = random_start
         self.loss = loss

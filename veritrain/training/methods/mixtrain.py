@@ -262,9 +262,10 @@ class MixTrain(Objective):
 
         Every sample gets the batch domain's sound margin lower bounds (IBP, or CROWN-IBP mixed with IBP by
         beta as in `crown-ibp`; with `--batch-share` f < 1 only a uniform draw of a share f of the batch holding
-        the k' samples does, Eqn. 8's stochastic estimate applied to the batch domain); the k' samples of Eqn. 8 also get the tight domain's (`--domain`), and keep
-        the larger of the two (both are sound, so their maximum is). The loss is the cross-entropy of the
-        negated margin bounds over the batch, where each tight sample weighs 1 / batch like any other; with
+        the k' samples does, Eqn. 8's stochastic estimate applied to the batch domain); the k' samples of
+        Eqn. 8 also get the tight domain's (`--domain`), and keep the larger of the two (both are sound, so
+        their maximum is). The loss is the cross-entropy of the negated margin bounds over the batch, where each
+        tight sample weighs 1 / batch like any other; with
         `--tight-weight w` (not in the paper) it is (1 - w) * that mean + w * the mean over the k' samples. The k'
         samples are a uniform draw, so their mean is Eqn. 8's unbiased estimate of the whole batch's loss under
         the tight bounds, and the loss estimates (1 - w) * L_batch_domain + w * L_tight over the batch: the tight
