@@ -506,6 +506,25 @@ def test_augmentation_shifts_and_flips_within_pixels_and_keeps_input() -> None:
         augment(x, "mixup", g)
 
 
+def test_crop_pad_bounds_the_shift() -> None:
+    """`--augment-pad P`: every crop is the image shifted by at most P pixels in each direction."""
+    from veritrain.data.augment import augment
+    from veritrain.training.config import ConfigError, TrainConfig
+    from veritrain.training.loop import validate_config
+
+    img = torch.arange(1.0, 101.0).view(1, 1, 10, 10).expand(32, 1, 10, 10)
+    for pad in (1, 3):
+        out = augment(img, "crop", torch.Generator().manual_seed(pad), pad)
+        for o in out:
+            r, c = (o[0] > 0).nonzero()[0].tolist()  # the first kept pixel gives the shift
+            v = int(o[0, r, c].item()) - 1
+            dy, dx = v // 10 - r, v % 10 - c
+            assert max(abs(dy), abs(dx)) <= pad
+            assert torch.equal(o[0], torch.roll(img[0, 0], (-dy, -dx), (0, 1)) * (o[0] > 0))
+    with pytest.raises(ConfigError, match="--augment-pad"):
+        validate_config(TrainConfig(dataset="mnist", augment="crop", augment_pad=0))
+
+
 def test_augmentation_defaults_per_dataset() -> None:
     from veritrain.training.config import TrainConfig
 

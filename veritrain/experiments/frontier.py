@@ -204,7 +204,7 @@ def calibrate(cfg: TrainConfig, steps: int = 6, train_data: Any = None) -> tuple
                 device=torch.device("cpu"),
             )
             t0 = time.process_time()
-            x = augment(x_all[idx], cfg.augment or "none", ctx.generator)
+            x = augment(x_all[idx], cfg.augment or "none", ctx.generator, cfg.augment_pad)
             loss, _ = objective.loss(model, x, y_all[idx], ctx)
             optimizer.zero_grad()
             loss.backward()

@@ -97,10 +97,11 @@ class TrainConfig:
     )
     augment: str | None = option(
         None,
-        "training-data augmentation: {augmentations} (crop: 4-pixel shifts; "
+        "training-data augmentation: {augmentations} (crop: shifts of up to --augment-pad pixels; "
         "crop-flip: shifts and left-right mirroring) (default per data set: "
         "{defaults.augment})",
     )
+    augment_pad: int = option(4, "largest shift in pixels of the crop augmentations (zero padding of that width)")
     seed: int = option(0, "random seed (python, numpy, torch, data shuffling and the method's own sampling)")
     budget_minutes: float | None = option(
         None, "stop after the epoch in which the training CPU time reaches this many minutes (default: no limit)"

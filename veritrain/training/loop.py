@@ -143,6 +143,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
             cfg.augment in AUGMENTATIONS,
             f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}",
         ),
+        (cfg.augment_pad >= 1, f"--augment-pad must be at least 1, got {cfg.augment_pad}"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
     ]
     for ok, msg in checks:
@@ -448,7 +449,7 @@ class Trainer:
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         for b in bar:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x, y = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen), y_all[idx]
+            x, y = augment(x_all[idx], cfg.augment or "none", self.shuffle_gen, cfg.augment_pad), y_all[idx]
             share = 1.0  # torchrun: this process's rows of the global batch, and its share of the loss
             if self.procs.active:
                 rows = distributed.share(len(idx), self.procs)
