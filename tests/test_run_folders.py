@@ -232,3 +232,27 @@ def test_train_refuses_labels_that_are_not_class_indices(tmp_path):
             train(cfg_for(tmp_path / "run"), model=tiny_model(), train_data=TensorDataset(x, bad))
         assert "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_ema_keeps_the_average_resumes_it_and_checks_its_decay(tmp_path):
+    """--ema: RUN/model.pt and the final evaluation are the moving average of the weights (the checkpoint keeps
+    the raw ones to train on), a resumed run continues the same average, and the decay must lie in (0, 1)."""
+    from veritrain.training.config import ConfigError
+
+    whole = tmp_path / "whole"
+    run(cfg_for(whole, epochs=3, ema=0.9))
+    weights = torch.load(whole / "model.pt", weights_only=True)
+    ckpt = torch.load(whole / "checkpoint.pt", weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    assert weights.keys() == ckpt["model"].keys() == averaged.keys()
+    assert all(torch.equal(weights[k], averaged[k]) for k in weights)
+    assert not all(torch.equal(weights[k], ckpt["model"][k]) for k in weights)  # not the raw weights
+    assert int(ckpt["ema"]["n_averaged"]) == 3 * 4  # one update per step: 120 images in batches of 30
+    parted = tmp_path / "parted"
+    run(cfg_for(parted, epochs=2, ema=0.9))
+    run(cfg_for(parted, epochs=3, ema=0.9, resume=True))
+    resumed = torch.load(parted / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--ema"):
+            run(cfg_for(tmp_path / "bad", ema=bad))

@@ -102,6 +102,12 @@ class TrainConfig:
         "{defaults.augment})",
     )
     augment_pad: int = option(4, "largest shift in pixels of the crop augmentations (zero padding of that width)")
+    ema: float | None = option(
+        None,
+        "keep an exponential moving average of the weights, updated after every step with this decay (e.g. "
+        "0.999); the per-epoch test and held-out metrics, --keep-best, RUN/model.pt and the final evaluation use "
+        "the averaged weights; training (and MixTrain's alpha) continue on the raw ones (default: no average)",
+    )
     seed: int = option(0, "random seed (python, numpy, torch, data shuffling and the method's own sampling)")
     budget_minutes: float | None = option(
         None, "stop after the epoch in which the training CPU time reaches this many minutes (default: no limit)"

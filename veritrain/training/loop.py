@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import TensorDataset
 
 from veritrain.attacks import ATTACKS
@@ -142,6 +143,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         (
             cfg.augment in AUGMENTATIONS,
             f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}",
+        ),
+        (
+            cfg.ema is None or (math.isfinite(cfg.ema) and 0.0 < cfg.ema < 1.0),
+            f"--ema must be a decay in (0, 1), got {cfg.ema}",
         ),
         (cfg.augment_pad >= 1, f"--augment-pad must be at least 1, got {cfg.augment_pad}"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one"),
@@ -316,6 +321,10 @@ class Trainer:
         self.procs = distributed.current()  # torchrun: this process's rank among the data-parallel processes
         if self.procs.active:
             distributed.broadcast_parameters(self.model)
+        #: --ema: the moving average of the weights (`AveragedModel`; `.module` is the averaged network)
+        self.ema: AveragedModel | None = None
+        if cfg.ema is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.monitor = EpochMonitor(cfg, test_data, self.objective)
         self.tensorboard: TensorBoardLog | None = None  # set by `train` with --tensorboard
 
@@ -335,6 +344,7 @@ class Trainer:
             "metrics": self.metrics,
             "best": self.best,
             "fitted": self.fitted,
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -366,6 +376,8 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.objective.load_state_dict(ckpt["objective"])
             set_rng_state(ckpt["rng"], self.shuffle_gen, self.method_gen)
+            if self.ema is not None:
+                self.ema.load_state_dict(ckpt["ema"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise TrainingError(
                 f"{self.files.checkpoint} is incomplete or inconsistent ({e}); train into a new --out"
@@ -376,11 +388,17 @@ class Trainer:
         self.best = ckpt.get("best")
         self.fitted = ckpt.get("fitted")
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network that is measured and kept: the moving average with --ema, else the trained one."""
+        return self.model if self.ema is None else self.ema.module
+
     def run_weights(self) -> dict[str, torch.Tensor]:
-        """The run's weights (RUN/model.pt, the final evaluation): the kept epoch's with --keep-best, else the latest."""
+        """The run's weights (RUN/model.pt, the final evaluation): the kept epoch's with --keep-best, else the
+        latest (averaged with --ema)."""
         if self.cfg.keep_best and self.best is not None:
             return dict(self.best["model"])
-        return self.model.state_dict()
+        return self.evaluated.state_dict()
 
     def save(self) -> None:
         save_checkpoint(self.files.checkpoint, self.state())
@@ -399,12 +417,13 @@ class Trainer:
         t0, cpu0 = time.perf_counter(), time.process_time()
         x, y = self.holdout_data.tensors[0], self.holdout_data.tensors[1]
         batch = max(cfg.batch_size, 500)
-        out: dict[str, Any] = {"holdout_acc": percent(correct(self.model, x, y, batch)), "holdout_n": len(x)}
+        model = self.evaluated
+        out: dict[str, Any] = {"holdout_acc": percent(correct(model, x, y, batch)), "holdout_n": len(x)}
         if cfg.eps > 0:
             if self._holdout_sound is None:  # the architecture decides it: checked once
-                self._holdout_sound = bound_engine_accepts(self.model, tuple(x.shape[1:])) is None
+                self._holdout_sound = bound_engine_accepts(model, tuple(x.shape[1:])) is None
             out["holdout_vra"] = (
-                percent(verified_mask(self.model, x, y, cfg.eps, cfg.holdout_domain, cfg.norm, batch, progress=False))
+                percent(verified_mask(model, x, y, cfg.eps, cfg.holdout_domain, cfg.norm, batch, progress=False))
                 if self._holdout_sound
                 else None
             )
@@ -427,7 +446,7 @@ class Trainer:
             return
         key = self.best_key(row)
         if self.best is None or key > tuple(self.best["key"]):
-            weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            weights = {k: v.detach().cpu().clone() for k, v in self.evaluated.state_dict().items()}
             self.best = {"epoch": int(row["epoch"]), "key": list(key), "model": weights}
 
     # -- one epoch
@@ -483,6 +502,8 @@ class Trainer:
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             synchronize(self.device)
             batch_times.append(time.perf_counter() - t0)
             m = dict(m)
@@ -633,7 +654,7 @@ class Trainer:
         while self.epoch < self.cfg.epochs and not self.stop_by_budget():
             row = self.run_epoch()
             if self.procs.main:  # torchrun: rank 0 measures, logs and writes the run folder
-                row.update(self.monitor(self.model))
+                row.update(self.monitor(self.evaluated))
                 row.update(self.holdout_metrics())
                 # the held-out evaluation is part of training (alpha, --keep-best): its CPU time counts to the budget
                 row["cpu_time"] += row.pop("holdout_cpu_time", 0.0)
