@@ -182,6 +182,8 @@ def test_update_rule():
     assert update_alpha(0.8, 95.0, 95.0, 0.05) == pytest.approx(0.75)  # acc <= acc0 lowers alpha
     assert update_alpha(0.98, 100.0, 50.0, 0.05) == 1.0
     assert update_alpha(0.02, 0.0, 50.0, 0.05) == 0.0
+    assert update_alpha(0.12, 0.0, 50.0, 0.05, low=0.1) == pytest.approx(0.1)  # --alpha-min: never below it
+    assert update_alpha(0.1, 99.0, 50.0, 0.05, low=0.1) == pytest.approx(0.15)
     a = 0.8
     for _ in range(16):
         a = update_alpha(a, 0.0, 50.0, 0.05)

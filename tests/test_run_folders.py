@@ -256,3 +256,14 @@ def test_ema_keeps_the_average_resumes_it_and_checks_its_decay(tmp_path):
     for bad in (0.0, 1.0, float("nan")):
         with pytest.raises(ConfigError, match="--ema"):
             run(cfg_for(tmp_path / "bad", ema=bad))
+
+
+def test_alpha_min_is_a_floor_of_the_rule(tmp_path):
+    """--alpha-min: the rule lowers alpha to the floor and no further (acc0 100 is never beaten); outside
+    [0, 1] it is an error."""
+    folder = tmp_path / "floor"
+    opts = dict(method="mixtrain", eps=0.05, alpha0=0.2, acc0=100.0, domain="interval", k_per_batch=2)
+    run(cfg_for(folder, epochs=4, alpha_min=0.1, **opts))
+    assert [r["alpha"] for r in read_jsonl(folder / "metrics.jsonl")] == pytest.approx([0.2, 0.15, 0.1, 0.1])
+    with pytest.raises(ValueError, match="--alpha-min"):
+        run(cfg_for(tmp_path / "bad", alpha_min=1.5, **opts))

@@ -221,6 +221,12 @@ class TrainConfig:
         "dynamic alpha: +/- this much per epoch depending on accuracy vs --acc0 (paper: 0.05)",
         methods=("mixtrain",),
     )
+    alpha_min: float = option(
+        0.0,
+        "dynamic alpha: the lowest value the rule may set (paper: 0; e.g. 0.1 keeps a verified term in every "
+        "epoch: at alpha 0 an epoch is clean training and can undo the robustness of earlier ones)",
+        methods=("mixtrain",),
+    )
     acc0: float | None = option(
         None,
         "dynamic alpha: target training accuracy acc_0 in percent; the paper gives "

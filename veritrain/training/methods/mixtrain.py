@@ -94,10 +94,11 @@ class SamplePlan:
         return plan
 
 
-def update_alpha(alpha: float, acc: float, acc0: float, step: float) -> float:
-    """Section V-A: alpha + step if acc > acc0 else alpha - step, kept in [0, 1] (acc, acc0 in one unit)."""
+def update_alpha(alpha: float, acc: float, acc0: float, step: float, low: float = 0.0) -> float:
+    """Section V-A: alpha + step if acc > acc0 else alpha - step, kept in [low, 1] (acc, acc0 in one unit;
+    the paper's low is 0, `--alpha-min` raises it)."""
     new = alpha + step if acc > acc0 else alpha - step
-    return round(min(1.0, max(0.0, new)), 10)  # rounding keeps 0.8 - 16 * 0.05 from drifting off 0
+    return round(min(1.0, max(low, new)), 10)  # rounding keeps 0.8 - 16 * 0.05 from drifting off 0
 
 
 @METHODS.register("mixtrain")
@@ -107,7 +108,8 @@ class MixTrain(Objective):
     Only the k' chosen samples go through the bound engine (`cfg.domain`, any registered domain); the
     cross-entropy reuses the batch's ordinary forward pass. After each epoch, alpha moves by
     `cfg.alpha_step` (0.05) up if the clean accuracy on `cfg.acc_subsample` random training images
-    (eval mode) beats acc0, else down, kept in [0, 1]; `cfg.alpha` fixes it instead (Fig. 8, Table IX).
+    (eval mode) beats acc0, else down, kept in [0, 1] (`cfg.alpha_min` raises the 0, not in the paper); `cfg.alpha`
+    fixes it instead (Fig. 8, Table IX).
     During the first `cfg.warmup_epochs` epochs (default 0, not in the paper) alpha is 0 and does not move:
     plain cross-entropy, with the verified loss only logged. With `cfg.alpha_after_ramp` (not in the paper)
     alpha stays at alpha0 until the eps ramp has ended (`first_rule_epoch`): while eps grows the accuracy
@@ -154,6 +156,8 @@ class MixTrain(Objective):
                 f"--k-per-batch must be >= {low} (0 bounds no sample, i.e. regular training: use "
                 f"--method regular, or add --batch-domain), got {cfg.k_per_batch}"
             )
+        if not 0.0 <= cfg.alpha_min <= 1.0:
+            raise ValueError(f"--alpha-min must lie in [0, 1], got {cfg.alpha_min}")
         self.k = cfg.k
         self.k_per_batch = DEFAULT_K_PER_BATCH if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
@@ -338,7 +342,7 @@ class MixTrain(Objective):
         acc = self.subsample_accuracy(model, ctx.train_data if held is None else held, ctx.generator, ctx.device)
         used = 0.0 if ctx.epoch < self.warmup_epochs else self.alpha  # what `loss` weighed this epoch with
         if not self.fixed and ctx.epoch >= self.first_rule_epoch:
-            self.alpha = update_alpha(self.alpha, acc, self.acc0, self.cfg.alpha_step)
+            self.alpha = update_alpha(self.alpha, acc, self.acc0, self.cfg.alpha_step, self.cfg.alpha_min)
         # "alpha" is the epoch's own (logged and plotted with the epoch it weighed); "alpha_next" the update
         out = {
             "alpha": used,
