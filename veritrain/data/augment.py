@@ -1,9 +1,9 @@
 """Training-time data augmentation on pixel batches (N, C, H, W) in [0, 1].
 
-`crop-flip` is the usual CIFAR recipe: zero-pad 4 pixels (`pad`, `--augment-pad`), take a random crop of the original size and
-flip horizontally with probability 1/2; `crop` does the crop only (digits must not be mirrored). The
-paper does not say whether it augments (Section V-A); veritrain augments the colour data sets by
-default because CIFAR Small over-fits without it (`results/README.md`). Augmentation draws from the
+`crop-flip` is the usual CIFAR recipe: zero-pad 4 pixels (`pad`, `--augment-pad`), take a random crop of
+the original size and flip horizontally with probability 1/2; `crop` does the crop only (digits must not be
+mirrored). The paper does not say whether it augments (Section V-A); veritrain augments the colour data
+sets by default because CIFAR Small over-fits without it (`results/README.md`). Augmentation draws from the
 trainer's shuffling generator, so a resumed run replays the same crops.
 """
 

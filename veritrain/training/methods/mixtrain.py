@@ -156,14 +156,12 @@ class MixTrain(Objective):
                 f"--k-per-batch must be >= {low} (0 bounds no sample, i.e. regular training: use "
                 f"--method regular, or add --batch-domain), got {cfg.k_per_batch}"
             )
-        if not 0.0 <= cfg.alpha_min <= 1.0:
-            raise ValueError(f"--alpha-min must lie in [0, 1], got {cfg.alpha_min}")
         self.k = cfg.k
         self.k_per_batch = DEFAULT_K_PER_BATCH if cfg.k_per_batch is None else int(cfg.k_per_batch)
         self.domain = DOMAINS.get(cfg.domain)()  # fails early, listing the domains, for an unknown name
         self.training_domain = cfg.domain
         alpha0 = cfg.alpha0 if cfg.alpha0 is not None else training_defaults(cfg.dataset).alpha0
-        for name, value in (("alpha0", alpha0), ("alpha", cfg.alpha)):
+        for name, value in (("--alpha0", alpha0), ("--alpha", cfg.alpha), ("--alpha-min", cfg.alpha_min)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.fixed = cfg.alpha is not None
